@@ -1,0 +1,175 @@
+//! Manager configuration and its validation.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::Manager;
+
+/// Default interval between heartbeats on an idle stream (and the write deadline).
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// How many events a topic keeps for slow subscribers and for resume, by default.
+pub const DEFAULT_HISTORY_EVENTS: usize = 1024;
+
+/// How many bytes of encoded events a topic keeps, by default.
+pub const DEFAULT_HISTORY_BYTES: usize = 4 << 20;
+
+/// How far (in events) a subscriber may fall behind its topic before it is disconnected.
+pub const DEFAULT_MAX_LAG_EVENTS: usize = 512;
+
+/// How far (in bytes of encoded events) a subscriber may fall behind before it is disconnected.
+pub const DEFAULT_MAX_LAG_BYTES: usize = 1 << 20;
+
+/// Settings shared by every topic of a [`Manager`].
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) heartbeat: Duration,
+    pub(crate) limits: Limits,
+    pub(crate) token: CancellationToken,
+}
+
+/// Memory bounds of one topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) history_events: usize,
+    pub(crate) history_bytes: usize,
+    pub(crate) max_lag_events: usize,
+    pub(crate) max_lag_bytes: usize,
+}
+
+impl Limits {
+    /// The topic keeps what either use needs: the resume history, and the window a live
+    /// subscriber may lag behind. At least the newest event is always kept, because change
+    /// detection re-delivers it to subscribers that have not received anything yet.
+    pub(crate) fn retained_events(&self) -> usize {
+        self.history_events.max(self.max_lag_events).max(1)
+    }
+
+    pub(crate) fn retained_bytes(&self) -> usize {
+        self.history_bytes.max(self.max_lag_bytes)
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            history_events: DEFAULT_HISTORY_EVENTS,
+            history_bytes: DEFAULT_HISTORY_BYTES,
+            max_lag_events: DEFAULT_MAX_LAG_EVENTS,
+            max_lag_bytes: DEFAULT_MAX_LAG_BYTES,
+        }
+    }
+}
+
+/// Builds a [`Manager`] with non-default settings.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let manager = sse_runtime::Manager::builder()
+///     .heartbeat(Duration::from_secs(15))
+///     .build()
+///     .expect("valid configuration");
+/// assert_eq!(manager.heartbeat(), Duration::from_secs(15));
+///
+/// let err = sse_runtime::Manager::builder().heartbeat(Duration::ZERO).build().unwrap_err();
+/// assert!(err.to_string().contains("heartbeat"));
+/// ```
+#[derive(Debug, Default)]
+#[must_use = "call .build() to get a Manager"]
+pub struct ManagerBuilder {
+    heartbeat: Option<Duration>,
+    limits: Limits,
+    token: Option<CancellationToken>,
+}
+
+impl ManagerBuilder {
+    /// Interval of the `:\n\n` heartbeat on idle streams, default 30 s. It is also the write
+    /// deadline that [`WriteDeadline`](crate::WriteDeadline) is meant to be given. Must be at
+    /// least one millisecond.
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = Some(interval);
+        self
+    }
+
+    /// Binds the manager to a parent cancellation token: cancelling it shuts the manager down,
+    /// like [`Manager::shutdown`]. (The Go package's parent context.)
+    pub fn cancellation_token(mut self, token: CancellationToken) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// How many of its latest events each topic keeps for resuming clients (default 1024;
+    /// 0 keeps none beyond what live subscribers need).
+    pub fn history(mut self, events: usize) -> Self {
+        self.limits.history_events = events;
+        self
+    }
+
+    /// Upper bound on the bytes of encoded events each topic keeps for history (default 4 MiB).
+    pub fn history_bytes(mut self, bytes: usize) -> Self {
+        self.limits.history_bytes = bytes;
+        self
+    }
+
+    /// How many events a subscriber may fall behind before it is disconnected (default 512).
+    /// A disconnected browser reconnects and resumes from history.
+    pub fn max_lag(mut self, events: usize) -> Self {
+        self.limits.max_lag_events = events;
+        self
+    }
+
+    /// How many bytes of events a subscriber may fall behind before it is disconnected
+    /// (default 1 MiB).
+    pub fn max_lag_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_lag_bytes = bytes;
+        self
+    }
+
+    /// Checks the settings and builds the manager.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first setting that is out of range.
+    pub fn build(self) -> Result<Manager, ConfigError> {
+        let heartbeat = self.heartbeat.unwrap_or(DEFAULT_HEARTBEAT);
+        if heartbeat < Duration::from_millis(1) {
+            return Err(ConfigError::new(format!(
+                "heartbeat must be at least 1ms, got {heartbeat:?}"
+            )));
+        }
+        if self.limits.max_lag_events == 0 || self.limits.max_lag_bytes == 0 {
+            return Err(ConfigError::new(
+                "max_lag and max_lag_bytes must be at least 1: a subscriber must be allowed one \
+                 undelivered event"
+                    .to_owned(),
+            ));
+        }
+        Ok(Manager::from_config(Config {
+            heartbeat,
+            limits: self.limits,
+            token: self.token.unwrap_or_default(),
+        }))
+    }
+}
+
+/// A [`ManagerBuilder`] setting that is out of range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    message: String,
+}
+
+impl ConfigError {
+    fn new(message: String) -> Self {
+        Self { message }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid SSE manager configuration: {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -1,0 +1,185 @@
+//! Low-level SSE wire encoding, for custom handlers.
+//!
+//! The [`Manager`](crate::Manager) encodes every event once with these functions and shares the
+//! resulting [`Bytes`] between all subscribers. They are public so that a hand-written handler can
+//! speak exactly the same wire format (the Go package's `WriteSSEEvent`, `WriteSSEHeaders` and
+//! `WriteHeartbeat`).
+//!
+//! ```
+//! use sse_runtime::frame;
+//!
+//! let bytes = frame::event(Some("7"), Some("alarm"), br#"{"level":3}"#);
+//! assert_eq!(&bytes[..], b"id: 7\nevent: alarm\ndata: {\"level\":3}\n\n");
+//! assert_eq!(&frame::heartbeat()[..], b":\n\n");
+//! ```
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, header};
+use serde::Serialize;
+
+/// The comment frame sent on idle streams so proxies keep the connection open and a dead peer
+/// surfaces as a write error.
+pub const HEARTBEAT: &[u8] = b":\n\n";
+
+/// The heartbeat frame `:\n\n` as shared bytes (no allocation).
+pub fn heartbeat() -> Bytes {
+    Bytes::from_static(HEARTBEAT)
+}
+
+/// Encodes one event frame: optional `id:` and `event:` lines, then `data`, one `data:` line per
+/// line of input (`\n`, `\r\n` and `\r` all split lines, as the SSE parser would), then the
+/// blank line that dispatches the event.
+///
+/// `id` and `event` must not contain line breaks; line breaks in them are replaced by spaces so a
+/// caller can never inject fields into the stream.
+pub fn event(id: Option<&str>, event: Option<&str>, data: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(encoded_len(id, event, data));
+    write_event(&mut buf, id, event, data);
+    buf.freeze()
+}
+
+/// Serializes `value` as JSON and encodes it as one event frame.
+///
+/// # Errors
+/// The serializer's error, when `value` cannot be represented as JSON (for example a map with
+/// non-string keys). Nothing is written in that case.
+///
+/// ```
+/// let bytes = sse_runtime::frame::json_event(None, None, &[1, 2, 3]).unwrap();
+/// assert_eq!(&bytes[..], b"data: [1,2,3]\n\n");
+/// ```
+pub fn json_event<T: Serialize + ?Sized>(
+    id: Option<&str>,
+    event_name: Option<&str>,
+    value: &T,
+) -> Result<Bytes, serde_json::Error> {
+    let data = serde_json::to_vec(value)?;
+    Ok(event(id, event_name, &data))
+}
+
+/// Encodes a `retry:` frame telling the browser how long to wait before reconnecting.
+///
+/// ```
+/// assert_eq!(&sse_runtime::frame::retry(2500)[..], b"retry: 2500\n\n");
+/// ```
+pub fn retry(millis: u64) -> Bytes {
+    let mut buf = BytesMut::with_capacity(32);
+    buf.put_slice(b"retry: ");
+    buf.put_slice(itoa::Buffer::new().format(millis).as_bytes());
+    buf.put_slice(b"\n\n");
+    buf.freeze()
+}
+
+/// Sets the three SSE response headers: `Content-Type: text/event-stream`,
+/// `Cache-Control: no-cache` and `X-Accel-Buffering: no` (so nginx-style proxies pass events
+/// through instead of buffering them).
+///
+/// ```
+/// let mut headers = http::HeaderMap::new();
+/// sse_runtime::frame::set_headers(&mut headers);
+/// assert_eq!(headers["content-type"], "text/event-stream");
+/// ```
+pub fn set_headers(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+}
+
+pub(crate) fn encoded_len(id: Option<&str>, event: Option<&str>, data: &[u8]) -> usize {
+    let lines = 1 + data.iter().filter(|&&b| b == b'\n' || b == b'\r').count();
+    id.map_or(0, |id| id.len() + 5)
+        + event.map_or(0, |e| e.len() + 8)
+        + data.len()
+        + lines * 7
+        + 1
+}
+
+/// Appends one event frame to `buf`.
+pub(crate) fn write_event(buf: &mut BytesMut, id: Option<&str>, event: Option<&str>, data: &[u8]) {
+    if let Some(id) = id {
+        write_field(buf, b"id: ", id.as_bytes());
+    }
+    if let Some(event) = event {
+        write_field(buf, b"event: ", event.as_bytes());
+    }
+    let mut rest = data;
+    loop {
+        match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            Some(at) => {
+                write_field(buf, b"data: ", &rest[..at]);
+                let skip = if rest[at] == b'\r' && rest.get(at + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                rest = &rest[at + skip..];
+            }
+            None => {
+                write_field(buf, b"data: ", rest);
+                break;
+            }
+        }
+    }
+    buf.put_u8(b'\n');
+}
+
+fn write_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
+    buf.put_slice(name);
+    if value.iter().any(|&b| b == b'\n' || b == b'\r') && name != b"data: " {
+        buf.extend(
+            value
+                .iter()
+                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+        );
+    } else {
+        buf.put_slice(value);
+    }
+    buf.put_u8(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_lines_split_on_every_line_break_kind() {
+        let frame = event(None, None, b"a\nb\r\nc\rd");
+        assert_eq!(&frame[..], b"data: a\ndata: b\ndata: c\ndata: d\n\n");
+    }
+
+    #[test]
+    fn empty_data_is_one_empty_data_line() {
+        assert_eq!(&event(None, None, b"")[..], b"data: \n\n");
+    }
+
+    #[test]
+    fn trailing_newline_gives_a_trailing_empty_data_line() {
+        assert_eq!(&event(None, None, b"x\n")[..], b"data: x\ndata: \n\n");
+    }
+
+    #[test]
+    fn id_and_event_cannot_inject_fields() {
+        let frame = event(Some("1\ndata: evil"), Some("a\rb"), b"{}");
+        assert_eq!(&frame[..], b"id: 1 data: evil\nevent: a b\ndata: {}\n\n");
+    }
+
+    #[test]
+    fn capacity_estimate_is_never_short() {
+        for data in [&b""[..], b"x", b"a\nb\n\nc", b"\r\n\r\n", b"{\"a\":1}"] {
+            let exact = event(Some("12-3"), Some("e"), data).len();
+            assert!(encoded_len(Some("12-3"), Some("e"), data) >= exact);
+        }
+    }
+
+    #[test]
+    fn headers_are_the_three_sse_headers() {
+        let mut headers = HeaderMap::new();
+        set_headers(&mut headers);
+        assert_eq!(headers["content-type"], "text/event-stream");
+        assert_eq!(headers["cache-control"], "no-cache");
+        assert_eq!(headers["x-accel-buffering"], "no");
+    }
+}

@@ -1,0 +1,216 @@
+//! The ready-made axum handler (the Go package's `Handler(m, opts...)`), and topics derived from
+//! requests.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::{Ready, ready};
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, OriginalUri, Request};
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::{HeaderMap, StatusCode, Uri};
+
+use crate::manager::Manager;
+use crate::polling::PollingService;
+use crate::stream::SseStream;
+use crate::subscription::SubscribeOptions;
+
+/// Longest topic (path plus query) a request may derive; longer gets `414 URI Too Long`.
+pub const MAX_TOPIC_LEN: usize = 2048;
+
+/// Query parameter read as `Last-Event-ID` when the header is absent, for clients that cannot
+/// set headers.
+pub const LAST_EVENT_ID_QUERY: &str = "last_event_id";
+
+type PollingFactory = Arc<dyn Fn(&Parts) -> Arc<dyn PollingService> + Send + Sync>;
+
+/// An axum handler that opens an SSE stream on a topic of a [`Manager`].
+///
+/// The topic is the request's path, plus `?` and the raw query when there is one (see
+/// [`topic_of`]), unless [`topic`](Self::topic) fixes it. With [`polling`](Self::polling), the
+/// request that creates the topic's broadcaster also starts a poller built from that request.
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{Router, routing::get};
+/// use sse_runtime::{Manager, Polling, PollError, SseHandler};
+///
+/// let manager = Manager::new();
+/// let app: Router = Router::new()
+///     // Event-driven: publish with manager.publish("alarms", &alarm).
+///     .route("/api/v1/alarms/sse", get(SseHandler::new(&manager).topic("alarms")))
+///     // Polled: one poller per distinct path + query, while someone is subscribed.
+///     .route(
+///         "/api/v1/devices/sse",
+///         get(SseHandler::new(&manager).polling(|_request| {
+///             Polling::new(|_cancel| async { Ok::<_, PollError>(vec!["dev-1", "dev-2"]) })
+///                 .interval(Duration::from_secs(5))
+///         })),
+///     );
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct SseHandler {
+    manager: Manager,
+    topic: Option<Arc<str>>,
+    polling: Option<PollingFactory>,
+    change_detection: Option<bool>,
+}
+
+impl SseHandler {
+    /// A handler on `manager`, with the topic taken from each request's URL.
+    pub fn new(manager: &Manager) -> Self {
+        Self {
+            manager: manager.clone(),
+            topic: None,
+            polling: None,
+            change_detection: None,
+        }
+    }
+
+    /// Serve this fixed topic instead of the URL-derived one.
+    pub fn topic(mut self, topic: impl Into<Arc<str>>) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+
+    /// Build a poller from the request; it is started only if this request creates the topic's
+    /// broadcaster, so concurrent requests for one topic share one poller.
+    pub fn polling<P: PollingService>(
+        mut self,
+        factory: impl Fn(&Parts) -> P + Send + Sync + 'static,
+    ) -> Self {
+        self.polling = Some(Arc::new(move |parts| Arc::new(factory(parts))));
+        self
+    }
+
+    /// Change detection for the topic (default: on when polled, off otherwise).
+    pub fn change_detection(mut self, on: bool) -> Self {
+        self.change_detection = Some(on);
+        self
+    }
+
+    /// Opens the stream for a request; what [`axum::handler::Handler::call`] does.
+    pub fn respond(&self, parts: &Parts) -> Response {
+        let topic = match &self.topic {
+            Some(topic) => topic.to_string(),
+            None => topic_of(parts),
+        };
+        if topic.len() > MAX_TOPIC_LEN {
+            return (
+                StatusCode::URI_TOO_LONG,
+                format!("SSE topic longer than {MAX_TOPIC_LEN} bytes"),
+            )
+                .into_response();
+        }
+        let mut options = SubscribeOptions::new();
+        if let Some(factory) = &self.polling {
+            options = options.shared_polling(factory(parts));
+        }
+        if let Some(on) = self.change_detection {
+            options = options.change_detection(on);
+        }
+        if let Some(id) = last_event_id(&parts.headers, &parts.uri) {
+            options = options.last_event_id(&id);
+        }
+        match self.manager.subscribe_with(&topic, options) {
+            Ok(subscription) => SseStream::new(subscription, self.manager.heartbeat()).into_response(),
+            Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
+        }
+    }
+}
+
+impl<S: Send + Sync + 'static> axum::handler::Handler<(), S> for SseHandler {
+    type Future = Ready<Response>;
+
+    fn call(self, request: Request, _state: S) -> Self::Future {
+        let (parts, _body) = request.into_parts();
+        ready(self.respond(&parts))
+    }
+}
+
+impl fmt::Debug for SseHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SseHandler")
+            .field("topic", &self.topic)
+            .field("polling", &self.polling.is_some())
+            .finish()
+    }
+}
+
+/// The topic a request subscribes to by default: its path, plus `?` and the raw query when it
+/// has one (the Go package's `ConstructSSETopic`). Different query strings are different
+/// topics. Uses the URI before any [`Router::nest`](axum::Router::nest) stripped a prefix,
+/// so the topic is the path the client asked for, never a route template.
+///
+/// ```
+/// let request = http::Request::get("/api/v1/device/7/sse?offset=10").body(()).unwrap();
+/// let (parts, _) = request.into_parts();
+/// assert_eq!(sse_runtime::topic_of(&parts), "/api/v1/device/7/sse?offset=10");
+/// ```
+pub fn topic_of(parts: &Parts) -> String {
+    let uri = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(&parts.uri, |original| &original.0);
+    topic_of_uri(uri)
+}
+
+/// [`topic_of`] for a bare [`Uri`].
+///
+/// The `last_event_id` query parameter (the resume fallback for clients that cannot set
+/// headers) is not part of the topic: a resuming client rejoins the topic it left.
+///
+/// ```
+/// let uri: http::Uri = "/feed?a=1&last_event_id=5-3&b=2".parse().unwrap();
+/// assert_eq!(sse_runtime::topic_of_uri(&uri), "/feed?a=1&b=2");
+/// ```
+pub fn topic_of_uri(uri: &Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_owned();
+    };
+    let is_resume = |pair: &&str| pair.split('=').next() == Some(LAST_EVENT_ID_QUERY);
+    if !query.split('&').any(|pair| is_resume(&pair)) {
+        return format!("{}?{}", uri.path(), query);
+    }
+    let kept: Vec<&str> = query.split('&').filter(|pair| !is_resume(pair)).collect();
+    if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    }
+}
+
+/// The request's `Last-Event-ID`: the header, or the `last_event_id` query parameter.
+fn last_event_id(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    if let Some(value) = headers.get("last-event-id") {
+        // Not visible ASCII: kept as is, so it is treated as malformed (a reset), not ignored.
+        return Some(value.to_str().unwrap_or("\u{fffd}").to_owned());
+    }
+    uri.query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == LAST_EVENT_ID_QUERY).then(|| value.to_owned())
+    })
+}
+
+/// Extracts the request's default topic ([`topic_of`]) in a custom handler.
+///
+/// ```
+/// use sse_runtime::RequestTopic;
+///
+/// async fn handler(RequestTopic(topic): RequestTopic) -> String {
+///     topic
+/// }
+/// # let _ = axum::routing::get(handler);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestTopic(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestTopic {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(Self(topic_of(parts)))
+    }
+}

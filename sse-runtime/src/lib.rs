@@ -1,0 +1,67 @@
+//! Typed Server-Sent Events topic fan-out for axum/tokio.
+//!
+//! A [`Manager`] holds one broadcaster per topic. Clients subscribe over HTTP through
+//! [`SseHandler`] (or [`Manager::subscribe`] plus [`SseStream`] in a handler of your own);
+//! publishers push with [`Manager::publish`], or a [`Polling`] service fetches data on an
+//! interval while the topic has subscribers.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use serde::Serialize;
+//! use sse_runtime::{Manager, SseHandler, WriteDeadline};
+//!
+//! #[derive(Serialize)]
+//! struct Alarm { device: String, level: u8 }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let manager = Manager::new();
+//! let app = Router::new().route("/alarms", get(SseHandler::new(&manager).topic("alarms")));
+//!
+//! // Wherever an alarm fires: serialized once, shared by every subscriber, never blocks.
+//! manager.publish("alarms", &Alarm { device: "pump-1".into(), level: 3 });
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(WriteDeadline::new(listener, manager.heartbeat()), app).await
+//! # }
+//! ```
+//!
+//! # How an event travels
+//!
+//! `publish` looks the topic up under a read lock (no subscribers: nothing else happens),
+//! serializes the value once, and appends one encoded frame (`id:`, `event:`, `data:`) to the
+//! topic's bounded log. Every subscriber is a cursor into that log; its connection copies out,
+//! in one write, whatever it has not sent yet. A subscriber that falls too far behind is ended
+//! and its browser resumes with `Last-Event-ID`; nobody else ever waits for it.
+
+#![warn(missing_docs)]
+
+mod config;
+mod deadline;
+mod event_id;
+pub mod frame;
+mod handler;
+mod manager;
+mod polling;
+mod stats;
+mod stream;
+mod subscription;
+mod topic;
+
+pub use config::{
+    ConfigError, DEFAULT_HEARTBEAT, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS,
+    DEFAULT_MAX_LAG_BYTES, DEFAULT_MAX_LAG_EVENTS, ManagerBuilder,
+};
+pub use deadline::{DeadlineIo, WriteDeadline};
+pub use event_id::{EventId, MalformedEventId};
+pub use handler::{
+    LAST_EVENT_ID_QUERY, MAX_TOPIC_LEN, RequestTopic, SseHandler, topic_of, topic_of_uri,
+};
+pub use manager::Manager;
+pub use polling::{
+    DEFAULT_API_VERSION, DEFAULT_INTERVAL, PollError, Polling, PollingService, Publisher,
+    StopFuture, TopicPublisher,
+};
+pub use stats::{Stats, TopicStats};
+pub use stream::SseStream;
+pub use subscription::{EndReason, SubscribeError, SubscribeOptions, Subscription};
+pub use tokio_util::sync::CancellationToken;

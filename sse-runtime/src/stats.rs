@@ -1,0 +1,76 @@
+//! Introspection: counts for `/stats`-style endpoints, dashboards and tests.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use serde::Serialize;
+
+use crate::EventId;
+
+/// A snapshot of a [`Manager`](crate::Manager)'s state and counters.
+///
+/// Gauges (`topics`, `subscribers`, `pollers`) are current values; the rest count since the
+/// manager was created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Topics with a live broadcaster.
+    pub topics: usize,
+    /// Open subscriptions (streams), over all topics.
+    pub subscribers: usize,
+    /// Pollers started and not yet stopped.
+    pub pollers: usize,
+    /// Events appended to a topic and offered to its subscribers.
+    pub published: u64,
+    /// Publishes skipped by change detection (payload identical to the previous one).
+    pub duplicates: u64,
+    /// Payloads that failed to serialize and were skipped.
+    pub serialize_errors: u64,
+    /// Subscribers disconnected for falling too far behind.
+    pub lagged: u64,
+}
+
+/// One live topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct TopicStats {
+    /// The topic string.
+    pub name: String,
+    /// Its subscribers right now.
+    pub subscribers: usize,
+    /// Whether a poller is bound to it.
+    pub polled: bool,
+    /// Id of its newest event.
+    #[serde(serialize_with = "display_opt")]
+    pub last_event_id: Option<EventId>,
+}
+
+fn display_opt<S: serde::Serializer>(id: &Option<EventId>, s: S) -> Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => s.collect_str(id),
+        None => s.serialize_none(),
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) subscribers: AtomicUsize,
+    pub(crate) pollers: AtomicUsize,
+    pub(crate) published: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) serialize_errors: AtomicU64,
+    pub(crate) lagged: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self, topics: usize) -> Stats {
+        Stats {
+            topics,
+            subscribers: self.subscribers.load(Ordering::Relaxed),
+            pollers: self.pollers.load(Ordering::Relaxed),
+            published: self.published.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            serialize_errors: self.serialize_errors.load(Ordering::Relaxed),
+            lagged: self.lagged.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The HTTP side of a subscription: a response body that streams its frames, with heartbeats.
+
+use std::convert::Infallible;
+use std::hash::BuildHasher;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use crate::frame;
+use crate::subscription::Subscription;
+
+/// Base of the `retry:` hint sent on connect; a random 0-1 s is added per stream so that the
+/// clients of a restarting server do not all come back in the same instant.
+const RETRY_BASE_MS: u64 = 2000;
+const RETRY_JITTER_MS: u64 = 1000;
+
+pin_project! {
+    /// A [`Subscription`] as an SSE response body.
+    ///
+    /// As a response it carries the SSE headers (see [`frame::set_headers`]). The body starts
+    /// with a `retry:` hint (2-3 s, jittered), then a `reset` event if the client's
+    /// `Last-Event-ID` could not be resumed from, then the topic's events; when nothing has been
+    /// sent for a heartbeat interval it sends the comment frame `:\n\n`. It ends when the
+    /// subscription ends (manager shutdown, or the subscriber fell too far behind).
+    ///
+    /// ```
+    /// use axum::{Router, routing::get, response::IntoResponse};
+    /// use sse_runtime::{Manager, SseStream};
+    ///
+    /// async fn alarms(manager: axum::extract::State<Manager>) -> axum::response::Response {
+    ///     match manager.subscribe("alarms") {
+    ///         Ok(sub) => SseStream::new(sub, manager.heartbeat()).into_response(),
+    ///         Err(e) => (http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    ///     }
+    /// }
+    /// let app: Router = Router::new().route("/alarms", get(alarms)).with_state(Manager::new());
+    /// ```
+    pub struct SseStream {
+        subscription: Subscription,
+        preamble: Option<Bytes>,
+        heartbeat_every: Duration,
+        last_write: Instant,
+        #[pin]
+        heartbeat: Sleep,
+        finished: bool,
+    }
+}
+
+impl SseStream {
+    /// Streams `subscription`, with a heartbeat after `heartbeat` of silence.
+    pub fn new(subscription: Subscription, heartbeat: Duration) -> Self {
+        let jitter = std::hash::RandomState::new().hash_one(subscription.topic()) % RETRY_JITTER_MS;
+        let mut preamble = frame::retry(RETRY_BASE_MS + jitter).to_vec();
+        if let Some(reset) = subscription.preamble() {
+            preamble.extend_from_slice(&reset);
+        }
+        let now = Instant::now();
+        Self {
+            subscription,
+            preamble: Some(Bytes::from(preamble)),
+            heartbeat_every: heartbeat,
+            last_write: now,
+            heartbeat: tokio::time::sleep_until(now + heartbeat),
+            finished: false,
+        }
+    }
+
+    /// The subscription being streamed.
+    pub fn subscription(&self) -> &Subscription {
+        &self.subscription
+    }
+}
+
+impl Body for SseStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let mut this = self.project();
+        if *this.finished {
+            return Poll::Ready(None);
+        }
+        if let Some(preamble) = this.preamble.take() {
+            return Poll::Ready(Some(Ok(Frame::data(preamble))));
+        }
+        match this.subscription.poll_recv(cx) {
+            Poll::Ready(Some(chunk)) => {
+                // The timer is not reset per event (that would cost a timer-wheel update per
+                // event per subscriber); when it fires, it checks the time of the last write.
+                *this.last_write = Instant::now();
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            Poll::Ready(None) => {
+                *this.finished = true;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        loop {
+            ready!(this.heartbeat.as_mut().poll(cx));
+            let due = *this.last_write + *this.heartbeat_every;
+            let now = Instant::now();
+            if due > now {
+                this.heartbeat.as_mut().reset(due);
+                continue;
+            }
+            *this.last_write = now;
+            this.heartbeat.as_mut().reset(now + *this.heartbeat_every);
+            return Poll::Ready(Some(Ok(Frame::data(frame::heartbeat()))));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl IntoResponse for SseStream {
+    fn into_response(self) -> Response {
+        let mut response = Response::new(axum::body::Body::new(self));
+        frame::set_headers(response.headers_mut());
+        response
+    }
+}
