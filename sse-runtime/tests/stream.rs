@@ -1,0 +1,120 @@
+//! The response body: SSE headers, a `retry:` hint first, events as they come, and the
+//! heartbeat `:\n\n` after a heartbeat interval of silence.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use sse_runtime::{Manager, SseStream};
+use tokio::time::Instant;
+
+const HEARTBEAT: Duration = Duration::from_secs(30);
+
+async fn next_frame(body: &mut axum::body::Body) -> Option<Bytes> {
+    let frame = tokio::time::timeout(Duration::from_secs(120), body.frame())
+        .await
+        .expect("a frame in time")?;
+    Some(frame.expect("infallible").into_data().expect("data frame"))
+}
+
+fn open(manager: &Manager, topic: &str) -> axum::response::Response {
+    SseStream::new(manager.subscribe(topic).unwrap(), manager.heartbeat()).into_response()
+}
+
+#[tokio::test]
+async fn the_response_carries_the_sse_headers() {
+    let manager = Manager::new();
+    let response = open(&manager, "t");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["cache-control"], "no-cache");
+    assert_eq!(response.headers()["x-accel-buffering"], "no");
+}
+
+#[tokio::test]
+async fn the_stream_opens_with_a_jittered_retry_hint() {
+    let manager = Manager::new();
+    let mut body = open(&manager, "t").into_body();
+    let first = next_frame(&mut body).await.unwrap();
+    let text = std::str::from_utf8(&first).unwrap();
+    let millis: u64 = text
+        .strip_prefix("retry: ")
+        .and_then(|rest| rest.strip_suffix("\n\n"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((2000..3000).contains(&millis), "{millis}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_stream_gets_a_heartbeat_every_interval() {
+    let manager = Manager::new();
+    let mut body = open(&manager, "t").into_body();
+    next_frame(&mut body).await; // retry hint
+    let start = Instant::now();
+    for n in 1..=3 {
+        assert_eq!(next_frame(&mut body).await.unwrap(), Bytes::from_static(b":\n\n"));
+        assert_eq!(start.elapsed(), HEARTBEAT * n);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_postpone_the_heartbeat() {
+    let manager = Manager::new();
+    let mut body = open(&manager, "t").into_body();
+    next_frame(&mut body).await;
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    manager.publish("t", &"event");
+    let event = next_frame(&mut body).await.unwrap();
+    assert!(event.ends_with(b"data: \"event\"\n\n"));
+    assert_eq!(next_frame(&mut body).await.unwrap(), Bytes::from_static(b":\n\n"));
+    assert_eq!(start.elapsed(), Duration::from_secs(50), "30 s after the event, not after connect");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_configured_heartbeat_interval_is_used() {
+    let manager = Manager::builder().heartbeat(Duration::from_millis(250)).build().unwrap();
+    let mut body = open(&manager, "t").into_body();
+    next_frame(&mut body).await;
+    let start = Instant::now();
+    assert_eq!(next_frame(&mut body).await.unwrap(), Bytes::from_static(b":\n\n"));
+    assert_eq!(start.elapsed(), Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn a_behind_subscriber_gets_its_queued_events_in_one_chunk() {
+    let manager = Manager::new();
+    let mut body = open(&manager, "t").into_body();
+    next_frame(&mut body).await;
+    for i in 0..50 {
+        manager.publish("t", &i);
+    }
+    let chunk = next_frame(&mut body).await.unwrap();
+    let events = common::parse(&chunk);
+    assert_eq!(events.len(), 50, "coalesced into one write");
+    assert!(events.iter().enumerate().all(|(i, e)| e.data == i.to_string()));
+}
+
+#[tokio::test]
+async fn shutdown_ends_the_body() {
+    let manager = Manager::new();
+    let mut body = open(&manager, "t").into_body();
+    next_frame(&mut body).await;
+    manager.shutdown();
+    assert_eq!(next_frame(&mut body).await, None);
+    assert!(http_body::Body::is_end_stream(&body));
+}
+
+#[tokio::test]
+async fn dropping_the_body_unsubscribes() {
+    let manager = Manager::new();
+    let body = open(&manager, "t").into_body();
+    assert_eq!(manager.stats().subscribers, 1);
+    drop(body);
+    assert_eq!(manager.stats().subscribers, 0);
+    assert_eq!(manager.stats().topics, 0);
+}
