@@ -1,1 +1,158 @@
-//! Helpers shared by the workspace integration tests.
+//! Helpers shared by the workspace integration tests: a real axum server on loopback and real
+//! SSE clients (reqwest + eventsource-stream, and raw TCP for byte-level checks).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use eventsource_stream::{Event, EventStream, Eventsource};
+use futures_util::{Stream, StreamExt};
+use sse_runtime::{CancellationToken, WriteDeadline};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// How long any single wait in a test may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// An axum server on 127.0.0.1 with an ephemeral port, stopped when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Serves `app` with a write deadline (as a deployment would).
+    pub async fn start(app: axum::Router, write_deadline: Duration) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                axum::serve(WriteDeadline::new(listener, write_deadline), app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                    .expect("serve");
+            }
+        });
+        Self { addr, stop, task: Some(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops accepting and waits for open connections to finish.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(PATIENCE, task).await.expect("server stops").expect("no panic");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+type ByteStream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+/// An SSE client: reqwest for HTTP, eventsource-stream for the event-stream format.
+pub struct SseClient {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    events: EventStream<ByteStream>,
+}
+
+impl SseClient {
+    pub async fn connect(url: &str) -> Self {
+        Self::connect_with(url, None).await
+    }
+
+    /// Connects, sending `Last-Event-ID` when given.
+    pub async fn connect_with(url: &str, last_event_id: Option<&str>) -> Self {
+        let mut request = reqwest::Client::new().get(url);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = tokio::time::timeout(PATIENCE, request.send())
+            .await
+            .expect("response headers in time")
+            .expect("request succeeds");
+        let (status, headers) = (response.status(), response.headers().clone());
+        let bytes: ByteStream = Box::pin(response.bytes_stream());
+        Self { status, headers, events: bytes.eventsource() }
+    }
+
+    /// The next event (comments and retry hints are consumed by the parser); `None` when the
+    /// server ended the stream.
+    pub async fn next(&mut self) -> Option<Event> {
+        match tokio::time::timeout(PATIENCE, self.events.next()).await.expect("event in time") {
+            Some(Ok(event)) => Some(event),
+            Some(Err(error)) => panic!("stream error: {error}"),
+            None => None,
+        }
+    }
+
+    /// The next event, which must exist.
+    pub async fn event(&mut self) -> Event {
+        self.next().await.expect("stream still open")
+    }
+
+    /// Waits for the server to end the stream, skipping events.
+    pub async fn until_end(&mut self) {
+        while self.next().await.is_some() {}
+    }
+}
+
+/// A raw HTTP/1.1 client for byte-level checks: sends a GET, reads the response head.
+pub struct RawClient {
+    pub reader: BufReader<TcpStream>,
+    pub head: String,
+}
+
+impl RawClient {
+    pub async fn get(addr: SocketAddr, path: &str) -> Self {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send request");
+        let mut reader = BufReader::new(stream);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(PATIENCE, reader.read_line(&mut line))
+                .await
+                .expect("head in time")
+                .expect("read head");
+            assert!(n > 0, "connection closed during the head: {head}");
+            head.push_str(&line);
+            if line == "\r\n" {
+                return Self { reader, head };
+            }
+        }
+    }
+
+    /// Reads at least one byte of body (chunked encoding framing included).
+    pub async fn read_some(&mut self) -> Vec<u8> {
+        let mut buf = vec![0; 64 * 1024];
+        let n = tokio::time::timeout(PATIENCE, self.reader.read(&mut buf))
+            .await
+            .expect("bytes in time")
+            .expect("read");
+        buf.truncate(n);
+        buf
+    }
+
+    /// Reads until the accumulated body contains `needle`; returns everything read.
+    pub async fn read_until_contains(&mut self, needle: &[u8]) -> Vec<u8> {
+        let mut seen = Vec::new();
+        while !seen.windows(needle.len()).any(|w| w == needle) {
+            let more = self.read_some().await;
+            assert!(!more.is_empty(), "closed before {:?}", String::from_utf8_lossy(needle));
+            seen.extend(more);
+        }
+        seen
+    }
+}
