@@ -26,11 +26,17 @@ async fn headers_are_flushed_before_any_event() {
     let mut client = RawClient::get(server.addr, "/alarms").await;
     let head = client.head.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200"), "{head}");
-    assert!(head.contains("content-type: text/event-stream\r\n"), "{head}");
+    assert!(
+        head.contains("content-type: text/event-stream\r\n"),
+        "{head}"
+    );
     assert!(head.contains("cache-control: no-cache\r\n"), "{head}");
     assert!(head.contains("x-accel-buffering: no\r\n"), "{head}");
     let first = client.read_until_contains(b"\n\n").await;
-    assert!(String::from_utf8_lossy(&first).contains("retry: "), "the first bytes are the retry hint, not an event");
+    assert!(
+        String::from_utf8_lossy(&first).contains("retry: "),
+        "the first bytes are the retry hint, not an event"
+    );
 }
 
 #[tokio::test]
@@ -39,9 +45,20 @@ async fn published_events_reach_a_real_sse_client() {
     let server = serve(alarms_app(&manager)).await;
     let mut client = SseClient::connect(&server.url("/alarms")).await;
     assert_eq!(client.status, 200);
-    assert_eq!(manager.subscriber_count("alarms"), 1, "subscribed before the head was sent");
-    manager.publish("alarms", &serde_json::json!({"device": "pump-1", "level": 3}));
-    manager.publish_event("alarms", Some("alarm"), &serde_json::json!({"device": "pump-2"}));
+    assert_eq!(
+        manager.subscriber_count("alarms"),
+        1,
+        "subscribed before the head was sent"
+    );
+    manager.publish(
+        "alarms",
+        &serde_json::json!({"device": "pump-1", "level": 3}),
+    );
+    manager.publish_event(
+        "alarms",
+        Some("alarm"),
+        &serde_json::json!({"device": "pump-2"}),
+    );
     let first = client.event().await;
     assert_eq!(first.event, "message");
     assert_eq!(first.data, r#"{"device":"pump-1","level":3}"#);
@@ -53,7 +70,10 @@ async fn published_events_reach_a_real_sse_client() {
 
 #[tokio::test]
 async fn an_idle_stream_gets_heartbeats_on_the_wire() {
-    let manager = Manager::builder().heartbeat(Duration::from_millis(50)).build().unwrap();
+    let manager = Manager::builder()
+        .heartbeat(Duration::from_millis(50))
+        .build()
+        .unwrap();
     let server = serve(alarms_app(&manager)).await;
     let mut client = RawClient::get(server.addr, "/alarms").await;
     let bytes = client.read_until_contains(b":\n\n").await;
@@ -77,13 +97,21 @@ async fn the_topic_is_the_path_plus_query_so_each_query_gets_its_own_poller() {
     let mut a = SseClient::connect(&server.url("/devices/sse?offset=10&labels=a,b")).await;
     let mut b = SseClient::connect(&server.url("/devices/sse?offset=20")).await;
     let mut a2 = SseClient::connect(&server.url("/devices/sse?offset=10&labels=a,b")).await;
-    assert_eq!(a.event().await.data, r#""/devices/sse?offset=10&labels=a,b""#);
+    assert_eq!(
+        a.event().await.data,
+        r#""/devices/sse?offset=10&labels=a,b""#
+    );
     assert_eq!(b.event().await.data, r#""/devices/sse?offset=20""#);
-    assert_eq!(a2.event().await.data, r#""/devices/sse?offset=10&labels=a,b""#);
+    assert_eq!(
+        a2.event().await.data,
+        r#""/devices/sse?offset=10&labels=a,b""#
+    );
     let stats = manager.stats();
     assert_eq!((stats.topics, stats.subscribers, stats.pollers), (2, 3, 2));
     drop((a, a2, b));
-    manager.wait_until(|s| s.pollers == 0 && s.topics == 0).await;
+    manager
+        .wait_until(|s| s.pollers == 0 && s.topics == 0)
+        .await;
 }
 
 #[tokio::test]
@@ -97,7 +125,11 @@ async fn a_route_with_parameters_gives_one_topic_per_real_path() {
     let mut one = SseClient::connect(&server.url("/api/device/1/sse")).await;
     let mut two = SseClient::connect(&server.url("/api/device/2/sse")).await;
     let names: Vec<String> = manager.topics().into_iter().map(|t| t.name).collect();
-    assert_eq!(names, ["/api/device/1/sse", "/api/device/2/sse"], "never the template, never the stripped path");
+    assert_eq!(
+        names,
+        ["/api/device/1/sse", "/api/device/2/sse"],
+        "never the template, never the stripped path"
+    );
     manager.publish("/api/device/2/sse", &2);
     manager.publish("/api/device/1/sse", &1);
     assert_eq!(one.event().await.data, "1");
@@ -146,7 +178,11 @@ async fn a_client_resumes_after_its_last_event_id() {
     assert_eq!(again.event().await.data, "2");
     assert_eq!(again.event().await.data, "3");
     manager.publish("alarms", &4);
-    assert_eq!(again.event().await.data, "4", "then live, without a gap or a duplicate");
+    assert_eq!(
+        again.event().await.data,
+        "4",
+        "then live, without a gap or a duplicate"
+    );
 }
 
 #[tokio::test]

@@ -18,7 +18,9 @@ use tokio::sync::Barrier;
 
 /// Every iteration of a stress loop must finish within this.
 async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(PATIENCE, future).await.unwrap_or_else(|_| panic!("timed out: {what}"))
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
 /// A poller that counts its starts and publishes `label` on every poll.
@@ -37,7 +39,12 @@ fn labelled(label: usize, starts: &Arc<AtomicUsize>) -> impl PollingService + us
 fn data_of(chunk: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(chunk)
         .split("\n\n")
-        .filter_map(|block| block.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_owned))
+        .filter_map(|block| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .map(str::to_owned)
+        })
         .collect()
 }
 
@@ -56,7 +63,10 @@ async fn race_01_the_poller_is_bound_to_the_broadcaster_its_subscriber_created()
     for round in 0..100 {
         // The creating subscriber's poller (label = round) runs; the joiner's (label 999) never.
         let mut creator = manager
-            .subscribe_with("t", SubscribeOptions::new().polling(labelled(round, &starts)))
+            .subscribe_with(
+                "t",
+                SubscribeOptions::new().polling(labelled(round, &starts)),
+            )
             .unwrap();
         let mut joiner = manager
             .subscribe_with("t", SubscribeOptions::new().polling(labelled(999, &starts)))
@@ -69,7 +79,11 @@ async fn race_01_the_poller_is_bound_to_the_broadcaster_its_subscriber_created()
         assert_eq!(manager.stats().topics, 0);
     }
     within("pollers stopped", manager.wait_until(|s| s.pollers == 0)).await;
-    assert_eq!(starts.load(Ordering::SeqCst), 100, "one poller per broadcaster, the new one's");
+    assert_eq!(
+        starts.load(Ordering::SeqCst),
+        100,
+        "one poller per broadcaster, the new one's"
+    );
 }
 
 #[tokio::test]
@@ -133,8 +147,14 @@ async fn race_03_change_detection_state_under_concurrent_publish_and_subscribe()
                 ids.extend(ids_of(&chunk));
                 data.extend(data_of(&chunk));
             }
-            assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "round {round}: contiguous {ids:?}");
-            assert!(data.windows(2).all(|w| w[0] != w[1]), "round {round}: no repeat {data:?}");
+            assert!(
+                ids.windows(2).all(|w| w[1] == w[0] + 1),
+                "round {round}: contiguous {ids:?}"
+            );
+            assert!(
+                data.windows(2).all(|w| w[0] != w[1]),
+                "round {round}: no repeat {data:?}"
+            );
             let polled = futures_util::poll!(std::pin::pin!(sub.recv()));
             assert!(polled.is_pending(), "round {round}: \"end\" exactly once");
         }
@@ -149,7 +169,9 @@ async fn race_04_counts_are_consistent_while_subscribers_churn() {
             let manager = manager.clone();
             tokio::spawn(async move {
                 for i in 0..300 {
-                    let sub = manager.subscribe(&format!("topic-{}", (t + i) % 4)).unwrap();
+                    let sub = manager
+                        .subscribe(&format!("topic-{}", (t + i) % 4))
+                        .unwrap();
                     tokio::task::yield_now().await;
                     drop(sub);
                 }
@@ -159,10 +181,16 @@ async fn race_04_counts_are_consistent_while_subscribers_churn() {
     let mut observed = 0;
     while !churn.iter().all(|t| t.is_finished()) {
         for topic in manager.topics() {
-            assert!(topic.subscribers >= 1, "a listed topic always has a subscriber: {topic:?}");
+            assert!(
+                topic.subscribers >= 1,
+                "a listed topic always has a subscriber: {topic:?}"
+            );
         }
         let stats = manager.stats();
-        assert!(stats.subscribers <= 8, "never more than the live subscriptions: {stats:?}");
+        assert!(
+            stats.subscribers <= 8,
+            "never more than the live subscriptions: {stats:?}"
+        );
         observed += 1;
         tokio::task::yield_now().await;
     }
@@ -188,7 +216,11 @@ async fn race_05_a_stalled_client_never_holds_up_the_others_and_is_dropped() {
         .await
         .unwrap();
     let mut fast = SseClient::connect(&server.url("/t")).await;
-    within("both subscribed", manager.wait_until(|s| s.subscribers == 2)).await;
+    within(
+        "both subscribed",
+        manager.wait_until(|s| s.subscribers == 2),
+    )
+    .await;
     // Each event is awaited by the fast client before the next is published: the pace is the
     // fast client's, and it never waits for the stalled one (12.5 MiB in all, far more than
     // the stalled connection's socket buffers).
@@ -200,7 +232,11 @@ async fn race_05_a_stalled_client_never_holds_up_the_others_and_is_dropped() {
     }
     // hyper never polls the stalled stream again (its socket is full): only the write
     // deadline can end it. Without WriteDeadline this wait times out.
-    let stats = within("stalled client dropped", manager.wait_until(|s| s.subscribers == 1)).await;
+    let stats = within(
+        "stalled client dropped",
+        manager.wait_until(|s| s.subscribers == 1),
+    )
+    .await;
     assert_eq!(stats.topics, 1, "the fast client stays subscribed");
     drop(stalled);
 }
@@ -231,9 +267,14 @@ async fn race_07_poll_errors_are_published_and_the_first_poll_does_not_wait() {
     let manager = Manager::new();
     let started = tokio::time::Instant::now();
     let polling = Polling::new(|_| async {
-        Err::<(), _>(PollError::new(http::StatusCode::SERVICE_UNAVAILABLE, "down"))
+        Err::<(), _>(PollError::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "down",
+        ))
     });
-    let mut sub = manager.subscribe_with("t", SubscribeOptions::new().polling(polling)).unwrap();
+    let mut sub = manager
+        .subscribe_with("t", SubscribeOptions::new().polling(polling))
+        .unwrap();
     let chunk = sub.recv().await.unwrap();
     assert_eq!(started.elapsed(), Duration::ZERO);
     let payload: serde_json::Value = serde_json::from_str(&data_of(&chunk)[0]).unwrap();
@@ -245,7 +286,7 @@ async fn race_07_poll_errors_are_published_and_the_first_poll_does_not_wait() {
 async fn race_08_a_stop_condition_met_at_once_racing_the_stop() {
     let manager = Manager::new();
     let stops = Arc::new(AtomicUsize::new(0));
-    for round in 0..300 {
+    for round in 0..300u32 {
         let polling = Polling::new(|_| async { Ok::<_, PollError>(1) })
             .stop_when(|_: &i32| true)
             .on_stop({
@@ -254,14 +295,20 @@ async fn race_08_a_stop_condition_met_at_once_racing_the_stop() {
                     stops.fetch_add(1, Ordering::SeqCst);
                 }
             });
-        let sub = manager.subscribe_with("t", SubscribeOptions::new().polling(polling)).unwrap();
-        if round % 2 == 0 {
+        let sub = manager
+            .subscribe_with("t", SubscribeOptions::new().polling(polling))
+            .unwrap();
+        if round.is_multiple_of(2) {
             tokio::task::yield_now().await; // sometimes let the first poll run first
         }
         drop(sub);
     }
     within("pollers stopped", manager.wait_until(|s| s.pollers == 0)).await;
-    assert_eq!(stops.load(Ordering::SeqCst), 300, "exactly once per start, whoever stopped it");
+    assert_eq!(
+        stops.load(Ordering::SeqCst),
+        300,
+        "exactly once per start, whoever stopped it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -276,7 +323,9 @@ async fn race_09_concurrent_find_or_create_makes_one_broadcaster_and_one_poller(
                 tokio::spawn(async move {
                     barrier.wait().await;
                     let polling = labelled(i, &starts);
-                    manager.subscribe_with("t", SubscribeOptions::new().polling(polling)).unwrap()
+                    manager
+                        .subscribe_with("t", SubscribeOptions::new().polling(polling))
+                        .unwrap()
                 })
             })
             .collect();
@@ -291,7 +340,11 @@ async fn race_09_concurrent_find_or_create_makes_one_broadcaster_and_one_poller(
             labels.push(data_of(&within("poll result", sub.recv()).await.unwrap())[0].clone());
         }
         labels.dedup();
-        assert_eq!(labels.len(), 1, "every subscriber is fed by the same poller: {labels:?}");
+        assert_eq!(
+            labels.len(),
+            1,
+            "every subscriber is fed by the same poller: {labels:?}"
+        );
         assert_eq!(starts.load(Ordering::SeqCst), 1);
     }
 }
@@ -302,7 +355,10 @@ async fn race_10_cleanup_never_removes_a_broadcaster_a_new_subscriber_joined() {
     let starts = Arc::new(AtomicUsize::new(0));
     for round in 0..200 {
         let mut sub = manager
-            .subscribe_with("t", SubscribeOptions::new().polling(labelled(round, &starts)))
+            .subscribe_with(
+                "t",
+                SubscribeOptions::new().polling(labelled(round, &starts)),
+            )
             .unwrap();
         // The previous broadcaster's poller may still be stopping in the background; this
         // subscriber's own poller must run and feed it.
@@ -311,7 +367,11 @@ async fn race_10_cleanup_never_removes_a_broadcaster_a_new_subscriber_joined() {
         assert_eq!(manager.subscriber_count("t"), 1);
         drop(sub);
     }
-    within("pollers stopped", manager.wait_until(|s| s.pollers == 0 && s.topics == 0)).await;
+    within(
+        "pollers stopped",
+        manager.wait_until(|s| s.pollers == 0 && s.topics == 0),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -326,7 +386,7 @@ async fn race_11_publish_racing_the_final_unsubscribe() {
                 while !stop.is_cancelled() {
                     manager.publish("t", &n);
                     n += 1;
-                    if n % 16 == 0 {
+                    if n.is_multiple_of(16) {
                         tokio::task::yield_now().await;
                     }
                 }
@@ -343,7 +403,11 @@ async fn race_11_publish_racing_the_final_unsubscribe() {
     for p in publishers {
         p.await.unwrap();
     }
-    assert_eq!(manager.stats().topics, 0, "no publish revived the removed topic");
+    assert_eq!(
+        manager.stats().topics,
+        0,
+        "no publish revived the removed topic"
+    );
 }
 
 /// A polling service that keeps the publisher it was given, to misuse it later.
@@ -396,10 +460,15 @@ async fn race_13_an_ended_subscription_is_never_unsubscribed_twice() {
     drop(laggard);
     assert_eq!(manager.subscriber_count("t"), 2);
     manager.publish("t", &"still subscribed");
-    assert_eq!(data_of(&reuser.recv().await.unwrap()), ["\"still subscribed\""]);
+    assert_eq!(
+        data_of(&reuser.recv().await.unwrap()),
+        ["\"still subscribed\""]
+    );
     // Explicit unsubscribe then (implicit) drop: counted once.
     reuser.unsubscribe();
     assert_eq!(manager.stats().subscribers, 1);
     // Stopping a poller that was never started is harmless.
-    Polling::new(|_| async { Ok::<_, PollError>(()) }).stop().await;
+    Polling::new(|_| async { Ok::<_, PollError>(()) })
+        .stop()
+        .await;
 }

@@ -130,7 +130,11 @@ impl<I: AsyncRead> AsyncRead for DeadlineIo<I> {
 }
 
 impl<I: AsyncWrite> AsyncWrite for DeadlineIo<I> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let result = this.io.poll_write(cx, buf);
         guarded(*this.deadline, this.timer, this.armed, cx, result)

@@ -104,7 +104,9 @@ impl FromStr for EventId {
         let digits = |part: &str, radix: u32| {
             !part.is_empty() && part.len() <= 20 && part.chars().all(|c| c.is_digit(radix))
         };
-        if !digits(epoch, 16) || !digits(sequence, 10) || epoch.bytes().any(|b| b.is_ascii_uppercase())
+        if !digits(epoch, 16)
+            || !digits(sequence, 10)
+            || epoch.bytes().any(|b| b.is_ascii_uppercase())
         {
             return Err(MalformedEventId);
         }
@@ -130,8 +132,22 @@ mod tests {
     #[test]
     fn malformed_values_are_rejected() {
         for bad in [
-            "", "-", "1-", "-1", "12", "x-1", "1-x", "1--1", "1-+1", "+1-1", "1- 1", "A-1",
-            "1-99999999999999999999999", "11111111111111111-1", "١-١", "1-1\n",
+            "",
+            "-",
+            "1-",
+            "-1",
+            "12",
+            "x-1",
+            "1-x",
+            "1--1",
+            "1-+1",
+            "+1-1",
+            "1- 1",
+            "A-1",
+            "1-99999999999999999999999",
+            "11111111111111111-1",
+            "١-١",
+            "1-1\n",
         ] {
             assert_eq!(bad.parse::<EventId>(), Err(MalformedEventId), "{bad:?}");
         }

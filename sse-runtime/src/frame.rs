@@ -90,11 +90,7 @@ pub fn set_headers(headers: &mut HeaderMap) {
 
 pub(crate) fn encoded_len(id: Option<&str>, event: Option<&str>, data: &[u8]) -> usize {
     let lines = 1 + data.iter().filter(|&&b| b == b'\n' || b == b'\r').count();
-    id.map_or(0, |id| id.len() + 5)
-        + event.map_or(0, |e| e.len() + 8)
-        + data.len()
-        + lines * 7
-        + 1
+    id.map_or(0, |id| id.len() + 5) + event.map_or(0, |e| e.len() + 8) + data.len() + lines * 7 + 1
 }
 
 /// Appends one event frame to `buf`.

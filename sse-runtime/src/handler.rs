@@ -115,7 +115,9 @@ impl SseHandler {
             options = options.last_event_id(&id);
         }
         match self.manager.subscribe_with(&topic, options) {
-            Ok(subscription) => SseStream::new(subscription, self.manager.heartbeat()).into_response(),
+            Ok(subscription) => {
+                SseStream::new(subscription, self.manager.heartbeat()).into_response()
+            }
             Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
         }
     }
@@ -202,7 +204,7 @@ fn last_event_id(headers: &HeaderMap, uri: &Uri) -> Option<String> {
 /// async fn handler(RequestTopic(topic): RequestTopic) -> String {
 ///     topic
 /// }
-/// # let _ = axum::routing::get(handler);
+/// # let _: axum::routing::MethodRouter = axum::routing::get(handler);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestTopic(pub String);

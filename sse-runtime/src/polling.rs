@@ -400,7 +400,10 @@ async fn poll_loop<F, Fut, T, E>(
         match outcome {
             Ok(Ok(value)) => {
                 publisher.publish(&value);
-                if stop_when.as_ref().is_some_and(|condition| condition(&value)) {
+                if stop_when
+                    .as_ref()
+                    .is_some_and(|condition| condition(&value))
+                {
                     tracing::debug!(topic = ?publisher.topic(), "stop condition met");
                     return;
                 }

@@ -231,11 +231,7 @@ impl Subscription {
         // The reset carries the id just before the live stream, so a reconnect after it resumes
         // from here instead of being reset again.
         let here = EventId::new(next.epoch(), next.sequence() - 1);
-        Some(frame::event(
-            Some(&here.to_string()),
-            Some("reset"),
-            &data,
-        ))
+        Some(frame::event(Some(&here.to_string()), Some("reset"), &data))
     }
 
     fn end(&mut self, reason: EndReason) -> Poll<Option<Bytes>> {

@@ -92,9 +92,14 @@ pub(crate) enum Joined {
     /// Resuming: the retained events after the client's last id come first. Until the
     /// subscriber has sent everything up to `head` (the topic's head when it joined), that
     /// backlog does not count as lag.
-    Resumed { head: u64 },
+    Resumed {
+        head: u64,
+    },
     /// The client's last id cannot be resumed from; it continues live from `next`.
-    Reset { reason: ResetReason, next: EventId },
+    Reset {
+        reason: ResetReason,
+        next: EventId,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -323,7 +328,10 @@ impl State {
     /// it, and the newest logged event has exactly that payload, so they rewind onto it.
     fn redeliver_newest_to_fresh(&mut self) {
         let newest = self.next_seq - 1;
-        debug_assert!(newest >= self.first_seq, "a payload was recorded, so one is logged");
+        debug_assert!(
+            newest >= self.first_seq,
+            "a payload was recorded, so one is logged"
+        );
         for (_, subscriber) in &self.subscribers {
             if subscriber.fresh.load(Ordering::Relaxed)
                 && subscriber.cursor.load(Ordering::Relaxed) == self.next_seq

@@ -35,7 +35,10 @@ async fn only_consecutive_duplicates_are_skipped() {
         manager.publish("t", &value);
     }
     let events = common::take_events(&mut sub, 3).await;
-    assert_eq!(events.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), ["\"a\"", "\"b\"", "\"a\""]);
+    assert_eq!(
+        events.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
+        ["\"a\"", "\"b\"", "\"a\""]
+    );
 }
 
 #[tokio::test]
@@ -64,7 +67,10 @@ async fn a_fresh_subscriber_with_pending_events_is_not_served_twice() {
     manager.publish("t", &"y");
     manager.publish("t", &"y"); // duplicate while `late` still has "y" pending
     let events = next_events(&mut late).await;
-    assert_eq!(events.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), ["\"y\""]);
+    assert_eq!(
+        events.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
+        ["\"y\""]
+    );
     assert_nothing_pending(&mut late).await;
 }
 

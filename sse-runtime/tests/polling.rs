@@ -65,7 +65,11 @@ async fn first_poll_is_immediate_then_one_per_default_interval() {
         .unwrap();
     let first = next_events(&mut sub).await;
     assert_eq!(first[0].data, "1");
-    assert_eq!(started.elapsed(), Duration::ZERO, "no wait before the first poll");
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "no wait before the first poll"
+    );
     let second = next_events(&mut sub).await;
     assert_eq!(second[0].data, "2");
     assert_eq!(started.elapsed(), Duration::from_secs(5));
@@ -87,7 +91,9 @@ async fn a_custom_interval_is_honoured() {
     })
     .interval(Duration::from_millis(300));
     let started = Instant::now();
-    let mut sub = manager.subscribe_with("t", SubscribeOptions::new().polling(polling)).unwrap();
+    let mut sub = manager
+        .subscribe_with("t", SubscribeOptions::new().polling(polling))
+        .unwrap();
     take_events(&mut sub, 4).await;
     assert_eq!(started.elapsed(), Duration::from_millis(900));
 }
@@ -98,15 +104,18 @@ async fn polling_starts_once_on_first_subscribe_and_stops_on_last() {
     let stops = counter();
     let make = |stops: &Arc<AtomicUsize>| {
         let stops = stops.clone();
-        Polling::new(|_| async { Ok::<_, PollError>("tick") })
-            .on_stop(move || {
-                stops.fetch_add(1, Ordering::SeqCst);
-            })
+        Polling::new(|_| async { Ok::<_, PollError>("tick") }).on_stop(move || {
+            stops.fetch_add(1, Ordering::SeqCst);
+        })
     };
-    let mut a = manager.subscribe_with("t", SubscribeOptions::new().polling(make(&stops))).unwrap();
+    let mut a = manager
+        .subscribe_with("t", SubscribeOptions::new().polling(make(&stops)))
+        .unwrap();
     assert_eq!(manager.stats().pollers, 1);
     // A second handler invocation brings its own poller: it is not started.
-    let b = manager.subscribe_with("t", SubscribeOptions::new().polling(make(&stops))).unwrap();
+    let b = manager
+        .subscribe_with("t", SubscribeOptions::new().polling(make(&stops)))
+        .unwrap();
     assert_eq!(manager.stats().pollers, 1);
     assert!(manager.topics()[0].polled);
     assert_eq!(next_events(&mut a).await[0].data, "\"tick\"");
@@ -114,7 +123,11 @@ async fn polling_starts_once_on_first_subscribe_and_stops_on_last() {
     assert_eq!(manager.stats().pollers, 1, "still one subscriber");
     drop(b);
     manager.wait_until(|s| s.pollers == 0).await;
-    assert_eq!(stops.load(Ordering::SeqCst), 1, "the started poller stopped once; the unused one never ran");
+    assert_eq!(
+        stops.load(Ordering::SeqCst),
+        1,
+        "the started poller stopped once; the unused one never ran"
+    );
 }
 
 #[tokio::test]
@@ -134,7 +147,9 @@ async fn unsubscribe_does_not_wait_for_the_poller_to_stop() {
             }
         }
     });
-    let sub = manager.subscribe_with("t", SubscribeOptions::new().polling(polling)).unwrap();
+    let sub = manager
+        .subscribe_with("t", SubscribeOptions::new().polling(polling))
+        .unwrap();
     entered.notified().await;
     drop(sub); // returns at once although the poll is stuck
     assert_eq!(manager.stats().topics, 0);
@@ -156,7 +171,9 @@ async fn the_poll_function_gets_a_token_cancelled_on_stop() {
             async { Ok::<_, PollError>(0) }
         }
     });
-    let mut sub = manager.subscribe_with("t", SubscribeOptions::new().polling(polling)).unwrap();
+    let mut sub = manager
+        .subscribe_with("t", SubscribeOptions::new().polling(polling))
+        .unwrap();
     next_events(&mut sub).await; // the poll has run and handed its token on
     drop(sub);
     cancelled.notified().await;
@@ -165,11 +182,15 @@ async fn the_poll_function_gets_a_token_cancelled_on_stop() {
 #[tokio::test]
 async fn data_is_published_as_json() {
     let manager = Manager::new();
-    let polling = Polling::new(|_| async {
-        Ok::<_, PollError>(serde_json::json!({"devices": ["a", "b"]}))
-    });
-    let mut sub = manager.subscribe_with("t", SubscribeOptions::new().polling(polling)).unwrap();
-    assert_eq!(next_events(&mut sub).await[0].json(), serde_json::json!({"devices": ["a", "b"]}));
+    let polling =
+        Polling::new(|_| async { Ok::<_, PollError>(serde_json::json!({"devices": ["a", "b"]})) });
+    let mut sub = manager
+        .subscribe_with("t", SubscribeOptions::new().polling(polling))
+        .unwrap();
+    assert_eq!(
+        next_events(&mut sub).await[0].json(),
+        serde_json::json!({"devices": ["a", "b"]})
+    );
 }
 
 #[tokio::test]
@@ -179,7 +200,9 @@ async fn an_error_with_a_status_is_published_with_that_status() {
         Err::<(), _>(PollError::new(StatusCode::NOT_FOUND, "device 7 not found"))
     })
     .api_version("v3");
-    let mut sub = manager.subscribe_with("t", SubscribeOptions::new().polling(polling)).unwrap();
+    let mut sub = manager
+        .subscribe_with("t", SubscribeOptions::new().polling(polling))
+        .unwrap();
     assert_eq!(
         next_events(&mut sub).await[0].json(),
         serde_json::json!({"apiVersion": "v3", "statusCode": 404, "message": "device 7 not found"})
@@ -190,7 +213,9 @@ async fn an_error_with_a_status_is_published_with_that_status() {
 async fn a_plain_error_is_published_as_500_with_the_default_api_version() {
     let manager = Manager::new();
     let polling = Polling::new(|_| async { "x".parse::<u32>().map_err(PollError::from) });
-    let mut sub = manager.subscribe_with("t", SubscribeOptions::new().polling(polling)).unwrap();
+    let mut sub = manager
+        .subscribe_with("t", SubscribeOptions::new().polling(polling))
+        .unwrap();
     assert_eq!(
         next_events(&mut sub).await[0].json(),
         serde_json::json!({"apiVersion": "v1", "statusCode": 500, "message": "invalid digit found in string"})
@@ -214,7 +239,9 @@ async fn a_panicking_poll_function_is_reported_and_polling_goes_on() {
         }
     })
     .interval(Duration::from_millis(10));
-    let mut sub = manager.subscribe_with("t", SubscribeOptions::new().polling(polling)).unwrap();
+    let mut sub = manager
+        .subscribe_with("t", SubscribeOptions::new().polling(polling))
+        .unwrap();
     let events = take_events(&mut sub, 2).await;
     assert_eq!(
         events[0].json(),
@@ -249,7 +276,10 @@ async fn the_stop_condition_stops_after_publishing_and_calls_the_callback_once()
         .unwrap();
     let mut sub = sub;
     let events = take_events(&mut sub, 3).await;
-    assert_eq!(events.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), ["1", "2", "3"]);
+    assert_eq!(
+        events.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
+        ["1", "2", "3"]
+    );
     // The loop ends by itself; no fourth poll ever happens.
     while polling.is_running() {
         tokio::task::yield_now().await;
@@ -288,13 +318,19 @@ async fn the_stop_condition_is_not_tested_on_errors() {
         }
     });
     // Off, so the second (identical) error payload is sent too.
-    let options = SubscribeOptions::new().polling(polling).change_detection(false);
+    let options = SubscribeOptions::new()
+        .polling(polling)
+        .change_detection(false);
     let mut sub = manager.subscribe_with("t", options).unwrap();
     let events = take_events(&mut sub, 3).await;
     assert_eq!(events[0].json()["statusCode"], 502);
     assert_eq!(events[1].json()["statusCode"], 502);
     assert_eq!(events[2].data, "2");
-    assert_eq!(tested.load(Ordering::SeqCst), 1, "tested once, on the one success");
+    assert_eq!(
+        tested.load(Ordering::SeqCst),
+        1,
+        "tested once, on the one success"
+    );
 }
 
 #[tokio::test]
@@ -308,7 +344,11 @@ async fn stop_before_start_is_a_no_op_and_stop_is_idempotent() {
     });
     polling.stop().await;
     polling.stop().await;
-    assert_eq!(stops.load(Ordering::SeqCst), 0, "never started, never stopped");
+    assert_eq!(
+        stops.load(Ordering::SeqCst),
+        0,
+        "never started, never stopped"
+    );
     assert!(!polling.is_running());
 }
 
@@ -316,14 +356,12 @@ async fn stop_before_start_is_a_no_op_and_stop_is_idempotent() {
 async fn the_stop_callback_runs_once_per_start() {
     let manager = Manager::new();
     let stops = counter();
-    let polling = Arc::new(
-        Polling::new(|_| async { Ok::<_, PollError>(()) }).on_stop({
-            let stops = stops.clone();
-            move || {
-                stops.fetch_add(1, Ordering::SeqCst);
-            }
-        }),
-    );
+    let polling = Arc::new(Polling::new(|_| async { Ok::<_, PollError>(()) }).on_stop({
+        let stops = stops.clone();
+        move || {
+            stops.fetch_add(1, Ordering::SeqCst);
+        }
+    }));
     for round in 1..=3 {
         let mut sub = manager
             .subscribe_with("t", SubscribeOptions::new().shared_polling(polling.clone()))

@@ -17,7 +17,10 @@ async fn publish_to_an_unknown_topic_is_a_no_op_that_creates_nothing() {
     let manager = Manager::new();
     manager.publish("nobody", &serde_json::json!({"x": 1}));
     let stats = manager.stats();
-    assert_eq!((stats.topics, stats.subscribers, stats.published), (0, 0, 0));
+    assert_eq!(
+        (stats.topics, stats.subscribers, stats.published),
+        (0, 0, 0)
+    );
     assert!(manager.topics().is_empty());
 }
 
@@ -40,7 +43,10 @@ async fn publish_reaches_the_subscriber_with_id_and_data() {
     manager.publish("alarms", &serde_json::json!({"device": "pump", "level": 3}));
     let events = next_events(&mut sub).await;
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].json(), serde_json::json!({"device": "pump", "level": 3}));
+    assert_eq!(
+        events[0].json(),
+        serde_json::json!({"device": "pump", "level": 3})
+    );
     assert_eq!(events[0].sequence(), 1);
     assert_eq!(events[0].event, None);
     assert_eq!(manager.stats().published, 1);
@@ -112,7 +118,10 @@ async fn a_fresh_broadcaster_after_cleanup_has_a_new_epoch() {
     let mut second = manager.subscribe("t").unwrap();
     manager.publish("t", &2);
     let new = next_events(&mut second).await.remove(0);
-    assert_eq!(new.data, "2", "nothing of the old broadcaster leaks into the new one");
+    assert_eq!(
+        new.data, "2",
+        "nothing of the old broadcaster leaks into the new one"
+    );
     let old_id: sse_runtime::EventId = old.id.unwrap().parse().unwrap();
     let new_id: sse_runtime::EventId = new.id.unwrap().parse().unwrap();
     assert_eq!(new_id.sequence(), 1);
@@ -141,7 +150,11 @@ async fn concurrent_subscribes_make_exactly_one_broadcaster() {
         assert_eq!(manager.subscriber_count("shared"), 64, "round {round}");
         manager.publish("shared", &round);
         for sub in &mut subs {
-            assert_eq!(next_events(sub).await[0].data, round.to_string(), "nobody orphaned");
+            assert_eq!(
+                next_events(sub).await[0].data,
+                round.to_string(),
+                "nobody orphaned"
+            );
         }
     }
 }
@@ -188,7 +201,11 @@ async fn publish_racing_subscribe_unsubscribe_churn_and_the_final_unsubscribe() 
     publishing.cancel();
     assert!(publisher.await.unwrap() > 0);
     let stats = manager.stats();
-    assert_eq!((stats.topics, stats.subscribers), (0, 0), "final unsubscribe cleaned up");
+    assert_eq!(
+        (stats.topics, stats.subscribers),
+        (0, 0),
+        "final unsubscribe cleaned up"
+    );
     manager.publish("churn", &"after the end");
     assert_eq!(manager.stats().topics, 0, "a late publish creates nothing");
 }
@@ -203,7 +220,10 @@ async fn shutdown_ends_every_subscription_and_refuses_new_ones() {
     assert_eq!(common::next_chunk(&mut b).await, None);
     assert_eq!(a.end_reason(), Some(EndReason::ShutDown));
     assert_eq!(manager.stats().subscribers, 0);
-    assert_eq!(manager.subscribe("c").unwrap_err(), SubscribeError::ShutDown);
+    assert_eq!(
+        manager.subscribe("c").unwrap_err(),
+        SubscribeError::ShutDown
+    );
     assert!(manager.is_shut_down());
     manager.shutdown(); // idempotent
 }
@@ -252,9 +272,15 @@ async fn a_payload_that_fails_to_serialize_is_skipped_and_the_stream_goes_on() {
 async fn invalid_heartbeat_is_rejected() {
     for bad in [Duration::ZERO, Duration::from_micros(999)] {
         let error = Manager::builder().heartbeat(bad).build().unwrap_err();
-        assert!(error.to_string().contains("heartbeat must be at least 1ms"), "{error}");
+        assert!(
+            error.to_string().contains("heartbeat must be at least 1ms"),
+            "{error}"
+        );
     }
-    let manager = Manager::builder().heartbeat(Duration::from_millis(1)).build().unwrap();
+    let manager = Manager::builder()
+        .heartbeat(Duration::from_millis(1))
+        .build()
+        .unwrap();
     assert_eq!(manager.heartbeat(), Duration::from_millis(1));
     assert_eq!(Manager::new().heartbeat(), Duration::from_secs(30));
 }
@@ -277,7 +303,10 @@ async fn introspection_reports_topics_subscribers_and_last_ids() {
     let _b = manager.subscribe("b").unwrap();
     manager.publish("a", &Reading { value: 1.5 });
     let topics = manager.topics();
-    assert_eq!(topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
     assert_eq!(topics[0].subscribers, 2);
     assert_eq!(topics[0].last_event_id.unwrap().sequence(), 1);
     assert_eq!(topics[1].last_event_id, None);
@@ -296,7 +325,9 @@ async fn wait_until_wakes_on_lifecycle_changes() {
         let manager = manager.clone();
         tokio::spawn(async move { manager.wait_until(|s| s.subscribers == 3).await })
     };
-    let subs: Vec<_> = (0..3).map(|i| manager.subscribe(&i.to_string()).unwrap()).collect();
+    let subs: Vec<_> = (0..3)
+        .map(|i| manager.subscribe(&i.to_string()).unwrap())
+        .collect();
     assert_eq!(waiter.await.unwrap().topics, 3);
     drop(subs);
 }

@@ -56,7 +56,10 @@ async fn an_idle_stream_gets_a_heartbeat_every_interval() {
     next_frame(&mut body).await; // retry hint
     let start = Instant::now();
     for n in 1..=3 {
-        assert_eq!(next_frame(&mut body).await.unwrap(), Bytes::from_static(b":\n\n"));
+        assert_eq!(
+            next_frame(&mut body).await.unwrap(),
+            Bytes::from_static(b":\n\n")
+        );
         assert_eq!(start.elapsed(), HEARTBEAT * n);
     }
 }
@@ -71,17 +74,30 @@ async fn events_postpone_the_heartbeat() {
     manager.publish("t", &"event");
     let event = next_frame(&mut body).await.unwrap();
     assert!(event.ends_with(b"data: \"event\"\n\n"));
-    assert_eq!(next_frame(&mut body).await.unwrap(), Bytes::from_static(b":\n\n"));
-    assert_eq!(start.elapsed(), Duration::from_secs(50), "30 s after the event, not after connect");
+    assert_eq!(
+        next_frame(&mut body).await.unwrap(),
+        Bytes::from_static(b":\n\n")
+    );
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(50),
+        "30 s after the event, not after connect"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_configured_heartbeat_interval_is_used() {
-    let manager = Manager::builder().heartbeat(Duration::from_millis(250)).build().unwrap();
+    let manager = Manager::builder()
+        .heartbeat(Duration::from_millis(250))
+        .build()
+        .unwrap();
     let mut body = open(&manager, "t").into_body();
     next_frame(&mut body).await;
     let start = Instant::now();
-    assert_eq!(next_frame(&mut body).await.unwrap(), Bytes::from_static(b":\n\n"));
+    assert_eq!(
+        next_frame(&mut body).await.unwrap(),
+        Bytes::from_static(b":\n\n")
+    );
     assert_eq!(start.elapsed(), Duration::from_millis(250));
 }
 
@@ -96,7 +112,12 @@ async fn a_behind_subscriber_gets_its_queued_events_in_one_chunk() {
     let chunk = next_frame(&mut body).await.unwrap();
     let events = common::parse(&chunk);
     assert_eq!(events.len(), 50, "coalesced into one write");
-    assert!(events.iter().enumerate().all(|(i, e)| e.data == i.to_string()));
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.data == i.to_string())
+    );
 }
 
 #[tokio::test]

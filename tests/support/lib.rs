@@ -23,7 +23,9 @@ pub struct TestServer {
 impl TestServer {
     /// Serves `app` with a write deadline (as a deployment would).
     pub async fn start(app: axum::Router, write_deadline: Duration) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stop = CancellationToken::new();
         let task = tokio::spawn({
@@ -35,7 +37,11 @@ impl TestServer {
                     .expect("serve");
             }
         });
-        Self { addr, stop, task: Some(task) }
+        Self {
+            addr,
+            stop,
+            task: Some(task),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -46,7 +52,10 @@ impl TestServer {
     pub async fn stop(mut self) {
         self.stop.cancel();
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(PATIENCE, task).await.expect("server stops").expect("no panic");
+            tokio::time::timeout(PATIENCE, task)
+                .await
+                .expect("server stops")
+                .expect("no panic");
         }
     }
 }
@@ -83,13 +92,20 @@ impl SseClient {
             .expect("request succeeds");
         let (status, headers) = (response.status(), response.headers().clone());
         let bytes: ByteStream = Box::pin(response.bytes_stream());
-        Self { status, headers, events: bytes.eventsource() }
+        Self {
+            status,
+            headers,
+            events: bytes.eventsource(),
+        }
     }
 
     /// The next event (comments and retry hints are consumed by the parser); `None` when the
     /// server ended the stream.
     pub async fn next(&mut self) -> Option<Event> {
-        match tokio::time::timeout(PATIENCE, self.events.next()).await.expect("event in time") {
+        match tokio::time::timeout(PATIENCE, self.events.next())
+            .await
+            .expect("event in time")
+        {
             Some(Ok(event)) => Some(event),
             Some(Err(error)) => panic!("stream error: {error}"),
             None => None,
@@ -116,8 +132,12 @@ pub struct RawClient {
 impl RawClient {
     pub async fn get(addr: SocketAddr, path: &str) -> Self {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.expect("send request");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send request");
         let mut reader = BufReader::new(stream);
         let mut head = String::new();
         loop {
@@ -150,7 +170,11 @@ impl RawClient {
         let mut seen = Vec::new();
         while !seen.windows(needle.len()).any(|w| w == needle) {
             let more = self.read_some().await;
-            assert!(!more.is_empty(), "closed before {:?}", String::from_utf8_lossy(needle));
+            assert!(
+                !more.is_empty(),
+                "closed before {:?}",
+                String::from_utf8_lossy(needle)
+            );
             seen.extend(more);
         }
         seen

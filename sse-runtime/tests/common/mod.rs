@@ -32,10 +32,17 @@ impl Event {
 /// Parses whole frames (as the runtime emits them). Comments and `retry:` are skipped.
 pub fn parse(chunk: &[u8]) -> Vec<Event> {
     let text = std::str::from_utf8(chunk).expect("frames are UTF-8");
-    assert!(text.ends_with("\n\n"), "chunk ends on a frame boundary: {text:?}");
+    assert!(
+        text.ends_with("\n\n"),
+        "chunk ends on a frame boundary: {text:?}"
+    );
     let mut events = Vec::new();
     for block in text.split("\n\n").filter(|b| !b.is_empty()) {
-        let mut event = Event { id: None, event: None, data: String::new() };
+        let mut event = Event {
+            id: None,
+            event: None,
+            data: String::new(),
+        };
         let mut data_lines = Vec::new();
         for line in block.lines() {
             if let Some(v) = line.strip_prefix("id: ") {
