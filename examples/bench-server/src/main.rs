@@ -1,0 +1,84 @@
+//! The benchmark server: SSE fan-out written against the framework's public API only, the way
+//! a user would. Other tools drive it, so its protocol is fixed:
+//!
+//! - `GET /sse/{topic}`: an SSE stream of the topic;
+//! - `POST /publish/{topic}` with a JSON body: publishes it to the topic, `204 No Content`;
+//! - `GET /stats`: `{"topics": .., "subscribers": .., ...}`.
+//!
+//! Environment: `PORT` (default 8080; listens on 127.0.0.1), `HEARTBEAT_MS` (default 30000),
+//! `HISTORY` (events kept per topic for resume; default the runtime's). Exits cleanly on
+//! SIGTERM or SIGINT.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sse_runtime::{Manager, SseHandler, Stats, WriteDeadline};
+
+fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a non-negative integer, got {value:?}")),
+        Err(_) => default,
+    }
+}
+
+async fn publish(
+    State(manager): State<Manager>,
+    Path(topic): Path<String>,
+    Json(value): Json<serde_json::Value>,
+) -> StatusCode {
+    manager.publish(&format!("/sse/{topic}"), &value);
+    StatusCode::NO_CONTENT
+}
+
+async fn stats(State(manager): State<Manager>) -> Json<Stats> {
+    Json(manager.stats())
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let port = env_number("PORT", 8080);
+    let heartbeat = Duration::from_millis(env_number("HEARTBEAT_MS", 30_000));
+    let mut builder = Manager::builder().heartbeat(heartbeat);
+    if let Ok(history) = std::env::var("HISTORY") {
+        builder = builder.history(history.parse().expect("HISTORY must be an integer"));
+    }
+    let manager = builder.build().unwrap_or_else(|e| panic!("{e}"));
+
+    let app = Router::new()
+        .route("/sse/{topic}", get(SseHandler::new(&manager)))
+        .route("/publish/{topic}", post(publish))
+        .route("/stats", get(stats))
+        .with_state(manager.clone());
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port as u16)).await?;
+    println!(
+        "bench-server listening on http://{}",
+        listener.local_addr()?
+    );
+    let shutdown = {
+        let manager = manager.clone();
+        async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            manager.shutdown();
+        }
+    };
+    axum::serve(WriteDeadline::new(listener, heartbeat), app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
