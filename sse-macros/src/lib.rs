@@ -1,4 +1,135 @@
-//! Procedural macros for `sse-runtime`. Use them through `sse_runtime`, which re-exports them.
+//! Procedural macros of `sse-runtime`: `#[sse_topic]` and `#[sse_poll]`. Depend on
+//! `sse-runtime`, which re-exports them; the generated code refers to it.
 //!
-//! The attributes (`#[sse_topic]`, `#[sse_poll]`) are built in a later step; this crate is the
-//! place they will live.
+//! Each attribute is parsed into a checked model ([`topic`], [`poll`]) that reports every error
+//! it finds, spanned on the offending token, before [`expand`] generates anything.
+
+use proc_macro::TokenStream;
+
+mod args;
+mod ctxt;
+mod duration;
+mod expand;
+mod poll;
+mod template;
+mod topic;
+
+/// Gives an event type (a struct or enum that implements `Serialize`) its topic, typed publish
+/// helpers and an SSE route.
+///
+/// `#[sse_topic("alarms")]` on `struct Alarm` generates:
+///
+/// - `impl SseTopic for Alarm` (`Alarm::TOPIC == "alarms"`, `Alarm::EVENT`, `Alarm::PATH`);
+/// - `fn publish_alarm(value: &Alarm)`, publishing on [`Manager::global`], and
+///   `fn publish_alarm_to(manager: &Manager, value: &Alarm)`: an event of another type, or to
+///   another topic, does not compile;
+/// - a route (default path `/sse/<topic>`) that [`router`] mounts.
+///
+/// Options: `path = "/api/v1/alarms/sse"` (must start with `/`), `event = "alarm"` (the SSE
+/// `event:` name, for `addEventListener`), `change_detection = true` (skip a payload identical to
+/// the previous one; default `false`).
+///
+/// A topic template, `#[sse_topic("devices/{id}")]`, makes one topic per value: the helpers take
+/// the placeholders first (`publish_device(id, &value)`) and the route captures them as path
+/// parameters (default path `/sse/devices/{id}`; a custom path must have the same placeholders).
+///
+/// ```
+/// use serde::Serialize;
+/// use sse_runtime::{Manager, SseTopic, sse_topic};
+///
+/// #[sse_topic("alarms", event = "alarm", path = "/api/v1/alarms/sse")]
+/// #[derive(Serialize)]
+/// pub struct Alarm {
+///     pub device: String,
+///     pub level: u8,
+/// }
+///
+/// #[sse_topic("devices/{id}")]
+/// #[derive(Serialize)]
+/// pub enum DeviceState {
+///     Online,
+///     Offline { since: u64 },
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let manager = Manager::new();
+/// let mut sub = manager.subscribe("devices/7").unwrap();
+/// publish_device_state_to(&manager, 7, &DeviceState::Online);
+/// assert!(sub.recv().await.unwrap().ends_with(b"data: \"Online\"\n\n"));
+/// publish_alarm(&Alarm { device: "pump".into(), level: 3 }); // global manager
+/// assert_eq!(Alarm::PATH, "/api/v1/alarms/sse");
+/// assert_eq!(<DeviceState as SseTopic>::PATH, "/sse/devices/{id}");
+/// # }
+/// ```
+///
+/// [`Manager::global`]: ../sse_runtime/struct.Manager.html#method.global
+/// [`router`]: ../sse_runtime/fn.router.html
+#[proc_macro_attribute]
+pub fn sse_topic(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let original = proc_macro2::TokenStream::from(item.clone());
+    match topic::parse(attr.into(), item.into()) {
+        Ok(model) => expand::topic(&model).into(),
+        Err(error) => with_item(error, original),
+    }
+}
+
+/// Turns an async fn into a poller with its own SSE route: the function runs on an interval
+/// while the route's topic has subscribers, and each result is published to them.
+///
+/// The function returns `Result<T, E>` (`T: Serialize`, `E: Into<PollError>`) and may take axum
+/// extractors (`Path`, `Query`, `HeaderMap`, ... anything `FromRequestParts<()> + Clone`), run
+/// once per request, and a `CancellationToken`, cancelled when polling stops. The topic is the
+/// request's path plus raw query, so different parameters get different pollers and equal ones
+/// share one, unless `topic = "..."` fixes it.
+///
+/// Options: `interval = "5s"` (a positive duration with a unit, checked at compile time;
+/// default 5 s), `stop_when = <closure or path>` (a `Fn(&T) -> bool`; polling stops after
+/// publishing a value for which it holds), `on_stop = <closure or path>` (a `Fn()`, called once
+/// per start), `path = "/api/v1/devices/sse"` (default `/sse/<fn name>`), `topic = "devices"`,
+/// `api_version = "v2"` (for error payloads; default `v1`), `change_detection = false` (default
+/// `true`).
+///
+/// ```
+/// use axum::extract::Query;
+/// use serde::{Deserialize, Serialize};
+/// use sse_runtime::{PollError, sse_poll};
+///
+/// #[derive(Clone, Deserialize)]
+/// struct DeviceQuery {
+///     label: String,
+/// }
+///
+/// #[derive(Serialize)]
+/// struct Devices {
+///     online: Vec<String>,
+///     total: usize,
+/// }
+///
+/// impl Devices {
+///     fn all_online(&self) -> bool {
+///         self.online.len() == self.total
+///     }
+/// }
+///
+/// #[sse_poll(interval = "2s", stop_when = Devices::all_online, path = "/api/v1/devices/sse")]
+/// async fn devices(Query(q): Query<DeviceQuery>) -> Result<Devices, PollError> {
+///     Ok(Devices { online: vec![q.label], total: 2 })
+/// }
+///
+/// let app: axum::Router = sse_runtime::router(); // GET /api/v1/devices/sse?label=a
+/// ```
+#[proc_macro_attribute]
+pub fn sse_poll(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let original = proc_macro2::TokenStream::from(item.clone());
+    match poll::parse(attr.into(), item.into()) {
+        Ok(model) => expand::poll(&model).into(),
+        Err(error) => with_item(error, original),
+    }
+}
+
+/// The errors, plus the item unchanged, so the user sees only the attribute's errors and not a
+/// cascade of "cannot find" errors for the item that disappeared.
+fn with_item(error: syn::Error, item: proc_macro2::TokenStream) -> TokenStream {
+    let error = error.to_compile_error();
+    quote::quote!(#error #item).into()
+}

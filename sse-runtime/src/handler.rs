@@ -3,10 +3,11 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::future::{Ready, ready};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, OriginalUri, Request};
+use axum::extract::{FromRequestParts, OriginalUri, RawPathParams, Request};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderMap, StatusCode, Uri};
@@ -24,6 +25,12 @@ pub const MAX_TOPIC_LEN: usize = 2048;
 pub const LAST_EVENT_ID_QUERY: &str = "last_event_id";
 
 type PollingFactory = Arc<dyn Fn(&Parts) -> Arc<dyn PollingService> + Send + Sync>;
+
+#[derive(Clone, Debug)]
+enum TopicSource {
+    Fixed(Arc<str>),
+    Template(Arc<str>),
+}
 
 /// An axum handler that opens an SSE stream on a topic of a [`Manager`].
 ///
@@ -53,7 +60,7 @@ type PollingFactory = Arc<dyn Fn(&Parts) -> Arc<dyn PollingService> + Send + Syn
 #[must_use]
 pub struct SseHandler {
     manager: Manager,
-    topic: Option<Arc<str>>,
+    topic: Option<TopicSource>,
     polling: Option<PollingFactory>,
     change_detection: Option<bool>,
 }
@@ -71,7 +78,25 @@ impl SseHandler {
 
     /// Serve this fixed topic instead of the URL-derived one.
     pub fn topic(mut self, topic: impl Into<Arc<str>>) -> Self {
-        self.topic = Some(topic.into());
+        self.topic = Some(TopicSource::Fixed(topic.into()));
+        self
+    }
+
+    /// Serve the topic made by filling `{name}` placeholders of `template` with the route's
+    /// path parameters of the same names, so `devices/{id}` on the route `/sse/devices/{id}`
+    /// gives each device its own topic (`devices/7`, ...). A placeholder the route does not
+    /// capture is a `500` naming it.
+    ///
+    /// ```
+    /// # use sse_runtime::{Manager, SseHandler};
+    /// let manager = Manager::new();
+    /// let app: axum::Router = axum::Router::new().route(
+    ///     "/sse/devices/{id}",
+    ///     axum::routing::get(SseHandler::new(&manager).topic_template("devices/{id}")),
+    /// );
+    /// ```
+    pub fn topic_template(mut self, template: impl Into<Arc<str>>) -> Self {
+        self.topic = Some(TopicSource::Template(template.into()));
         self
     }
 
@@ -92,18 +117,28 @@ impl SseHandler {
     }
 
     /// Opens the stream for a request; what [`axum::handler::Handler::call`] does.
-    pub fn respond(&self, parts: &Parts) -> Response {
+    pub async fn respond(&self, parts: &mut Parts) -> Response {
         let topic = match &self.topic {
-            Some(topic) => topic.to_string(),
+            Some(TopicSource::Fixed(topic)) => topic.to_string(),
+            Some(TopicSource::Template(template)) => {
+                let params = match RawPathParams::from_request_parts(parts, &()).await {
+                    Ok(params) => params,
+                    Err(rejection) => return rejection.into_response(),
+                };
+                match fill_template(template, &params) {
+                    Ok(topic) => topic,
+                    Err(missing) => {
+                        tracing::error!(%template, %missing, "topic template placeholder not captured by the route");
+                        return (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("topic template placeholder {{{missing}}} is not a path parameter of this route"),
+                        )
+                            .into_response();
+                    }
+                }
+            }
             None => topic_of(parts),
         };
-        if topic.len() > MAX_TOPIC_LEN {
-            return (
-                StatusCode::URI_TOO_LONG,
-                format!("SSE topic longer than {MAX_TOPIC_LEN} bytes"),
-            )
-                .into_response();
-        }
         let mut options = SubscribeOptions::new();
         if let Some(factory) = &self.polling {
             options = options.shared_polling(factory(parts));
@@ -111,25 +146,61 @@ impl SseHandler {
         if let Some(on) = self.change_detection {
             options = options.change_detection(on);
         }
-        if let Some(id) = last_event_id(&parts.headers, &parts.uri) {
-            options = options.last_event_id(&id);
-        }
-        match self.manager.subscribe_with(&topic, options) {
-            Ok(subscription) => {
-                SseStream::new(subscription, self.manager.heartbeat()).into_response()
-            }
-            Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
-        }
+        open(&self.manager, &topic, parts, options)
+    }
+}
+
+/// Subscribes the request to `topic` and answers with the stream: `414` for an oversized topic,
+/// `503` after shutdown. Resumes from the request's `Last-Event-ID`.
+pub(crate) fn open(
+    manager: &Manager,
+    topic: &str,
+    parts: &Parts,
+    mut options: SubscribeOptions,
+) -> Response {
+    if topic.len() > MAX_TOPIC_LEN {
+        return (
+            StatusCode::URI_TOO_LONG,
+            format!("SSE topic longer than {MAX_TOPIC_LEN} bytes"),
+        )
+            .into_response();
+    }
+    if let Some(id) = last_event_id(&parts.headers, &parts.uri) {
+        options = options.last_event_id(&id);
+    }
+    match manager.subscribe_with(topic, options) {
+        Ok(subscription) => SseStream::new(subscription, manager.heartbeat()).into_response(),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
     }
 }
 
 impl<S: Send + Sync + 'static> axum::handler::Handler<(), S> for SseHandler {
-    type Future = Ready<Response>;
+    type Future = Pin<Box<dyn Future<Output = Response> + Send>>;
 
     fn call(self, request: Request, _state: S) -> Self::Future {
-        let (parts, _body) = request.into_parts();
-        ready(self.respond(&parts))
+        let (mut parts, _body) = request.into_parts();
+        Box::pin(async move { self.respond(&mut parts).await })
     }
+}
+
+/// Replaces each `{name}` of `template` with the path parameter `name`; `Err(name)` for a
+/// placeholder without a parameter.
+fn fill_template(template: &str, params: &RawPathParams) -> Result<String, String> {
+    let mut topic = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..].find('}').map_or(rest.len(), |at| open + at);
+        let name = &rest[open + 1..close.min(rest.len())];
+        let value = params
+            .iter()
+            .find_map(|(key, value)| (key == name).then_some(value))
+            .ok_or_else(|| name.to_owned())?;
+        topic.push_str(&rest[..open]);
+        topic.push_str(value);
+        rest = rest.get(close + 1..).unwrap_or("");
+    }
+    topic.push_str(rest);
+    Ok(topic)
 }
 
 impl fmt::Debug for SseHandler {

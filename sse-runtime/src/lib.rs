@@ -42,10 +42,12 @@ pub mod frame;
 mod handler;
 mod manager;
 mod polling;
+mod registry;
 mod stats;
 mod stream;
 mod subscription;
 mod topic;
+mod typed;
 
 pub use config::{
     ConfigError, DEFAULT_HEARTBEAT, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS,
@@ -61,7 +63,16 @@ pub use polling::{
     DEFAULT_API_VERSION, DEFAULT_INTERVAL, PollError, Polling, PollingService, Publisher,
     StopFuture, TopicPublisher,
 };
+pub use registry::{
+    RegistrationError, RouteInfo, registered_routes, router, router_with, try_router_with,
+};
+pub use sse_macros::{sse_poll, sse_topic};
 pub use stats::{Stats, TopicStats};
 pub use stream::SseStream;
 pub use subscription::{EndReason, SubscribeError, SubscribeOptions, Subscription};
 pub use tokio_util::sync::CancellationToken;
+pub use typed::SseTopic;
+
+/// What generated code needs, and nothing else. Not a public API: it changes without notice.
+#[doc(hidden)]
+pub mod __private;

@@ -64,6 +64,13 @@ impl Manager {
         Self::builder().build().expect("defaults are valid")
     }
 
+    /// The process-wide manager that [`router`](crate::router) and the generated
+    /// `publish_*` helpers use. Created with the defaults on first use.
+    pub fn global() -> &'static Manager {
+        static GLOBAL: std::sync::LazyLock<Manager> = std::sync::LazyLock::new(Manager::new);
+        &GLOBAL
+    }
+
     /// A builder for non-default settings.
     pub fn builder() -> ManagerBuilder {
         ManagerBuilder::default()

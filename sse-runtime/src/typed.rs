@@ -1,0 +1,31 @@
+//! The trait `#[sse_topic]` implements for its type.
+
+use serde::Serialize;
+
+/// A type with its own topic: implemented by `#[sse_topic("...")]`, which also generates the
+/// typed `publish_<snake_case_name>` helpers and the route.
+///
+/// ```
+/// use serde::Serialize;
+/// use sse_runtime::{SseTopic, sse_topic};
+///
+/// #[sse_topic("alarms", event = "alarm")]
+/// #[derive(Serialize)]
+/// struct Alarm {
+///     level: u8,
+/// }
+///
+/// assert_eq!(Alarm::TOPIC, "alarms");
+/// assert_eq!(Alarm::EVENT, Some("alarm"));
+/// assert_eq!(Alarm::PATH, "/sse/alarms");
+/// # let manager = sse_runtime::Manager::new();
+/// publish_alarm_to(&manager, &Alarm { level: 3 }); // typed: only an Alarm goes to "alarms"
+/// ```
+pub trait SseTopic: Serialize {
+    /// The topic (for a template such as `devices/{id}`, the template).
+    const TOPIC: &'static str;
+    /// The SSE event name (`event:` field) of its events, if any.
+    const EVENT: Option<&'static str>;
+    /// The HTTP path of its route.
+    const PATH: &'static str;
+}
