@@ -43,9 +43,14 @@ pub(crate) fn set_once<T>(ctxt: &mut Ctxt, slot: &mut Option<T>, key: &Ident, va
 /// A string literal, or an error saying what `key` accepts.
 pub(crate) fn lit_str(ctxt: &mut Ctxt, key: &Ident, value: &Expr, example: &str) -> Option<LitStr> {
     match value {
-        Expr::Lit(ExprLit { lit: Lit::Str(lit), .. }) => Some(lit.clone()),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => Some(lit.clone()),
         _ => {
-            ctxt.error(value, format!("`{key}` must be a string literal, like `{key} = {example}`"));
+            ctxt.error(
+                value,
+                format!("`{key}` must be a string literal, like `{key} = {example}`"),
+            );
             None
         }
     }
@@ -54,7 +59,10 @@ pub(crate) fn lit_str(ctxt: &mut Ctxt, key: &Ident, value: &Expr, example: &str)
 /// A bool literal, or an error.
 pub(crate) fn lit_bool(ctxt: &mut Ctxt, key: &Ident, value: &Expr) -> Option<LitBool> {
     match value {
-        Expr::Lit(ExprLit { lit: Lit::Bool(lit), .. }) => Some(lit.clone()),
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(lit),
+            ..
+        }) => Some(lit.clone()),
         _ => {
             ctxt.error(value, format!("`{key}` must be `true` or `false`"));
             None
@@ -66,6 +74,12 @@ pub(crate) fn lit_bool(ctxt: &mut Ctxt, key: &Ident, value: &Expr) -> Option<Lit
 pub(crate) fn check_path(ctxt: &mut Ctxt, path: &LitStr) {
     let value = path.value();
     if !value.starts_with('/') {
-        ctxt.error(path, format!("the path must start with `/`, like \"/{}\"", value.trim_start_matches('/')));
+        ctxt.error(
+            path,
+            format!(
+                "the path must start with `/`, like \"/{}\"",
+                value.trim_start_matches('/')
+            ),
+        );
     }
 }

@@ -11,7 +11,10 @@ pub(crate) fn parse(ctxt: &mut Ctxt, lit: &LitStr) -> Option<Duration> {
     let text = lit.value();
     match humantime::parse_duration(&text) {
         Ok(duration) if duration.is_zero() => {
-            ctxt.error(lit, format!("interval {text:?} is zero; it must be positive, like \"5s\""));
+            ctxt.error(
+                lit,
+                format!("interval {text:?} is zero; it must be positive, like \"5s\""),
+            );
             None
         }
         Ok(duration) if u64::try_from(duration.as_nanos()).is_err() => {

@@ -10,7 +10,16 @@ use crate::template;
 use crate::topic::{TopicModel, snake_case};
 
 pub(crate) fn topic(model: &TopicModel) -> TokenStream {
-    let TopicModel { item, ident, vis, topic, params, path, event, change_detection } = model;
+    let TopicModel {
+        item,
+        ident,
+        vis,
+        topic,
+        params,
+        path,
+        event,
+        change_detection,
+    } = model;
     let name = ident.to_string();
     let snake = snake_case(&name);
     let publish = format_ident!("publish_{}", snake);
@@ -41,9 +50,15 @@ pub(crate) fn topic(model: &TopicModel) -> TokenStream {
         )
     };
     let doc_topic = if params.is_empty() {
-        format!("Publishes a [`{name}`] to the topic `{}` of the global manager.", topic.value())
+        format!(
+            "Publishes a [`{name}`] to the topic `{}` of the global manager.",
+            topic.value()
+        )
     } else {
-        format!("Publishes a [`{name}`] to its instance of the topic template `{}` on the global manager.", topic.value())
+        format!(
+            "Publishes a [`{name}`] to its instance of the topic template `{}` on the global manager.",
+            topic.value()
+        )
     };
     let doc_to = format!("Publishes a [`{name}`] through `manager` (see [`{publish}`]).");
     quote! {
@@ -87,41 +102,61 @@ pub(crate) fn topic(model: &TopicModel) -> TokenStream {
 
 pub(crate) fn poll(model: &PollModel) -> TokenStream {
     let PollModel {
-        function, inputs, output, interval, stop_when, on_stop, path, topic, api_version, change_detection,
+        function,
+        inputs,
+        output,
+        interval,
+        stop_when,
+        on_stop,
+        path,
+        topic,
+        api_version,
+        change_detection,
     } = model;
     let ident = &function.sig.ident;
     let name = ident.to_string();
-    let args: Vec<_> = (0..inputs.len()).map(|i| format_ident!("__sse_arg{}", i)).collect();
+    let args: Vec<_> = (0..inputs.len())
+        .map(|i| format_ident!("__sse_arg{}", i))
+        .collect();
+    // Each extractor runs once on the request (its rejection is the response), then again
+    // from a snapshot of the request before every poll.
+    let mut checks = Vec::new();
     let mut extractions = Vec::new();
-    let mut call_args = Vec::new();
     for (arg, input) in args.iter().zip(inputs) {
         match input {
             Input::Extractor(ty) => {
-                extractions.push(quote_spanned! {ty.span()=>
-                    let #arg = match ::sse_runtime::__private::extract::<#ty>(&mut parts).await {
-                        ::core::result::Result::Ok(value) => value,
-                        ::core::result::Result::Err(rejection) => return rejection,
-                    };
+                checks.push(quote_spanned! {ty.span()=>
+                    if let ::core::result::Result::Err(rejection) =
+                        ::sse_runtime::__private::extract::<#ty>(&mut parts).await
+                    {
+                        return rejection;
+                    }
                 });
-                call_args.push(quote!(::core::clone::Clone::clone(&#arg)));
+                extractions.push(quote_spanned! {ty.span()=>
+                    let #arg = ::sse_runtime::__private::re_extract::<#ty>(&mut parts).await?;
+                });
             }
-            Input::Cancellation => call_args.push(quote!(::core::clone::Clone::clone(&__sse_cancel))),
+            Input::Cancellation => extractions.push(quote! {
+                let #arg = ::core::clone::Clone::clone(&__sse_cancel);
+            }),
         }
     }
-    let extracted: Vec<_> = args
-        .iter()
-        .zip(inputs)
-        .filter(|(_, input)| matches!(input, Input::Extractor(_)))
-        .map(|(arg, _)| arg)
-        .collect();
-    let into_poll = quote_spanned! {output.span()=> ::sse_runtime::__private::PollResult::into_poll };
+    // Spanned on the return type: a function that does not return a `Result` of the right
+    // kind is reported there.
+    let call = quote_spanned! {output.span()=>
+        ::sse_runtime::__private::PollResult::into_poll(#ident(#(#args),*).await)
+    };
     let interval = interval.map(|d| {
         let nanos = d.as_nanos() as u64;
         quote!(.interval(::sse_runtime::__private::Duration::from_nanos(#nanos)))
     });
     let api_version = api_version.as_ref().map(|v| quote!(.api_version(#v)));
-    let stop_when = stop_when.as_ref().map(|e| quote_spanned!(e.span()=> .stop_when(#e)));
-    let on_stop = on_stop.as_ref().map(|e| quote_spanned!(e.span()=> .on_stop(#e)));
+    let stop_when = stop_when
+        .as_ref()
+        .map(|e| quote_spanned!(e.span()=> .stop_when(#e)));
+    let on_stop = on_stop
+        .as_ref()
+        .map(|e| quote_spanned!(e.span()=> .on_stop(#e)));
     let topic_opt = match topic {
         Some(lit) => quote!(::core::option::Option::Some(#lit)),
         None => quote!(::core::option::Option::None),
@@ -137,11 +172,16 @@ pub(crate) fn poll(model: &PollModel) -> TokenStream {
                 ::sse_runtime::__private::get(move |mut parts: ::sse_runtime::__private::Parts| {
                     let manager = ::core::clone::Clone::clone(&manager);
                     async move {
-                        #(#extractions)*
+                        #(#checks)*
+                        let snapshot = ::sse_runtime::__private::RequestSnapshot::new(&parts);
                         let polling = ::sse_runtime::__private::Polling::new(
                             move |__sse_cancel: ::sse_runtime::__private::CancellationToken| {
-                                #(let #extracted = ::core::clone::Clone::clone(&#extracted);)*
-                                async move { #into_poll(#ident(#(#call_args),*).await) }
+                                let snapshot = ::core::clone::Clone::clone(&snapshot);
+                                async move {
+                                    let mut parts = snapshot.parts();
+                                    #(#extractions)*
+                                    #call
+                                }
                             },
                         )
                         #interval

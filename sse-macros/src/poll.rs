@@ -23,7 +23,7 @@ const ACCEPTED: &str =
 /// One argument of the polled function.
 pub(crate) enum Input {
     /// Built from the request by this axum extractor (`FromRequestParts`), once per request.
-    Extractor(Type),
+    Extractor(Box<Type>),
     /// The poll's cancellation token.
     Cancellation,
 }
@@ -92,13 +92,19 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> syn::Result<PollMod
     if let Some(lit) = &topic
         && lit.value().is_empty()
     {
-        ctxt.error(lit, "the topic must not be empty; leave `topic` out to use the request's path and query");
+        ctxt.error(
+            lit,
+            "the topic must not be empty; leave `topic` out to use the request's path and query",
+        );
     }
 
     let function = match item {
         Item::Fn(function) => function,
         Item::Struct(s) => {
-            ctxt.error(s.struct_token, "#[sse_poll] goes on an async fn; for an event type, use #[sse_topic]");
+            ctxt.error(
+                s.struct_token,
+                "#[sse_poll] goes on an async fn; for an event type, use #[sse_topic]",
+            );
             return Err(ctxt.finish().expect_err("an error was recorded"));
         }
         other => {
@@ -111,10 +117,16 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> syn::Result<PollMod
         ctxt.error(sig.fn_token, "#[sse_poll] needs an `async fn`");
     }
     if let Some(receiver) = sig.receiver() {
-        ctxt.error(receiver, "#[sse_poll] cannot be used on a method with `self`: use a free async fn");
+        ctxt.error(
+            receiver,
+            "#[sse_poll] cannot be used on a method with `self`: use a free async fn",
+        );
     }
     if !sig.generics.params.is_empty() {
-        ctxt.error(&sig.generics, "#[sse_poll] does not support generic functions");
+        ctxt.error(
+            &sig.generics,
+            "#[sse_poll] does not support generic functions",
+        );
     }
     let output = match &sig.output {
         ReturnType::Type(_, ty) => (**ty).clone(),
@@ -128,7 +140,7 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> syn::Result<PollMod
         .iter()
         .filter_map(|input| match input {
             FnArg::Typed(typed) if is_cancellation_token(&typed.ty) => Some(Input::Cancellation),
-            FnArg::Typed(typed) => Some(Input::Extractor((*typed.ty).clone())),
+            FnArg::Typed(typed) => Some(Input::Extractor(typed.ty.clone())),
             FnArg::Receiver(_) => None,
         })
         .collect();

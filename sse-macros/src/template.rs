@@ -26,14 +26,20 @@ pub(crate) fn placeholders(ctxt: &mut Ctxt, lit: &LitStr, what: &str) -> Vec<Str
                 if syn::parse_str::<syn::Ident>(name).is_err() {
                     ctxt.error(lit, format!("`{{{name}}}` in the {what}: a placeholder must be a Rust identifier, like `{{id}}`"));
                 } else if names.iter().any(|n| n == name) {
-                    ctxt.error(lit, format!("placeholder `{{{name}}}` appears twice in the {what}"));
+                    ctxt.error(
+                        lit,
+                        format!("placeholder `{{{name}}}` appears twice in the {what}"),
+                    );
                 } else {
                     names.push(name.to_owned());
                 }
                 rest = &rest[close + 1..];
             }
             _ => {
-                ctxt.error(lit, format!("unbalanced braces in the {what}: placeholders look like `{{id}}`"));
+                ctxt.error(
+                    lit,
+                    format!("unbalanced braces in the {what}: placeholders look like `{{id}}`"),
+                );
                 break;
             }
         }
@@ -51,12 +57,27 @@ pub(crate) fn check_topic_params(ctxt: &mut Ctxt, lit: &LitStr, names: &[String]
 }
 
 /// Checks that the route path captures exactly the topic template's placeholders.
-pub(crate) fn check_agreement(ctxt: &mut Ctxt, path: &LitStr, path_names: &[String], topic_names: &[String]) {
-    let missing: Vec<&String> = topic_names.iter().filter(|n| !path_names.contains(n)).collect();
-    let extra: Vec<&String> = path_names.iter().filter(|n| !topic_names.contains(n)).collect();
+pub(crate) fn check_agreement(
+    ctxt: &mut Ctxt,
+    path: &LitStr,
+    path_names: &[String],
+    topic_names: &[String],
+) {
+    let missing: Vec<&String> = topic_names
+        .iter()
+        .filter(|n| !path_names.contains(n))
+        .collect();
+    let extra: Vec<&String> = path_names
+        .iter()
+        .filter(|n| !topic_names.contains(n))
+        .collect();
     if !missing.is_empty() || !extra.is_empty() {
         let list = |names: &[&String]| {
-            names.iter().map(|n| format!("{{{n}}}")).collect::<Vec<_>>().join(", ")
+            names
+                .iter()
+                .map(|n| format!("{{{n}}}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         let mut message = String::from("template parameter mismatch between topic and path:");
         if !missing.is_empty() {
@@ -78,7 +99,9 @@ pub(crate) fn format_string(template: &str) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(open) = rest.find('{') {
-        let close = rest[open..].find('}').map_or(rest.len() - 1, |at| open + at);
+        let close = rest[open..]
+            .find('}')
+            .map_or(rest.len() - 1, |at| open + at);
         out.push_str(&rest[..open]);
         out.push_str("{}");
         rest = &rest[close + 1..];

@@ -31,12 +31,15 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> syn::Result<TopicMo
     let item: Item = syn::parse2(item)?;
 
     let mut topic: Option<LitStr> = None;
+    // A positional argument that is not a string was reported as such, not as "missing".
+    let mut malformed_topic = false;
     let mut path: Option<LitStr> = None;
     let mut event: Option<LitStr> = None;
     let mut change_detection: Option<LitBool> = None;
     for arg in &args {
         match arg {
-            Arg::Positional(value) if topic.is_none() && path.is_none() && event.is_none() => {
+            Arg::Positional(value) if topic.is_none() && !malformed_topic => {
+                malformed_topic = true;
                 match value {
                     syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(lit), .. }) => {
                         topic = Some(lit.clone());
@@ -73,7 +76,12 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> syn::Result<TopicMo
         }
         Some(lit) => lit,
         None => {
-            ctxt.error_at(Span::call_site(), "missing topic: write `#[sse_topic(\"alarms\")]`");
+            if !malformed_topic {
+                ctxt.error_at(
+                    Span::call_site(),
+                    "missing topic: write `#[sse_topic(\"alarms\")]`",
+                );
+            }
             LitStr::new("", Span::call_site())
         }
     };
@@ -91,7 +99,10 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> syn::Result<TopicMo
     if let Some(lit) = &event {
         let name = lit.value();
         if name.is_empty() || name.contains(['\n', '\r']) {
-            ctxt.error(lit, "the event name must be non-empty and on one line, like `event = \"alarm\"`");
+            ctxt.error(
+                lit,
+                "the event name must be non-empty and on one line, like `event = \"alarm\"`",
+            );
         }
     }
 
@@ -99,7 +110,10 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> syn::Result<TopicMo
         Item::Struct(s) => (s.ident.clone(), s.vis.clone(), Some(&s.generics)),
         Item::Enum(e) => (e.ident.clone(), e.vis.clone(), Some(&e.generics)),
         Item::Union(u) => {
-            ctxt.error(u.union_token, "#[sse_topic] goes on a struct or an enum, not a union");
+            ctxt.error(
+                u.union_token,
+                "#[sse_topic] goes on a struct or an enum, not a union",
+            );
             (u.ident.clone(), u.vis.clone(), None)
         }
         Item::Fn(f) => {
@@ -108,13 +122,20 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> syn::Result<TopicMo
         }
         other => {
             ctxt.error(other, "#[sse_topic] goes on a struct or an enum");
-            (Ident::new("_", Span::call_site()), Visibility::Inherited, None)
+            (
+                Ident::new("_", Span::call_site()),
+                Visibility::Inherited,
+                None,
+            )
         }
     };
     if let Some(generics) = generics
         && !generics.params.is_empty()
     {
-        ctxt.error(generics, "#[sse_topic] does not support generic types: a topic has one payload type");
+        ctxt.error(
+            generics,
+            "#[sse_topic] does not support generic types: a topic has one payload type",
+        );
     }
     ctxt.finish()?;
     Ok(TopicModel {

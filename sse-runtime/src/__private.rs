@@ -1,6 +1,8 @@
 //! Items the attribute macros' generated code refers to, by absolute path
 //! (`::sse_runtime::__private::...`), so the expansion works whatever the user imported.
 
+use std::sync::Arc;
+
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -42,11 +44,58 @@ where
 /// Runs one extractor of an `#[sse_poll]` function's arguments; its rejection is the response.
 pub async fn extract<T>(parts: &mut Parts) -> Result<T, Response>
 where
-    T: FromRequestParts<()> + Clone + Send + Sync + 'static,
+    T: FromRequestParts<()> + Send + 'static,
 {
     T::from_request_parts(parts, &())
         .await
         .map_err(IntoResponse::into_response)
+}
+
+/// Runs an extractor again for a later poll. It succeeded on the same request already, so a
+/// failure here is an internal error, reported as such.
+pub async fn re_extract<T>(parts: &mut Parts) -> Result<T, PollError>
+where
+    T: FromRequestParts<()> + Send + 'static,
+{
+    T::from_request_parts(parts, &())
+        .await
+        .map_err(|rejection| {
+            let response = rejection.into_response();
+            PollError::new(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "request extractor failed on a later poll ({})",
+                    response.status()
+                ),
+            )
+        })
+}
+
+/// The request a poller was created for, kept so each poll can run the function's extractors
+/// afresh (extractors need not be `Clone`).
+#[derive(Clone)]
+pub struct RequestSnapshot(Arc<Parts>);
+
+impl RequestSnapshot {
+    /// Keeps what extractors read: method, URI, version, headers and extensions.
+    pub fn new(parts: &Parts) -> Self {
+        Self(Arc::new(copy_parts(parts)))
+    }
+
+    /// A fresh copy to extract from.
+    pub fn parts(&self) -> Parts {
+        copy_parts(&self.0)
+    }
+}
+
+fn copy_parts(parts: &Parts) -> Parts {
+    let (mut copy, ()) = http::Request::new(()).into_parts();
+    copy.method = parts.method.clone();
+    copy.uri = parts.uri.clone();
+    copy.version = parts.version;
+    copy.headers = parts.headers.clone();
+    copy.extensions = parts.extensions.clone();
+    copy
 }
 
 /// Opens the stream of a polled route: the fixed `topic`, or the request's path + query.

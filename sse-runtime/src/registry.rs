@@ -176,8 +176,14 @@ mod tests {
         let b = Route::new("app::B", "/sse/a", Some("b"), mount);
         let c = Route::new("app::C", "/sse/c", Some("a"), mount);
         let error = check(&[&a, &b, &c]).unwrap_err().to_string();
-        assert!(error.contains("path \"/sse/a\" is registered by both `app::A` and `app::B`"), "{error}");
-        assert!(error.contains("topic \"a\" is registered by both `app::A` and `app::C`"), "{error}");
+        assert!(
+            error.contains("path \"/sse/a\" is registered by both `app::A` and `app::B`"),
+            "{error}"
+        );
+        assert!(
+            error.contains("topic \"a\" is registered by both `app::A` and `app::C`"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -1,0 +1,56 @@
+//! Two registrations of one path or one topic are refused when the router is built, with a
+//! message naming both items. (A test binary of its own: its items conflict on purpose.)
+
+use serde::Serialize;
+use sse_runtime::{Manager, PollError, sse_poll, sse_topic};
+
+mod billing {
+    #[sse_runtime::sse_topic("invoices")]
+    #[derive(serde::Serialize)]
+    pub struct Invoice(pub u32);
+}
+
+mod accounting {
+    #[sse_runtime::sse_topic("invoices", path = "/api/invoices/sse")]
+    #[derive(serde::Serialize)]
+    pub struct Invoice(pub u32);
+}
+
+#[sse_topic("status", path = "/sse/health")]
+#[derive(Serialize)]
+struct Status;
+
+#[sse_poll]
+async fn health() -> Result<u8, PollError> {
+    Ok(1)
+}
+
+#[test]
+fn conflicts_name_both_items() {
+    let error = sse_runtime::try_router_with(&Manager::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(
+            "topic \"invoices\" is registered by both `macro_conflicts::accounting::Invoice` and `macro_conflicts::billing::Invoice`"
+        ),
+        "{error}"
+    );
+    assert!(
+        error.contains("path \"/sse/health\" is registered by both `macro_conflicts::Status` and `macro_conflicts::health`"),
+        "{error}"
+    );
+}
+
+#[test]
+#[should_panic(expected = "conflicting SSE registrations")]
+fn router_panics_on_conflicts() {
+    let _ = sse_runtime::router_with(&Manager::new());
+}
+
+#[test]
+fn the_conflicting_items_still_work_on_their_own() {
+    accounting::publish_invoice_to(&Manager::new(), &accounting::Invoice(1));
+    billing::publish_invoice_to(&Manager::new(), &billing::Invoice(2));
+    let _ = Status;
+}

@@ -1,0 +1,8 @@
+use sse_runtime::{PollError, sse_poll};
+
+#[sse_poll(interval = "5")]
+async fn devices() -> Result<u32, PollError> {
+    Ok(1)
+}
+
+fn main() {}

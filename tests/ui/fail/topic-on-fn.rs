@@ -1,0 +1,6 @@
+use sse_runtime::sse_topic;
+
+#[sse_topic("alarms")]
+fn alarm() {}
+
+fn main() {}

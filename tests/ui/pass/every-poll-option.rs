@@ -1,0 +1,61 @@
+//! Every #[sse_poll] option, alone and combined, compiles and registers its route.
+use axum::extract::{Path, Query};
+use sse_runtime::{CancellationToken, Manager, PollError, sse_poll};
+
+#[derive(Clone, serde::Deserialize)]
+struct Params {
+    n: u32,
+}
+
+fn positive(n: &u32) -> bool {
+    *n > 0
+}
+
+#[sse_poll]
+async fn bare() -> Result<u32, PollError> {
+    Ok(1)
+}
+
+#[sse_poll(interval = "1m 30s")]
+async fn interval() -> Result<u32, PollError> {
+    Ok(1)
+}
+
+#[sse_poll(stop_when = |n: &u32| *n > 3)]
+async fn stop_closure() -> Result<u32, PollError> {
+    Ok(1)
+}
+
+#[sse_poll(stop_when = positive, on_stop = || println!("stopped"))]
+async fn stop_path() -> Result<u32, PollError> {
+    Ok(1)
+}
+
+#[sse_poll(path = "/api/things/{id}/sse", api_version = "v2", change_detection = false)]
+async fn with_path(Path(id): Path<u32>, Query(p): Query<Params>) -> Result<u32, PollError> {
+    Ok(id + p.n)
+}
+
+#[sse_poll(topic = "fixed", interval = "250ms")]
+async fn fixed(cancel: CancellationToken) -> Result<bool, std::io::Error> {
+    Ok(cancel.is_cancelled())
+}
+
+#[sse_poll(
+    interval = "2s",
+    stop_when = |v: &Vec<String>| v.is_empty(),
+    on_stop = || {},
+    path = "/api/all/sse",
+    topic = "all",
+    api_version = "v3",
+    change_detection = true,
+)]
+async fn everything(headers: http::HeaderMap, cancel: CancellationToken) -> Result<Vec<String>, PollError> {
+    let _ = cancel;
+    Ok(headers.keys().map(|k| k.to_string()).collect())
+}
+
+fn main() {
+    let _router = sse_runtime::router_with(&Manager::new());
+    assert_eq!(sse_runtime::registered_routes().len(), 7);
+}
