@@ -1,0 +1,95 @@
+//! A live dashboard of this machine, served by the framework: CPU, memory, load and network
+//! polled from /proc with `#[sse_poll]`, alarms with an `#[sse_topic]` type, a page that
+//! subscribes with the browser's `EventSource`.
+//!
+//! `cargo run -p dashboard` then open the printed URL. `--addr HOST:PORT` (or `DASHBOARD_ADDR`)
+//! changes the address (default 127.0.0.1:3000); `RUST_LOG` the log level.
+
+mod api;
+mod events;
+mod metrics;
+
+use std::net::SocketAddr;
+
+use axum::http::header;
+use axum::routing::get;
+use sse_runtime::{Manager, WriteDeadline};
+
+const INDEX: &str = include_str!("../static/index.html");
+const SCRIPT: &str = include_str!("../static/app.js");
+const STYLE: &str = include_str!("../static/style.css");
+
+fn address() -> SocketAddr {
+    let mut args = std::env::args().skip(1);
+    let mut addr = std::env::var("DASHBOARD_ADDR").ok();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--addr" => addr = args.next(),
+            "-h" | "--help" => {
+                println!("usage: dashboard [--addr HOST:PORT]   (default 127.0.0.1:3000)");
+                std::process::exit(0);
+            }
+            other => {
+                eprintln!("unknown argument {other:?}; usage: dashboard [--addr HOST:PORT]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let addr = addr.unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+    addr.parse().unwrap_or_else(|_| {
+        eprintln!("invalid address {addr:?}; expected HOST:PORT like 127.0.0.1:3000");
+        std::process::exit(2);
+    })
+}
+
+fn app() -> axum::Router {
+    sse_runtime::router()
+        .route(
+            "/",
+            get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], SCRIPT) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css")], STYLE) }),
+        )
+        .route(
+            "/api/thresholds",
+            get(api::get_thresholds).post(api::set_thresholds),
+        )
+        .route("/api/stats", get(api::stats))
+        .route("/api/stats/wait", get(api::wait_for_stats))
+        .route("/api/topics", get(api::topics))
+        .route("/api/info", get(api::info))
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: ending open streams");
+    Manager::global().shutdown();
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let listener = tokio::net::TcpListener::bind(address()).await?;
+    let url = format!("http://{}/", listener.local_addr()?);
+    println!("dashboard listening on {url}");
+    tracing::info!(%url, routes = ?sse_runtime::registered_routes().iter().map(|r| r.path).collect::<Vec<_>>(), "serving");
+    let deadline = Manager::global().heartbeat();
+    axum::serve(WriteDeadline::new(listener, deadline), app())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+}

@@ -1,0 +1,397 @@
+//! The dashboard in a real browser: the built `dashboard` binary on 127.0.0.1, Debian's
+//! headless Chromium driven over WebDriver (chromedriver), assertions read from the page's DOM
+//! and from the server's own counts.
+//!
+//! Needs /usr/bin/chromium and /usr/bin/chromedriver (`.ci/run` installs them). Without them
+//! the tests print a loud SKIPPED line and pass, unless `SSE_REQUIRE_BROWSER=1` (set in CI)
+//! makes their absence a failure.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// One browser at a time: the machine has two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn browser_available() -> bool {
+    let present = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
+    if !present {
+        assert!(
+            std::env::var_os("SSE_REQUIRE_BROWSER").is_none(),
+            "SSE_REQUIRE_BROWSER is set but {CHROMIUM} or {CHROMEDRIVER} is missing"
+        );
+        eprintln!(
+            "\n*** SKIPPED: browser test needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver) ***\n"
+        );
+    }
+    present
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a program and waits for a line of its output containing `ready`.
+async fn spawn_until(program: &str, args: &[&str], ready: &str) -> Child {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {program}: {e}"));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains(ready) {
+                // Keep draining its output so it never blocks on a full pipe.
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                return;
+            }
+        }
+        panic!("{program} exited before printing {ready:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{program} did not print {ready:?} in time"));
+    child
+}
+
+struct Dashboard {
+    child: Child,
+    port: u16,
+}
+
+impl Dashboard {
+    async fn start(port: u16) -> Self {
+        let addr = format!("127.0.0.1:{port}");
+        let child = spawn_until(
+            env!("CARGO_BIN_EXE_dashboard"),
+            &["--addr", &addr],
+            "dashboard listening on",
+        )
+        .await;
+        Self { child, port }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = reqwest::get(self.url(path)).await.expect("request");
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.expect("json")
+    }
+
+    /// Waits (server side, event-driven) until the runtime's counts match.
+    async fn wait_for(&self, query: &str) -> Value {
+        self.get(&format!("/api/stats/wait?{query}")).await
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    async fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+        let exit = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("exits in time")
+            .unwrap();
+        assert!(exit.success(), "graceful exit, got {exit}");
+    }
+}
+
+struct Browser {
+    client: Client,
+    _driver: Child,
+    _profile: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Browser {
+    async fn start() -> Self {
+        let port = free_port();
+        let driver = spawn_until(
+            CHROMEDRIVER,
+            &[&format!("--port={port}")],
+            "started successfully",
+        )
+        .await;
+        let profile =
+            std::env::temp_dir().join(format!("sse-dashboard-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&profile).unwrap();
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--no-first-run", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("WebDriver session");
+        Self {
+            client,
+            _driver: driver,
+            _profile: TempDir(profile),
+        }
+    }
+
+    /// Resolves once `condition` (a JS expression over `window.dashboard`) holds, checked on
+    /// every page update event rather than on a timer.
+    async fn until(&self, condition: &str) {
+        let script = format!(
+            r#"const done = arguments[arguments.length - 1];
+               const check = () => {{ try {{ return Boolean({condition}); }} catch (e) {{ return false; }} }};
+               if (check()) {{ done(true); return; }}
+               const listener = () => {{ if (check()) {{ window.removeEventListener("dashboard:update", listener); done(true); }} }};
+               window.addEventListener("dashboard:update", listener);"#
+        );
+        let outcome =
+            tokio::time::timeout(PATIENCE, self.client.execute_async(&script, vec![])).await;
+        match outcome {
+            Ok(Ok(Value::Bool(true))) => {}
+            other => panic!("page never satisfied `{condition}`: {other:?}"),
+        }
+    }
+
+    async fn eval(&self, expression: &str) -> Value {
+        self.client
+            .execute(&format!("return {expression};"), vec![])
+            .await
+            .expect("script runs")
+    }
+
+    async fn text(&self, id: &str) -> String {
+        self.client
+            .find(Locator::Id(id))
+            .await
+            .expect(id)
+            .text()
+            .await
+            .expect("text")
+    }
+}
+
+#[tokio::test]
+async fn polled_values_arrive_and_update_the_plot_at_the_configured_interval() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    if !browser_available() {
+        return;
+    }
+    let server = Dashboard::start(free_port()).await;
+    let browser = Browser::start().await;
+    browser.client.goto(&server.url("/")).await.unwrap();
+    browser
+        .until("window.dashboard.samples.length >= 4 && window.dashboard.status === 'live'")
+        .await;
+
+    let arrivals = browser
+        .eval("window.dashboard.samples.map(s => s.at)")
+        .await;
+    let at: Vec<f64> = arrivals
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let gaps: Vec<f64> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    // Sampled every second by the server (`interval = "1s"`).
+    assert!(
+        gaps.iter().all(|gap| (900.0..=1500.0).contains(gap)),
+        "sample gaps in ms: {gaps:?}"
+    );
+    let points = browser
+        .eval("Number(document.getElementById('usage-chart').dataset.points)")
+        .await;
+    assert!(
+        points.as_u64().unwrap() >= 4,
+        "the plot drew every sample: {points}"
+    );
+    let cpu: f64 = browser.text("cpu-value").await.parse().expect("a number");
+    assert!((0.0..=100.0).contains(&cpu));
+    assert_eq!(browser.text("status").await, "live");
+
+    // A screenshot for the README (docs/dashboard.png is a reviewed copy of it).
+    browser
+        .until("window.dashboard.samples.length >= 8 && window.dashboard.processSamples >= 2")
+        .await;
+    let png = browser.client.screenshot().await.unwrap();
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    std::fs::write(&out, &png).unwrap();
+    eprintln!("screenshot saved to {}", out.display());
+    browser.client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_alarm_triggered_from_the_page_appears_in_the_feed() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    if !browser_available() {
+        return;
+    }
+    let server = Dashboard::start(free_port()).await;
+    let browser = Browser::start().await;
+    browser.client.goto(&server.url("/")).await.unwrap();
+    browser.until("window.dashboard.samples.length >= 1").await;
+    assert_eq!(browser.eval("window.dashboard.alarms").await, 0);
+
+    // Memory use is always above 0.5 %: lowering the threshold through the form raises an alarm.
+    let memory = browser
+        .client
+        .find(Locator::Css("#threshold-form input[name=memory]"))
+        .await
+        .unwrap();
+    memory.clear().await.unwrap();
+    memory.send_keys("0.5").await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("#threshold-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.until("window.dashboard.alarms >= 1").await;
+
+    let alarm = browser
+        .client
+        .find(Locator::Css("#alarms li[data-metric=memory]"))
+        .await
+        .unwrap();
+    assert!(alarm.text().await.unwrap().contains("above 0.5"));
+    assert_eq!(server.get("/api/thresholds").await["memory"], 0.5);
+    browser.client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_tabs_with_different_pids_get_two_pollers_which_stop_when_the_tabs_close() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    if !browser_available() {
+        return;
+    }
+    let server = Dashboard::start(free_port()).await;
+    let browser = Browser::start().await;
+    let client = &browser.client;
+    let blank = client.window().await.unwrap();
+
+    let mut tabs = Vec::new();
+    for pid in [server.pid(), 1] {
+        let tab = client.new_window(true).await.unwrap().handle;
+        client.switch_to_window(tab.clone()).await.unwrap();
+        client
+            .goto(&server.url(&format!("/?pid={pid}")))
+            .await
+            .unwrap();
+        browser.until("window.dashboard.processSamples >= 1").await;
+        tabs.push((tab, browser.text("process-name").await));
+    }
+    assert_eq!(
+        tabs[0].1, "dashboard",
+        "the first tab shows the server's own process"
+    );
+    assert_ne!(tabs[0].1, tabs[1].1, "the second tab shows pid 1");
+
+    let topics = server.get("/api/topics").await;
+    let process_topics: Vec<&Value> = topics
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["name"].as_str().unwrap().starts_with("/sse/process?"))
+        .collect();
+    assert_eq!(process_topics.len(), 2, "{topics}");
+    assert!(
+        process_topics
+            .iter()
+            .all(|t| t["polled"] == true && t["subscribers"] == 1)
+    );
+    // The process pollers, plus the one system poller both tabs share.
+    let stats = server.wait_for("pollers=3").await;
+    assert_eq!(stats["pollers"], 3);
+
+    for (tab, _) in tabs {
+        client.switch_to_window(tab).await.unwrap();
+        client.close_window().await.unwrap();
+    }
+    client.switch_to_window(blank).await.unwrap();
+    let stats = server.wait_for("pollers=0&subscribers=0").await;
+    assert_eq!(
+        (stats["pollers"].as_u64(), stats["topics"].as_u64()),
+        (Some(0), Some(0))
+    );
+    browser.client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_page_reconnects_after_a_server_restart_and_updates_resume() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    if !browser_available() {
+        return;
+    }
+    let port = free_port();
+    let server = Dashboard::start(port).await;
+    let browser = Browser::start().await;
+    browser.client.goto(&server.url("/")).await.unwrap();
+    browser
+        .until("window.dashboard.samples.length >= 2 && window.dashboard.status === 'live'")
+        .await;
+
+    server.stop().await;
+    browser
+        .until("window.dashboard.status === 'reconnecting'")
+        .await;
+    let before = browser
+        .eval("window.dashboard.samples.length")
+        .await
+        .as_u64()
+        .unwrap();
+
+    let _server = Dashboard::start(port).await;
+    browser
+        .until(&format!(
+            "window.dashboard.status === 'live' && window.dashboard.samples.length >= {}",
+            before + 2
+        ))
+        .await;
+    assert_eq!(browser.eval("window.dashboard.reconnects").await, 1);
+    assert_eq!(browser.text("reconnects").await, "1");
+    browser.client.close().await.unwrap();
+}
