@@ -16,6 +16,10 @@ pub const DEFAULT_HISTORY_EVENTS: usize = 1024;
 /// How many bytes of encoded events a topic keeps, by default.
 pub const DEFAULT_HISTORY_BYTES: usize = 4 << 20;
 
+/// How long a topic's history outlives its last subscriber, by default: long enough for a page
+/// reload to resume.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30);
+
 /// How far (in events) a subscriber may fall behind its topic before it is disconnected.
 pub const DEFAULT_MAX_LAG_EVENTS: usize = 512;
 
@@ -37,6 +41,7 @@ pub(crate) struct Limits {
     pub(crate) history_bytes: usize,
     pub(crate) max_lag_events: usize,
     pub(crate) max_lag_bytes: usize,
+    pub(crate) retention: Duration,
 }
 
 impl Limits {
@@ -59,6 +64,7 @@ impl Default for Limits {
             history_bytes: DEFAULT_HISTORY_BYTES,
             max_lag_events: DEFAULT_MAX_LAG_EVENTS,
             max_lag_bytes: DEFAULT_MAX_LAG_BYTES,
+            retention: DEFAULT_RETENTION,
         }
     }
 }
@@ -111,6 +117,15 @@ impl ManagerBuilder {
     /// Upper bound on the bytes of encoded events each topic keeps for history (default 4 MiB).
     pub fn history_bytes(mut self, bytes: usize) -> Self {
         self.limits.history_bytes = bytes;
+        self
+    }
+
+    /// How long a topic's history is kept after its last subscriber has left (default 30 s), so
+    /// a client that reconnects (a page reload) still resumes. The broadcaster itself (and its
+    /// poller) goes at once; a new first subscriber within the retention time brings the history
+    /// back, ids continuing where they were. `Duration::ZERO` drops history with the topic.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.limits.retention = retention;
         self
     }
 

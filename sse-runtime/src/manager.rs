@@ -11,14 +11,65 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use serde::Serialize;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::config::{Config, ManagerBuilder};
 use crate::polling::{PollingService, TopicPublisher};
 use crate::stats::{Counters, Stats, TopicStats};
 use crate::subscription::{SubscribeError, SubscribeOptions, Subscription};
-use crate::topic::{Published, Topic};
+use crate::topic::{History, Published, Topic};
 
-type Registry = HashMap<Arc<str>, Arc<Topic>, foldhash::fast::RandomState>;
+type Map<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
+
+/// Live topics, and the histories of recently emptied ones.
+#[derive(Default)]
+struct Registry {
+    live: Map<Arc<Topic>>,
+    retained: Map<Retained>,
+    /// When expired histories are next swept out.
+    next_sweep: Option<Instant>,
+}
+
+struct Retained {
+    history: History,
+    until: Instant,
+}
+
+impl Registry {
+    /// Keeps an emptied topic's history until its retention time has passed.
+    fn retain(&mut self, topic: &Topic, now: Instant) {
+        let retention = topic.retention();
+        if retention.is_zero() {
+            return;
+        }
+        if let Some(history) = topic.take_history() {
+            self.retained.insert(
+                topic.name.clone(),
+                Retained {
+                    history,
+                    until: now + retention,
+                },
+            );
+        }
+        self.sweep(now);
+    }
+
+    /// The retained history of `name`, if it has not expired.
+    fn revive(&mut self, name: &str, now: Instant) -> Option<History> {
+        self.sweep(now);
+        let retained = self.retained.remove(name)?;
+        (retained.until > now).then_some(retained.history)
+    }
+
+    /// Drops expired histories, at most once a second (a sweep walks them all).
+    fn sweep(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|at| at > now) {
+            return;
+        }
+        self.retained.retain(|_, retained| retained.until > now);
+        self.next_sweep = Some(now + Duration::from_secs(1));
+    }
+}
 
 /// Owns every topic of a service: subscribers join through it, publishers publish through it.
 ///
@@ -161,18 +212,20 @@ impl Manager {
             if inner.config.token.is_cancelled() {
                 return Err(SubscribeError::ShutDown);
             }
-            let (topic, created) = match topics.get(topic) {
+            let (topic, created) = match topics.live.get(topic) {
                 Some(existing) => (existing.clone(), false),
                 None => {
                     let name: Arc<str> = Arc::from(topic);
+                    let history = topics.revive(&name, Instant::now());
                     let created = Arc::new(Topic::new(
                         name.clone(),
                         inner.next_epoch.fetch_add(1, Ordering::Relaxed),
                         options.change_detection_or_default(),
-                        inner.config.limits,
+                        options.limits(inner.config.limits),
                         options.polling.clone(),
+                        history,
                     ));
-                    topics.insert(name, created.clone());
+                    topics.live.insert(name, created.clone());
                     (created, true)
                 }
             };
@@ -221,12 +274,18 @@ impl Manager {
     pub fn topics(&self) -> Vec<TopicStats> {
         let topics = self.inner.topics.read();
         let mut list: Vec<TopicStats> = topics
+            .live
             .values()
-            .map(|topic| TopicStats {
-                name: topic.name.to_string(),
-                subscribers: topic.subscriber_count(),
-                polled: topic.has_poller(),
-                last_event_id: topic.last_id(),
+            .map(|topic| {
+                let (history_events, history_bytes) = topic.log_size();
+                TopicStats {
+                    name: topic.name.to_string(),
+                    subscribers: topic.subscriber_count(),
+                    polled: topic.has_poller(),
+                    last_event_id: topic.last_id(),
+                    history_events,
+                    history_bytes,
+                }
             })
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -285,7 +344,7 @@ impl fmt::Debug for Manager {
 
 impl Inner {
     fn lookup(&self, topic: &str) -> Option<Arc<Topic>> {
-        self.topics.read().get(topic).cloned()
+        self.topics.read().live.get(topic).cloned()
     }
 
     /// Serializes once and delivers; a serialization failure is logged and skipped.
@@ -326,10 +385,14 @@ impl Inner {
             let removed = topic.unsubscribe(key);
             if removed.emptied
                 && topics
+                    .live
                     .get(&topic.name)
                     .is_some_and(|current| Arc::ptr_eq(current, topic))
             {
-                topics.remove(&topic.name);
+                topics.live.remove(&topic.name);
+                if !self.config.token.is_cancelled() {
+                    topics.retain(topic, Instant::now());
+                }
             }
             self.counters.subscribers.fetch_sub(1, Ordering::Relaxed);
             removed
@@ -357,7 +420,7 @@ impl Inner {
     }
 
     fn close_all(self: &Arc<Self>) {
-        let topics: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
+        let topics: Vec<Arc<Topic>> = self.topics.read().live.values().cloned().collect();
         for topic in topics {
             if let Some(poller) = topic.close() {
                 self.stop_poller(poller);
@@ -383,8 +446,10 @@ impl Inner {
     }
 
     fn stats(&self) -> Stats {
-        let topics = self.topics.read().len();
-        self.counters.snapshot(topics)
+        let topics = self.topics.read();
+        let retained_bytes = topics.retained.values().map(|r| r.history.bytes()).sum();
+        self.counters
+            .snapshot(topics.live.len(), topics.retained.len(), retained_bytes)
     }
 }
 

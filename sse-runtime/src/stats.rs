@@ -19,6 +19,10 @@ pub struct Stats {
     pub subscribers: usize,
     /// Pollers started and not yet stopped.
     pub pollers: usize,
+    /// Histories kept for resume after their topic's last subscriber left.
+    pub retained: usize,
+    /// Bytes of encoded events in those histories.
+    pub retained_bytes: usize,
     /// Events appended to a topic and offered to its subscribers.
     pub published: u64,
     /// Publishes skipped by change detection (payload identical to the previous one).
@@ -42,6 +46,10 @@ pub struct TopicStats {
     /// Id of its newest event.
     #[serde(serialize_with = "display_opt")]
     pub last_event_id: Option<EventId>,
+    /// Events in its log (history and the window of lagging subscribers).
+    pub history_events: usize,
+    /// Bytes of encoded events in its log.
+    pub history_bytes: usize,
 }
 
 fn display_opt<S: serde::Serializer>(id: &Option<EventId>, s: S) -> Result<S::Ok, S::Error> {
@@ -62,9 +70,11 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self, topics: usize) -> Stats {
+    pub(crate) fn snapshot(&self, topics: usize, retained: usize, retained_bytes: usize) -> Stats {
         Stats {
             topics,
+            retained,
+            retained_bytes,
             subscribers: self.subscribers.load(Ordering::Relaxed),
             pollers: self.pollers.load(Ordering::Relaxed),
             published: self.published.load(Ordering::Relaxed),

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::config::Limits;
 use crate::event_id::EventId;
 use crate::frame;
 use crate::manager::Inner;
@@ -28,6 +29,8 @@ use crate::topic::{Joined, Read, ResetReason, Start, Subscriber, Topic};
 pub struct SubscribeOptions {
     pub(crate) polling: Option<Arc<dyn PollingService>>,
     change_detection: Option<bool>,
+    history: Option<usize>,
+    retention: Option<std::time::Duration>,
     last_event_id: Option<Result<EventId, ()>>,
 }
 
@@ -58,6 +61,20 @@ impl SubscribeOptions {
         self
     }
 
+    /// How many events a new broadcaster keeps for resuming clients, instead of the manager's
+    /// setting. Only the subscription that creates the broadcaster decides.
+    pub fn history(mut self, events: usize) -> Self {
+        self.history = Some(events);
+        self
+    }
+
+    /// How long a new broadcaster's history outlives its last subscriber, instead of the
+    /// manager's setting. Only the subscription that creates the broadcaster decides.
+    pub fn retention(mut self, retention: std::time::Duration) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
     /// Resume after this event id (the `Last-Event-ID` a reconnecting client sends). A
     /// malformed id is treated like one the topic no longer has: the stream starts with a
     /// `reset` event, then goes on live.
@@ -76,6 +93,16 @@ impl SubscribeOptions {
         self.change_detection.unwrap_or(self.polling.is_some())
     }
 
+    pub(crate) fn limits(&self, mut limits: Limits) -> Limits {
+        if let Some(events) = self.history {
+            limits.history_events = events;
+        }
+        if let Some(retention) = self.retention {
+            limits.retention = retention;
+        }
+        limits
+    }
+
     pub(crate) fn start(&self) -> Start {
         match self.last_event_id {
             None => Start::Live,
@@ -90,6 +117,8 @@ impl fmt::Debug for SubscribeOptions {
         f.debug_struct("SubscribeOptions")
             .field("polling", &self.polling.is_some())
             .field("change_detection", &self.change_detection)
+            .field("history", &self.history)
+            .field("retention", &self.retention)
             .field("last_event_id", &self.last_event_id)
             .finish()
     }

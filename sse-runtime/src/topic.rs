@@ -57,6 +57,17 @@ struct State {
     poller: Option<Arc<dyn PollingService>>,
 }
 
+/// A topic's log without the topic: what outlives the last subscriber during the retention time.
+pub(crate) struct History {
+    epoch: u64,
+    log: VecDeque<Entry>,
+    first_seq: u64,
+    next_seq: u64,
+    log_bytes: usize,
+    end_offset: u64,
+    last_payload: Option<Bytes>,
+}
+
 struct Entry {
     frame: Bytes,
     /// Stream offset just past this frame.
@@ -141,30 +152,71 @@ pub(crate) struct Removed {
 }
 
 impl Topic {
+    /// A new broadcaster; with `history`, it continues that history (same epoch, ids going on).
     pub(crate) fn new(
         name: Arc<str>,
         epoch: u64,
         change_detection: bool,
         limits: Limits,
         poller: Option<Arc<dyn PollingService>>,
+        history: Option<History>,
     ) -> Self {
+        let history = history.unwrap_or(History {
+            epoch,
+            log: VecDeque::new(),
+            first_seq: 1,
+            next_seq: 1,
+            log_bytes: 0,
+            end_offset: 0,
+            last_payload: None,
+        });
         Self {
             name,
-            epoch,
+            epoch: history.epoch,
             change_detection,
             limits,
             state: RwLock::new(State {
-                log: VecDeque::new(),
-                first_seq: 1,
-                next_seq: 1,
-                log_bytes: 0,
-                end_offset: 0,
-                last_payload: None,
+                log: history.log,
+                first_seq: history.first_seq,
+                next_seq: history.next_seq,
+                log_bytes: history.log_bytes,
+                end_offset: history.end_offset,
+                last_payload: if change_detection { history.last_payload } else { None },
                 subscribers: Slab::new(),
                 closed: false,
                 poller,
             }),
         }
+    }
+
+    /// How long this topic's history outlives its last subscriber.
+    pub(crate) fn retention(&self) -> std::time::Duration {
+        self.limits.retention
+    }
+
+    /// Moves the log out of a closed topic, for retention. `None` when there is nothing worth
+    /// keeping (no event sent, or history disabled).
+    pub(crate) fn take_history(&self) -> Option<History> {
+        let mut state = self.state.write();
+        debug_assert!(state.closed);
+        if state.next_seq == 1 || self.limits.history_events == 0 {
+            return None;
+        }
+        Some(History {
+            epoch: self.epoch,
+            log: std::mem::take(&mut state.log),
+            first_seq: state.first_seq,
+            next_seq: state.next_seq,
+            log_bytes: std::mem::take(&mut state.log_bytes),
+            end_offset: state.end_offset,
+            last_payload: state.last_payload.take(),
+        })
+    }
+
+    /// Events and bytes currently in the log.
+    pub(crate) fn log_size(&self) -> (usize, usize) {
+        let state = self.state.read();
+        (state.log.len(), state.log_bytes)
     }
 
     /// Registers a subscriber. Callers hold the registry lock, so the topic cannot be removed
@@ -302,6 +354,12 @@ impl Topic {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.state.read().closed
+    }
+}
+
+impl History {
+    pub(crate) fn bytes(&self) -> usize {
+        self.log_bytes
     }
 }
 
