@@ -181,7 +181,11 @@ impl Topic {
                 next_seq: history.next_seq,
                 log_bytes: history.log_bytes,
                 end_offset: history.end_offset,
-                last_payload: if change_detection { history.last_payload } else { None },
+                last_payload: if change_detection {
+                    history.last_payload
+                } else {
+                    None
+                },
                 subscribers: Slab::new(),
                 closed: false,
                 poller,

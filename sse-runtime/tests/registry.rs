@@ -110,7 +110,10 @@ async fn two_subscribers_share_one_broadcaster() {
 
 #[tokio::test]
 async fn without_retention_a_fresh_broadcaster_after_cleanup_has_a_new_epoch() {
-    let manager = Manager::builder().retention(Duration::ZERO).build().unwrap();
+    let manager = Manager::builder()
+        .retention(Duration::ZERO)
+        .build()
+        .unwrap();
     let mut first = manager.subscribe("t").unwrap();
     manager.publish("t", &1);
     let old = next_events(&mut first).await.remove(0);
@@ -119,7 +122,10 @@ async fn without_retention_a_fresh_broadcaster_after_cleanup_has_a_new_epoch() {
     let mut second = manager.subscribe("t").unwrap();
     manager.publish("t", &2);
     let new = next_events(&mut second).await.remove(0);
-    assert_eq!(new.data, "2", "nothing of the old broadcaster leaks into the new one");
+    assert_eq!(
+        new.data, "2",
+        "nothing of the old broadcaster leaks into the new one"
+    );
     let old_id: sse_runtime::EventId = old.id.unwrap().parse().unwrap();
     let new_id: sse_runtime::EventId = new.id.unwrap().parse().unwrap();
     assert_eq!(new_id.sequence(), 1);
@@ -134,28 +140,50 @@ async fn within_retention_a_new_broadcaster_continues_the_history() {
     let old = next_events(&mut first).await.remove(0);
     drop(first);
     let stats = manager.stats();
-    assert_eq!((stats.topics, stats.retained), (0, 1), "the broadcaster is gone, its history kept");
+    assert_eq!(
+        (stats.topics, stats.retained),
+        (0, 1),
+        "the broadcaster is gone, its history kept"
+    );
     assert!(stats.retained_bytes > 0);
     let mut second = manager.subscribe("t").unwrap();
-    assert_eq!(manager.stats().retained, 0, "taken over by the new broadcaster");
+    assert_eq!(
+        manager.stats().retained,
+        0,
+        "taken over by the new broadcaster"
+    );
     manager.publish("t", &2);
     let new = next_events(&mut second).await.remove(0);
-    assert_eq!(new.data, "2", "a live subscriber starts with the next event");
+    assert_eq!(
+        new.data, "2",
+        "a live subscriber starts with the next event"
+    );
     let old_id: sse_runtime::EventId = old.id.unwrap().parse().unwrap();
     let new_id: sse_runtime::EventId = new.id.unwrap().parse().unwrap();
-    assert_eq!((new_id.epoch(), new_id.sequence()), (old_id.epoch(), 2), "ids go on");
+    assert_eq!(
+        (new_id.epoch(), new_id.sequence()),
+        (old_id.epoch(), 2),
+        "ids go on"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn retained_history_expires_after_the_retention_time() {
-    let manager = Manager::builder().retention(Duration::from_secs(5)).build().unwrap();
+    let manager = Manager::builder()
+        .retention(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let sub = manager.subscribe("t").unwrap();
     manager.publish("t", &1);
     drop(sub);
     tokio::time::sleep(Duration::from_secs(6)).await; // virtual time
     let mut again = manager.subscribe("t").unwrap();
     manager.publish("t", &2);
-    assert_eq!(next_events(&mut again).await[0].sequence(), 1, "a new history");
+    assert_eq!(
+        next_events(&mut again).await[0].sequence(),
+        1,
+        "a new history"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -2,7 +2,13 @@
 //! SSE clients (reqwest + eventsource-stream, and raw TCP for byte-level checks).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
 
 use eventsource_stream::{Event, EventStream, Eventsource};
 use futures_util::{Stream, StreamExt};
@@ -26,12 +32,20 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        Self::serve(WriteDeadline::new(listener, write_deadline), app)
+    }
+
+    /// Serves `app` on any listener bound to 127.0.0.1.
+    pub fn serve<L>(listener: L, app: axum::Router) -> Self
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+    {
         let addr = listener.local_addr().expect("addr");
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let stop = stop.clone();
             async move {
-                axum::serve(WriteDeadline::new(listener, write_deadline), app)
+                axum::serve(listener, app)
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await
                     .expect("serve");
@@ -63,6 +77,154 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// A listener whose connections the test can cut, as a crashing proxy or a flaky network
+/// would: the server sees an I/O error, the client a dropped connection.
+pub struct CuttableListener {
+    inner: tokio::net::TcpListener,
+    live: Arc<Mutex<Vec<Weak<Cut>>>>,
+}
+
+/// The switch of one connection.
+#[derive(Default)]
+pub struct Cut {
+    cut: AtomicBool,
+    read: AtomicWaker,
+    write: AtomicWaker,
+}
+
+impl Cut {
+    fn trigger(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.read.wake();
+        self.write.wake();
+    }
+
+    fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::SeqCst)
+    }
+}
+
+/// Cuts connections of a [`CuttableListener`].
+#[derive(Clone)]
+pub struct Cutter {
+    live: Arc<Mutex<Vec<Weak<Cut>>>>,
+    seed: Arc<AtomicU64>,
+}
+
+impl Cutter {
+    /// Cuts a random `fraction` of the open connections (at least one if any is open); returns
+    /// how many were cut.
+    pub fn cut_random(&self, fraction: f64) -> usize {
+        let open: Vec<Arc<Cut>> = {
+            let mut live = self.live.lock().unwrap();
+            live.retain(|cut| cut.strong_count() > 0);
+            live.iter()
+                .filter_map(Weak::upgrade)
+                .filter(|cut| !cut.is_cut())
+                .collect()
+        };
+        let wanted =
+            ((open.len() as f64 * fraction).round() as usize).max(usize::from(!open.is_empty()));
+        let mut chosen = std::collections::HashSet::new();
+        while chosen.len() < wanted {
+            chosen.insert((self.next_random() % open.len() as u64) as usize);
+        }
+        for index in &chosen {
+            open[*index].trigger();
+        }
+        chosen.len()
+    }
+
+    /// xorshift64*: reproducible from the seed, good enough to pick victims.
+    fn next_random(&self) -> u64 {
+        let mut x = self.seed.load(Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.seed.store(x, Ordering::Relaxed);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+impl CuttableListener {
+    pub async fn bind(seed: u64) -> (Self, Cutter) {
+        let inner = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let live = Arc::new(Mutex::new(Vec::new()));
+        let cutter = Cutter {
+            live: live.clone(),
+            seed: Arc::new(AtomicU64::new(seed | 1)),
+        };
+        (Self { inner, live }, cutter)
+    }
+}
+
+impl axum::serve::Listener for CuttableListener {
+    type Io = CuttableIo;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        let cut = Arc::new(Cut::default());
+        self.live.lock().unwrap().push(Arc::downgrade(&cut));
+        (CuttableIo { io, cut }, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection of a [`CuttableListener`].
+pub struct CuttableIo {
+    io: TcpStream,
+    cut: Arc<Cut>,
+}
+
+fn reset() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut by the test")
+}
+
+impl tokio::io::AsyncRead for CuttableIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.cut.read.register(cx.waker());
+        if self.cut.is_cut() {
+            return Poll::Ready(Err(reset()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CuttableIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.cut.write.register(cx.waker());
+        if self.cut.is_cut() {
+            return Poll::Ready(Err(reset()));
+        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.cut.is_cut() {
+            return Poll::Ready(Err(reset()));
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -36,7 +36,11 @@ fn args() -> Args {
             _ => fail(usage),
         }
     }
-    Args { url: url.unwrap_or_else(|| fail(usage)), last_event_id, once }
+    Args {
+        url: url.unwrap_or_else(|| fail(usage)),
+        last_event_id,
+        once,
+    }
 }
 
 fn fail(message: &str) -> ! {
@@ -46,7 +50,11 @@ fn fail(message: &str) -> ! {
 
 #[tokio::main]
 async fn main() {
-    let Args { url, mut last_event_id, once } = args();
+    let Args {
+        url,
+        mut last_event_id,
+        once,
+    } = args();
     let client = reqwest::Client::new();
     let mut retry = Duration::from_secs(3);
     loop {

@@ -1,0 +1,417 @@
+//! Event ids and resume: a client that reconnects with `Last-Event-ID` gets exactly what it
+//! missed, in order, once; an id that cannot be resumed from gets an explicit `reset` event;
+//! slow clients are disconnected and resume, and memory stays bounded whatever clients do.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use sse_integration_tests::{CuttableListener, PATIENCE, SseClient, TestServer};
+use sse_runtime::{EventId, Manager, SseHandler, SubscribeOptions, WriteDeadline};
+use tokio::io::AsyncWriteExt;
+
+fn feed(manager: &Manager) -> Router {
+    Router::new().route("/feed", get(SseHandler::new(manager).topic("feed")))
+}
+
+/// A client that follows `url` until it has `total` events, reconnecting with its last id
+/// whenever the connection drops. Returns the values received, connections made and resets.
+async fn follow(url: String, total: usize) -> (Vec<u64>, usize, usize) {
+    let client = reqwest::Client::new();
+    let (mut values, mut connections, mut resets) = (Vec::with_capacity(total), 0, 0);
+    let mut last_id: Option<String> = None;
+    while values.len() < total {
+        let mut request = client.get(&url);
+        if let Some(id) = &last_id {
+            request = request.header("last-event-id", id);
+        }
+        let Ok(response) = request.send().await else {
+            continue;
+        };
+        assert_eq!(response.status(), 200);
+        connections += 1;
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(Ok(event)) = events.next().await {
+            if event.event == "reset" {
+                resets += 1;
+                continue;
+            }
+            last_id = Some(event.id);
+            values.push(event.data.parse().expect("a number"));
+            if values.len() == total {
+                break;
+            }
+        }
+    }
+    (values, connections, resets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_gets_every_event_exactly_once_while_connections_are_cut() {
+    const CLIENTS: usize = 100;
+    const EVENTS: usize = 10_000;
+    let manager = Manager::builder().history(EVENTS).build().unwrap();
+    let _anchor = manager.subscribe("feed").unwrap(); // the topic outlives any one client
+    let (listener, cutter) = CuttableListener::bind(0x5eed).await;
+    let server = TestServer::serve(listener, feed(&manager));
+
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(follow(server.url("/feed"), EVENTS)))
+        .collect();
+    manager.wait_until(|s| s.subscribers == CLIENTS + 1).await;
+
+    let publisher = tokio::spawn({
+        let manager = manager.clone();
+        async move {
+            // 5 000 events per second: the cuts below land all through the run.
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            for value in 1..=EVENTS {
+                manager.publish("feed", &value);
+                if value % 5 == 0 {
+                    tick.tick().await;
+                }
+            }
+        }
+    });
+    let mut cuts = 0;
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    every.tick().await;
+    while !clients.iter().all(|c| c.is_finished()) {
+        every.tick().await;
+        cuts += cutter.cut_random(0.10);
+    }
+    publisher.await.unwrap();
+
+    let expected: Vec<u64> = (1..=EVENTS as u64).collect();
+    let mut reconnects = 0;
+    for client in clients {
+        let (values, connections, resets) = client.await.unwrap();
+        assert_eq!(resets, 0, "everything missed was still in the history");
+        assert!(values == expected, "complete, in order, once");
+        reconnects += connections - 1;
+    }
+    eprintln!(
+        "{CLIENTS} clients x {EVENTS} events: {cuts} connections cut, {reconnects} reconnects"
+    );
+    assert!(
+        cuts >= 10 && reconnects >= 10,
+        "the run was disturbed: {cuts} cuts, {reconnects} reconnects"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
+    let history_bytes = 2 << 20;
+    let deadline = Duration::from_millis(300);
+    let manager = Manager::builder()
+        .heartbeat(deadline)
+        .history(100_000)
+        .history_bytes(history_bytes)
+        .max_lag_bytes(1 << 20)
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = TestServer::serve(WriteDeadline::new(listener, deadline), feed(&manager));
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(server.addr).await.unwrap();
+    stalled
+        .write_all(format!("GET /feed HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes())
+        .await
+        .unwrap();
+    let mut fast = SseClient::connect(&server.url("/feed")).await;
+    manager.wait_until(|s| s.subscribers == 2).await;
+
+    // 50 MiB in 64 KiB events; the fast client reads each one before the next is published.
+    let rss_before = rss_kib();
+    let payload = "x".repeat(64 * 1024);
+    let mut largest_log = 0;
+    for i in 0..800u32 {
+        manager.publish("feed", &(i, &payload));
+        let event = fast.event().await;
+        assert!(
+            event.data.starts_with(&format!("[{i},")),
+            "every event, in order, at once"
+        );
+        largest_log = largest_log.max(manager.topics()[0].history_bytes);
+    }
+    let growth_mib = (rss_kib() - rss_before) as f64 / 1024.0;
+    eprintln!("50 MiB published: log at most {largest_log} bytes, RSS grew {growth_mib:.1} MiB");
+
+    assert!(
+        largest_log <= history_bytes,
+        "the log never exceeds its bound: {largest_log}"
+    );
+    // Unbounded queueing for the stalled client would hold on to all 50 MiB.
+    assert!(
+        growth_mib < 32.0,
+        "RSS grew {growth_mib:.1} MiB while 50 MiB was published"
+    );
+    let stats = tokio::time::timeout(PATIENCE, manager.wait_until(|s| s.subscribers == 1))
+        .await
+        .expect("the stalled client is disconnected");
+    assert_eq!(stats.topics, 1);
+    drop(stalled);
+}
+
+fn rss_kib() -> i64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_published_during_the_replay_are_neither_lost_nor_duplicated() {
+    for round in 0..50 {
+        let manager = Manager::builder()
+            .history(10_000)
+            .max_lag(10_000)
+            .build()
+            .unwrap();
+        let mut first = manager.subscribe("t").unwrap();
+        manager.publish("t", &0);
+        let chunk = first.recv().await.unwrap();
+        let last = String::from_utf8_lossy(&chunk)
+            .lines()
+            .find_map(|l| l.strip_prefix("id: ").map(str::to_owned))
+            .unwrap();
+        let _anchor = manager.subscribe("t").unwrap();
+        drop(first);
+        for value in 1..=500 {
+            manager.publish("t", &value);
+        }
+        // Replay of 500 and live publishing of 1 000 more race each other.
+        let publisher = tokio::spawn({
+            let manager = manager.clone();
+            async move {
+                for value in 501..=1500 {
+                    manager.publish("t", &value);
+                    if value % 100 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+        });
+        let mut resumed = manager
+            .subscribe_with("t", SubscribeOptions::new().last_event_id(&last))
+            .unwrap();
+        let mut values = Vec::new();
+        while values.len() < 1500 {
+            let chunk = tokio::time::timeout(PATIENCE, resumed.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            values.extend(
+                String::from_utf8_lossy(&chunk)
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .map(|v| v.parse::<u32>().unwrap()),
+            );
+        }
+        publisher.await.unwrap();
+        assert_eq!(values, (1..=1500).collect::<Vec<_>>(), "round {round}");
+    }
+}
+
+#[tokio::test]
+async fn a_lagging_subscriber_is_disconnected_counted_and_resumes_without_loss() {
+    let manager = Manager::builder()
+        .max_lag(10)
+        .history(1000)
+        .build()
+        .unwrap();
+    let mut slow = manager.subscribe("t").unwrap();
+    let _anchor = manager.subscribe("t").unwrap();
+    manager.publish("t", &1);
+    let chunk = slow.recv().await.unwrap();
+    let last = String::from_utf8_lossy(&chunk)
+        .lines()
+        .find_map(|l| l.strip_prefix("id: ").map(str::to_owned))
+        .unwrap();
+    for value in 2..=50 {
+        manager.publish("t", &value);
+    }
+    assert_eq!(
+        slow.recv().await,
+        None,
+        "49 behind with a limit of 10: disconnected"
+    );
+    assert_eq!(manager.stats().lagged, 1);
+    drop(slow);
+    let mut again = manager
+        .subscribe_with("t", SubscribeOptions::new().last_event_id(&last))
+        .unwrap();
+    let chunk = again.recv().await.unwrap();
+    let values: Vec<u32> = String::from_utf8_lossy(&chunk)
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        (2..=50).collect::<Vec<_>>(),
+        "a resumed backlog is not held against it"
+    );
+}
+
+/// Connects with a raw `Last-Event-ID` header value and returns the first event.
+async fn first_event_with(server: &TestServer, last_event_id: &[u8]) -> eventsource_stream::Event {
+    let value = reqwest::header::HeaderValue::from_bytes(last_event_id).unwrap();
+    let response = reqwest::Client::new()
+        .get(server.url("/feed"))
+        .header("last-event-id", value)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "never a 4xx/5xx for a bad id: {last_event_id:?}"
+    );
+    let mut events = response.bytes_stream().eventsource();
+    tokio::time::timeout(PATIENCE, events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+}
+
+fn reset_reason(event: &eventsource_stream::Event) -> String {
+    assert_eq!(event.event, "reset", "{event:?}");
+    let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+    data["reason"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn ids_that_cannot_be_resumed_from_get_a_reset_event_naming_the_reason() {
+    let manager = Manager::builder().history(10).build().unwrap();
+    let server = TestServer::start(feed(&manager), Duration::from_secs(30)).await;
+    let mut watcher = SseClient::connect(&server.url("/feed")).await;
+    manager.publish("feed", &0);
+    let first_id: EventId = watcher.event().await.id.parse().unwrap();
+    for value in 1..=50 {
+        manager.publish("feed", &value);
+    }
+    let epoch = first_id.epoch();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (format!("{epoch:x}-1").into_bytes(), "history-exceeded"),
+        (
+            format!("{:x}-45", epoch ^ 0xff).into_bytes(),
+            "unknown-epoch",
+        ),
+        (format!("{epoch:x}-999").into_bytes(), "unknown-sequence"),
+        (b"".to_vec(), "malformed-last-event-id"),
+        (b"-1".to_vec(), "malformed-last-event-id"),
+        (
+            format!("{epoch:x}--1").into_bytes(),
+            "malformed-last-event-id",
+        ),
+        (
+            b"99999999999999999999999999-99999999999999999999999999".to_vec(),
+            "malformed-last-event-id",
+        ),
+        ("é-1".as_bytes().to_vec(), "malformed-last-event-id"),
+        (b"42".to_vec(), "malformed-last-event-id"),
+    ];
+    for (id, reason) in cases {
+        let event = first_event_with(&server, &id).await;
+        assert_eq!(
+            reset_reason(&event),
+            reason,
+            "for {:?}",
+            String::from_utf8_lossy(&id)
+        );
+        let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+        assert_eq!(data["continueFrom"], format!("{epoch:x}-52"));
+        assert_eq!(
+            event.id,
+            format!("{epoch:x}-51"),
+            "a reconnect after the reset resumes from here"
+        );
+    }
+    // A reset client continues live with the next event.
+    let mut reset = SseClient::connect_with(&server.url("/feed"), Some("garbage")).await;
+    assert_eq!(reset.event().await.event, "reset");
+    manager.publish("feed", &"next");
+    assert_eq!(reset.event().await.data, "\"next\"");
+}
+
+#[tokio::test]
+async fn the_query_parameter_resumes_clients_that_cannot_set_headers() {
+    let manager = Manager::new();
+    let app = Router::new().route("/feed", get(SseHandler::new(&manager)));
+    let server = TestServer::start(app, Duration::from_secs(30)).await;
+    let mut first = SseClient::connect(&server.url("/feed?room=1")).await;
+    manager.publish("/feed?room=1", &1);
+    let id = first.event().await.id;
+    drop(first);
+    manager.wait_until(|s| s.subscribers == 0).await;
+    manager.publish("/feed?room=1", &"lost without retention"); // nobody subscribed: a no-op
+    let mut again =
+        SseClient::connect(&server.url(&format!("/feed?room=1&last_event_id={id}"))).await;
+    assert_eq!(
+        manager.topics()[0].name,
+        "/feed?room=1",
+        "the parameter is not part of the topic"
+    );
+    manager.publish("/feed?room=1", &2);
+    assert_eq!(
+        again.event().await.data,
+        "2",
+        "resumed right after 1 (kept by retention)"
+    );
+}
+
+#[tokio::test]
+async fn a_page_reload_within_the_retention_time_resumes() {
+    let manager = Manager::new();
+    let server = TestServer::start(feed(&manager), Duration::from_secs(30)).await;
+    let mut page = SseClient::connect(&server.url("/feed")).await;
+    manager.publish("feed", &1);
+    let id = page.event().await.id;
+    drop(page);
+    manager
+        .wait_until(|s| s.topics == 0 && s.retained == 1)
+        .await;
+    // The reloaded page reconnects; what was published in between was lost (nobody was
+    // subscribed), but the ids continue and no reset is needed.
+    let mut reloaded = SseClient::connect_with(&server.url("/feed"), Some(&id)).await;
+    manager.publish("feed", &2);
+    let event = reloaded.event().await;
+    assert_eq!(event.data, "2");
+    assert_eq!(event.id.parse::<EventId>().unwrap().sequence(), 2);
+}
+
+#[tokio::test]
+async fn change_detection_keeps_duplicates_out_of_the_history() {
+    let manager = Manager::new();
+    let mut sub = manager
+        .subscribe_with("t", SubscribeOptions::new().change_detection(true))
+        .unwrap();
+    for value in ["a", "a", "b", "b", "c"] {
+        manager.publish("t", &value);
+    }
+    let first = String::from_utf8_lossy(&sub.recv().await.unwrap()).into_owned();
+    assert_eq!(first.matches("data: ").count(), 3, "a, b, c: {first}");
+    let first_id = first
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap()
+        .to_owned();
+    let mut resumed = manager
+        .subscribe_with("t", SubscribeOptions::new().last_event_id(&first_id))
+        .unwrap();
+    let replay = String::from_utf8_lossy(&resumed.recv().await.unwrap()).into_owned();
+    let data: Vec<&str> = replay
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(
+        data,
+        ["\"b\"", "\"c\""],
+        "the replay is what live subscribers saw"
+    );
+}
