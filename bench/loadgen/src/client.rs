@@ -1,0 +1,346 @@
+//! Lean HTTP/1.1 clients: thousands of SSE subscribers (hand-rolled chunked and SSE decoding,
+//! so the load generator costs little CPU) and keep-alive publishers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::watch;
+
+#[derive(Default, Clone, Copy)]
+pub struct Totals {
+    pub delivered: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    pub connect_errors: u64,
+}
+
+impl Totals {
+    pub fn add(&mut self, other: &Totals) {
+        self.delivered += other.delivered;
+        self.duplicated += other.duplicated;
+        self.out_of_order += other.out_of_order;
+        self.connect_errors += other.connect_errors;
+    }
+}
+
+#[derive(Default)]
+pub struct Report {
+    pub totals: Totals,
+    pub latencies_us: Vec<u32>,
+}
+
+pub struct Subscriber {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Report>,
+}
+
+impl Subscriber {
+    pub fn spawn(
+        addr: SocketAddr,
+        source: IpAddr,
+        topic: String,
+        events: u64,
+        base: Instant,
+        received: Arc<AtomicU64>,
+    ) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut report = Report::default();
+            let mut stopped = stopped;
+            tokio::select! {
+                result = follow(addr, source, &topic, events, base, &received, &mut report) => {
+                    if result.is_err() { report.totals.connect_errors += 1; }
+                }
+                _ = stopped.changed() => {}
+            }
+            report
+        });
+        Self { stop, task }
+    }
+
+    pub fn finish(self) -> Report {
+        let _ = self.stop.send(true);
+        futures_block_on(self.task)
+    }
+}
+
+/// Awaits a finished (or just stopped) task from synchronous code inside the runtime.
+fn futures_block_on(task: tokio::task::JoinHandle<Report>) -> Report {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(task))
+        .unwrap_or_default()
+}
+
+async fn connect_from(addr: SocketAddr, source: IpAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+async fn follow(
+    addr: SocketAddr,
+    source: IpAddr,
+    topic: &str,
+    events: u64,
+    base: Instant,
+    received: &AtomicU64,
+    report: &mut Report,
+) -> std::io::Result<()> {
+    let mut stream = connect_from(addr, source).await?;
+    let request =
+        format!("GET /sse/{topic} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut head = Vec::new();
+    let body_start = loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    if !head.starts_with(b"HTTP/1.1 200") {
+        return Err(std::io::Error::other("status is not 200"));
+    }
+    let mut decoder = Decoder::default();
+    let mut tracker = Tracker {
+        next: 0,
+        base,
+        received,
+        report,
+    };
+    decoder.feed(&head[body_start..], &mut |data| tracker.on_data(data));
+    while tracker.next < events || events == 0 {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        decoder.feed(&buf[..n], &mut |data| tracker.on_data(data));
+    }
+    Ok(())
+}
+
+/// Checks the sequence of one subscriber's events and records their latency.
+struct Tracker<'a> {
+    next: u64,
+    base: Instant,
+    received: &'a AtomicU64,
+    report: &'a mut Report,
+}
+
+impl Tracker<'_> {
+    fn on_data(&mut self, data: &[u8]) {
+        let (Some(seq), Some(ts)) = (number_after(data, b"\"s\":"), number_after(data, b"\"t\":"))
+        else {
+            return;
+        };
+        let now = self.base.elapsed().as_micros() as u64;
+        self.report
+            .latencies_us
+            .push(now.saturating_sub(ts).min(u32::MAX as u64) as u32);
+        self.report.totals.delivered += 1;
+        self.received.fetch_add(1, Ordering::Relaxed);
+        if seq == self.next {
+            self.next = seq + 1;
+        } else if seq > self.next {
+            self.report.totals.out_of_order += 1;
+            self.next = seq + 1;
+        } else {
+            self.report.totals.duplicated += 1;
+        }
+    }
+}
+
+fn number_after(haystack: &[u8], key: &[u8]) -> Option<u64> {
+    let at = haystack.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits = haystack[at..].iter().take_while(|b| b.is_ascii_digit());
+    let mut value = 0u64;
+    let mut any = false;
+    for d in digits {
+        value = value * 10 + u64::from(d - b'0');
+        any = true;
+    }
+    any.then_some(value)
+}
+
+/// Decodes a chunked HTTP body into SSE frames and hands each `data:` payload to a callback.
+#[derive(Default)]
+struct Decoder {
+    state: ChunkState,
+    size: u64,
+    sse: Vec<u8>,
+}
+
+#[derive(Default, PartialEq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Extension,
+    Data,
+    DataEnd,
+    Done,
+}
+
+impl Decoder {
+    fn feed(&mut self, mut input: &[u8], on_data: &mut impl FnMut(&[u8])) {
+        while !input.is_empty() && self.state != ChunkState::Done {
+            match self.state {
+                ChunkState::Size => {
+                    let b = input[0];
+                    input = &input[1..];
+                    match b {
+                        b'0'..=b'9' => self.size = self.size * 16 + u64::from(b - b'0'),
+                        b'a'..=b'f' => self.size = self.size * 16 + u64::from(b - b'a' + 10),
+                        b'A'..=b'F' => self.size = self.size * 16 + u64::from(b - b'A' + 10),
+                        b';' => self.state = ChunkState::Extension,
+                        b'\n' => {
+                            self.state = if self.size == 0 {
+                                ChunkState::Done
+                            } else {
+                                ChunkState::Data
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                ChunkState::Extension => {
+                    if input[0] == b'\n' {
+                        self.state = if self.size == 0 {
+                            ChunkState::Done
+                        } else {
+                            ChunkState::Data
+                        };
+                    }
+                    input = &input[1..];
+                }
+                ChunkState::Data => {
+                    let take = (self.size as usize).min(input.len());
+                    self.sse.extend_from_slice(&input[..take]);
+                    input = &input[take..];
+                    self.size -= take as u64;
+                    if self.size == 0 {
+                        self.state = ChunkState::DataEnd;
+                    }
+                }
+                ChunkState::DataEnd => {
+                    if input[0] == b'\n' {
+                        self.state = ChunkState::Size;
+                    }
+                    input = &input[1..];
+                }
+                ChunkState::Done => {}
+            }
+        }
+        self.frames(on_data);
+    }
+
+    fn frames(&mut self, on_data: &mut impl FnMut(&[u8])) {
+        let mut consumed = 0;
+        while let Some(end) = self.sse[consumed..].windows(2).position(|w| w == b"\n\n") {
+            let frame = &self.sse[consumed..consumed + end];
+            for line in frame.split(|&b| b == b'\n') {
+                if let Some(data) = line.strip_prefix(b"data:") {
+                    on_data(data);
+                }
+            }
+            consumed += end + 2;
+        }
+        self.sse.drain(..consumed);
+    }
+}
+
+/// A keep-alive connection that POSTs events, one request at a time.
+pub struct Publisher {
+    stream: TcpStream,
+    addr: SocketAddr,
+    buf: Vec<u8>,
+}
+
+impl Publisher {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("publisher connects");
+        stream.set_nodelay(true).unwrap();
+        Self {
+            stream,
+            addr,
+            buf: vec![0; 4096],
+        }
+    }
+
+    pub async fn publish(&mut self, topic: &str, seq: u64, base: Instant, payload: usize) {
+        let ts = base.elapsed().as_micros() as u64;
+        let mut body = format!("{{\"s\":{seq},\"t\":{ts},\"p\":\"\"}}");
+        let pad = payload.saturating_sub(body.len());
+        body.insert_str(body.len() - 2, &"x".repeat(pad));
+        let request = format!(
+            "POST /publish/{topic} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        self.stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("publish request");
+        let mut head = Vec::new();
+        loop {
+            let n = self
+                .stream
+                .read(&mut self.buf)
+                .await
+                .expect("publish response");
+            assert!(n > 0, "server closed the publisher connection");
+            head.extend_from_slice(&self.buf[..n]);
+            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 204"),
+            "publish answered {:?}",
+            String::from_utf8_lossy(&head)
+        );
+    }
+}
+
+/// Polls `GET /stats` until the server reports `wanted` subscribers (the server is a separate
+/// process: there is no event to await).
+pub async fn wait_for_subscribers(addr: SocketAddr, wanted: usize) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Ok(subscribers) = stats_subscribers(addr).await
+            && subscribers >= wanted
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never reported {wanted} subscribers"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn stats_subscribers(addr: SocketAddr) -> std::io::Result<usize> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET /stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let body = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(&response[..], |at| &response[at + 4..]);
+    let json: serde_json::Value = serde_json::from_slice(body).map_err(std::io::Error::other)?;
+    Ok(json["subscribers"].as_u64().unwrap_or(0) as usize)
+}
