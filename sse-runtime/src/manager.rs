@@ -239,6 +239,10 @@ impl Manager {
         // is not handed out yet.
         if let Some(poller) = poller {
             inner.counters.pollers.fetch_add(1, Ordering::Relaxed);
+            inner
+                .counters
+                .pollers_started
+                .fetch_add(1, Ordering::Relaxed);
             poller.start(TopicPublisher::new(&topic, inner));
         }
         inner.changed.notify_waiters();
@@ -409,6 +413,10 @@ impl Inner {
         let stop = async move {
             poller.stop().await;
             inner.counters.pollers.fetch_sub(1, Ordering::Relaxed);
+            inner
+                .counters
+                .pollers_stopped
+                .fetch_add(1, Ordering::Relaxed);
             inner.changed.notify_waiters();
         };
         match tokio::runtime::Handle::try_current() {

@@ -19,6 +19,10 @@ pub struct Stats {
     pub subscribers: usize,
     /// Pollers started and not yet stopped.
     pub pollers: usize,
+    /// Pollers started since the manager was created.
+    pub pollers_started: u64,
+    /// Pollers stopped since the manager was created.
+    pub pollers_stopped: u64,
     /// Histories kept for resume after their topic's last subscriber left.
     pub retained: usize,
     /// Bytes of encoded events in those histories.
@@ -63,6 +67,8 @@ fn display_opt<S: serde::Serializer>(id: &Option<EventId>, s: S) -> Result<S::Ok
 pub(crate) struct Counters {
     pub(crate) subscribers: AtomicUsize,
     pub(crate) pollers: AtomicUsize,
+    pub(crate) pollers_started: AtomicU64,
+    pub(crate) pollers_stopped: AtomicU64,
     pub(crate) published: AtomicU64,
     pub(crate) duplicates: AtomicU64,
     pub(crate) serialize_errors: AtomicU64,
@@ -77,6 +83,8 @@ impl Counters {
             retained_bytes,
             subscribers: self.subscribers.load(Ordering::Relaxed),
             pollers: self.pollers.load(Ordering::Relaxed),
+            pollers_started: self.pollers_started.load(Ordering::Relaxed),
+            pollers_stopped: self.pollers_stopped.load(Ordering::Relaxed),
             published: self.published.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
             serialize_errors: self.serialize_errors.load(Ordering::Relaxed),

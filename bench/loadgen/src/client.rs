@@ -313,22 +313,51 @@ impl Publisher {
 /// Polls `GET /stats` until the server reports `wanted` subscribers (the server is a separate
 /// process: there is no event to await).
 pub async fn wait_for_subscribers(addr: SocketAddr, wanted: usize) {
+    wait_for_stats(addr, |s| {
+        s["subscribers"].as_u64().unwrap_or(0) as usize >= wanted
+    })
+    .await;
+}
+
+/// Polls `GET /stats` until `condition` holds; returns those stats.
+pub async fn wait_for_stats(
+    addr: SocketAddr,
+    condition: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        if let Ok(subscribers) = stats_subscribers(addr).await
-            && subscribers >= wanted
+        if let Ok(stats) = stats(addr).await
+            && condition(&stats)
         {
-            return;
+            return stats;
         }
         assert!(
             Instant::now() < deadline,
-            "the server never reported {wanted} subscribers"
+            "the server's stats never reached the wanted state"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-async fn stats_subscribers(addr: SocketAddr) -> std::io::Result<usize> {
+/// Connects, reads until the first `data:` frame, and disconnects.
+pub async fn first_event(addr: SocketAddr, source: IpAddr, path: &str) -> std::io::Result<()> {
+    let mut stream = connect_from(addr, source).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(6).any(|w| w == b"data: ") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    Ok(())
+}
+
+async fn stats(addr: SocketAddr) -> std::io::Result<serde_json::Value> {
     let mut stream = TcpStream::connect(addr).await?;
     stream
         .write_all(
@@ -341,6 +370,5 @@ async fn stats_subscribers(addr: SocketAddr) -> std::io::Result<usize> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map_or(&response[..], |at| &response[at + 4..]);
-    let json: serde_json::Value = serde_json::from_slice(body).map_err(std::io::Error::other)?;
-    Ok(json["subscribers"].as_u64().unwrap_or(0) as usize)
+    serde_json::from_slice(body).map_err(std::io::Error::other)
 }

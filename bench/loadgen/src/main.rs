@@ -33,6 +33,7 @@ struct Options {
     payload: usize,
     hold: Duration,
     sources: usize,
+    churn: usize,
     label: String,
 }
 
@@ -48,6 +49,7 @@ fn parse_options() -> Options {
         payload: 64,
         hold: Duration::ZERO,
         sources: 1,
+        churn: 0,
         label: String::new(),
     };
     let mut args = std::env::args().skip(1);
@@ -68,6 +70,7 @@ fn parse_options() -> Options {
             "--hold" => o.hold = Duration::from_secs_f64(value().parse().expect("--hold SECONDS")),
             "--sources" => o.sources = value().parse().expect("--sources N"),
             "--label" => o.label = value(),
+            "--churn" => o.churn = value().parse().expect("--churn ROUNDS"),
             other => {
                 panic!("unknown flag {other}; see the doc comment of bench/loadgen/src/main.rs")
             }
@@ -108,6 +111,9 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
 async fn main() {
     let o = parse_options();
     let fd_limit = raise_fd_limit();
+    if o.churn > 0 {
+        return churn(&o).await;
+    }
     let base = Instant::now();
     let server = o.pid.map(proc_stats::Process::new);
     let rss_before = server.as_ref().map(|s| s.rss_kib());
@@ -231,6 +237,47 @@ async fn main() {
         "server_rss_kib": { "before": rss_before, "idle": rss_idle, "end": rss_end },
         "server_rss_per_connection_bytes": rss_per_connection,
         "fd_limit": fd_limit,
+    });
+    println!("{line}");
+}
+
+/// S5: every connection subscribes to a polled topic, waits for its first event and leaves,
+/// `--churn` times; then the server must have stopped every poller it started.
+async fn churn(o: &Options) {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..o.connections {
+        let (addr, rounds) = (o.addr, o.churn);
+        let source = IpAddr::from([127, 0, 0, 1 + (i % o.sources) as u8]);
+        let path = format!("/poll/t{}", i % o.topics);
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0;
+            for _ in 0..rounds {
+                if client::first_event(addr, source, &path).await.is_ok() {
+                    done += 1;
+                }
+            }
+            done
+        }));
+    }
+    let mut subscribes = 0;
+    for task in tasks {
+        subscribes += task.await.unwrap();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let stats =
+        client::wait_for_stats(o.addr, |s| s["pollers"] == 0 && s["subscribers"] == 0).await;
+    let line = json!({
+        "label": o.label,
+        "connections": o.connections,
+        "topics": o.topics,
+        "churn_rounds": o.churn,
+        "subscribes": subscribes,
+        "subscribes_per_sec": subscribes as f64 / seconds,
+        "seconds": seconds,
+        "pollers": format!("{}/{}", stats["pollers_started"], stats["pollers_stopped"]),
+        "pollers_running_after": stats["pollers"],
+        "lost": (o.connections * o.churn) as u64 - subscribes,
     });
     println!("{line}");
 }

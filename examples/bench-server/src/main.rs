@@ -3,7 +3,9 @@
 //!
 //! - `GET /sse/{topic}`: an SSE stream of the topic;
 //! - `POST /publish/{topic}` with a JSON body: publishes it to the topic, `204 No Content`;
-//! - `GET /stats`: `{"topics": .., "subscribers": .., ...}`.
+//! - `GET /stats`: `{"topics": .., "subscribers": .., ...}`;
+//! - `GET /poll/{topic}`: a polled topic (a counter, every 100 ms, while subscribed), for the
+//!   subscribe/unsubscribe churn scenario.
 //!
 //! Environment: `PORT` (default 8080; listens on 127.0.0.1), `HEARTBEAT_MS` (default 30000),
 //! `HISTORY` (events kept per topic for resume; default the runtime's). Exits cleanly on
@@ -15,7 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use sse_runtime::{Manager, SseHandler, Stats, WriteDeadline};
+use sse_runtime::{Manager, PollError, Polling, SseHandler, Stats, WriteDeadline};
 
 fn env_number(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -56,6 +58,17 @@ async fn main() -> std::io::Result<()> {
 
     let app = Router::new()
         .route("/sse/{topic}", get(SseHandler::new(&manager)))
+        .route(
+            "/poll/{topic}",
+            get(SseHandler::new(&manager).polling(|_request| {
+                let polls = std::sync::atomic::AtomicU64::new(0);
+                Polling::new(move |_cancel| {
+                    let n = polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    async move { Ok::<_, PollError>(n) }
+                })
+                .interval(Duration::from_millis(100))
+            })),
+        )
         .route("/publish/{topic}", post(publish))
         .route("/stats", get(stats))
         .with_state(manager.clone());
