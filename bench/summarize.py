@@ -32,15 +32,19 @@ METRICS = [
 ]
 scenarios = sorted({s for s, _ in by}, key=lambda s: (s[:2], s))
 print(f"rounds: {max(r['round'] for r in rows)}  (medians; ratio = framework / baseline)\n")
-print("| scenario | metric | bench-server | baseline | ratio |")
-print("|---|---|---:|---:|---:|")
+servers = sorted({srv for _, srv in by if srv != "baseline-server"})
+print("| scenario | metric | " + " | ".join(servers) + " | baseline | " + " | ".join(f"{s} / baseline" for s in servers) + " |")
+print("|---|---|" + "---:|" * (2 * len(servers) + 1))
 for scenario in scenarios:
-    ours, base = by.get((scenario, "bench-server"), []), by.get((scenario, "baseline-server"), [])
+    base = by.get((scenario, "baseline-server"), [])
     for name, path, fmt, _ in METRICS:
-        a, b = median(ours, path), median(base, path)
-        if a is None and b is None:
+        ours = [median(by.get((scenario, srv), []), path) for srv in servers]
+        b = median(base, path)
+        if all(v is None for v in ours) and b is None:
+            continue
+        if name != "lost" and all(v in (0, None) for v in ours) and b in (0, None):
             continue
         scale = 1000.0 if name.startswith("p") and "ms" in name else (1024.0 if "KiB" in name else 1.0)
         show = lambda v: "–" if v is None else (fmt.format(v / scale) if isinstance(v, (int, float)) else str(v))
-        ratio = f"{a / b:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "–"
-        print(f"| {scenario} | {name} | {show(a)} | {show(b)} | {ratio} |")
+        ratio = lambda a: f"{a / b:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "–"
+        print(f"| {scenario} | {name} | " + " | ".join(show(a) for a in ours) + f" | {show(b)} | " + " | ".join(ratio(a) for a in ours) + " |")

@@ -4,11 +4,12 @@
 //! # The link-time caveat
 //!
 //! Registrations are collected by [`inventory`]: every annotated item in the final binary is
-//! found without a hand-written list. But the linker only keeps what is referenced: an annotated
-//! item in a library crate that the binary never uses (no function, type or constant of it) is
-//! dropped with that crate's object file, and its route is missing. Reference something of the
-//! crate from the binary (for example call a function it exports, or `use my_events as _;` does
-//! **not** suffice on its own: use an item), and check [`registered_routes`] in a test.
+//! found without a hand-written list. But the linker only keeps what is referenced: annotated
+//! items in a library crate from which the binary uses nothing are dropped together with that
+//! crate, and their routes are missing from [`router`]. (`use my_events as _;` alone does not
+//! count as a use.) The fix is to use at least one item of that crate from the binary, for
+//! example one of its generated `publish_*` helpers or a function it exports, and to assert the
+//! expected routes with [`registered_routes`] in a test.
 
 use std::collections::HashMap;
 use std::fmt;

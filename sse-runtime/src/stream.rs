@@ -15,16 +15,11 @@ use tokio::time::{Instant, Sleep};
 use crate::frame;
 use crate::subscription::Subscription;
 
-/// Base of the `retry:` hint sent on connect; a random 0-1 s is added per stream so that the
-/// clients of a restarting server do not all come back in the same instant.
-const RETRY_BASE_MS: u64 = 2000;
-const RETRY_JITTER_MS: u64 = 1000;
-
 pin_project! {
     /// A [`Subscription`] as an SSE response body.
     ///
     /// As a response it carries the SSE headers (see [`frame::set_headers`]). The body starts
-    /// with a `retry:` hint (2-3 s, jittered), then a `reset` event if the client's
+    /// with a `retry:` hint (the manager's, plus up to half of it as jitter), then a `reset` event if the client's
     /// `Last-Event-ID` could not be resumed from, then the topic's events; when nothing has been
     /// sent for a heartbeat interval it sends the comment frame `:\n\n`. It ends when the
     /// subscription ends (manager shutdown, or the subscriber fell too far behind).
@@ -45,9 +40,12 @@ pin_project! {
         subscription: Subscription,
         preamble: Option<Bytes>,
         heartbeat_every: Duration,
+        batch: Duration,
         last_write: Instant,
+        // The heartbeat timer; while `holding`, it times the end of a write-batching window.
         #[pin]
         heartbeat: Sleep,
+        holding: bool,
         finished: bool,
     }
 }
@@ -55,18 +53,23 @@ pin_project! {
 impl SseStream {
     /// Streams `subscription`, with a heartbeat after `heartbeat` of silence.
     pub fn new(subscription: Subscription, heartbeat: Duration) -> Self {
-        let jitter = std::hash::RandomState::new().hash_one(subscription.topic()) % RETRY_JITTER_MS;
-        let mut preamble = frame::retry(RETRY_BASE_MS + jitter).to_vec();
+        let base = subscription.retry_hint().as_millis() as u64;
+        let jitter =
+            std::hash::RandomState::new().hash_one(subscription.topic()) % (base / 2).max(1);
+        let mut preamble = frame::retry(base + jitter).to_vec();
         if let Some(reset) = subscription.preamble() {
             preamble.extend_from_slice(&reset);
         }
         let now = Instant::now();
+        let batch = subscription.write_batch();
         Self {
             subscription,
             preamble: Some(Bytes::from(preamble)),
             heartbeat_every: heartbeat,
+            batch,
             last_write: now,
             heartbeat: tokio::time::sleep_until(now + heartbeat),
+            holding: false,
             finished: false,
         }
     }
@@ -91,6 +94,20 @@ impl Body for SseStream {
         }
         if let Some(preamble) = this.preamble.take() {
             return Poll::Ready(Some(Ok(Frame::data(preamble))));
+        }
+        // Write batching: events that arrive within `batch` of the previous write wait for the
+        // end of that window and go out together, one write instead of several. A stream that
+        // has been quiet for `batch` writes at once, so only a busy stream waits, never longer.
+        if !this.batch.is_zero() && !*this.holding && this.subscription.has_pending(cx) {
+            let ready_at = *this.last_write + *this.batch;
+            if ready_at > Instant::now() {
+                *this.holding = true;
+                this.heartbeat.as_mut().reset(ready_at);
+            }
+        }
+        if *this.holding {
+            ready!(this.heartbeat.as_mut().poll(cx));
+            *this.holding = false;
         }
         match this.subscription.poll_recv(cx) {
             Poll::Ready(Some(chunk)) => {

@@ -30,6 +30,7 @@ pub struct SubscribeOptions {
     pub(crate) polling: Option<Arc<dyn PollingService>>,
     change_detection: Option<bool>,
     history: Option<usize>,
+    history_bytes: Option<usize>,
     retention: Option<std::time::Duration>,
     last_event_id: Option<Result<EventId, ()>>,
 }
@@ -68,6 +69,13 @@ impl SubscribeOptions {
         self
     }
 
+    /// Upper bound on the bytes of events a new broadcaster keeps for resuming clients, instead
+    /// of the manager's setting. Only the subscription that creates the broadcaster decides.
+    pub fn history_bytes(mut self, bytes: usize) -> Self {
+        self.history_bytes = Some(bytes);
+        self
+    }
+
     /// How long a new broadcaster's history outlives its last subscriber, instead of the
     /// manager's setting. Only the subscription that creates the broadcaster decides.
     pub fn retention(mut self, retention: std::time::Duration) -> Self {
@@ -97,6 +105,9 @@ impl SubscribeOptions {
         if let Some(events) = self.history {
             limits.history_events = events;
         }
+        if let Some(bytes) = self.history_bytes {
+            limits.history_bytes = bytes;
+        }
         if let Some(retention) = self.retention {
             limits.retention = retention;
         }
@@ -118,6 +129,7 @@ impl fmt::Debug for SubscribeOptions {
             .field("polling", &self.polling.is_some())
             .field("change_detection", &self.change_detection)
             .field("history", &self.history)
+            .field("history_bytes", &self.history_bytes)
             .field("retention", &self.retention)
             .field("last_event_id", &self.last_event_id)
             .finish()
@@ -192,6 +204,21 @@ impl Subscription {
     /// The topic subscribed to.
     pub fn topic(&self) -> &str {
         &self.topic.name
+    }
+
+    /// The manager's write-batching window.
+    pub(crate) fn write_batch(&self) -> std::time::Duration {
+        self.manager.config.write_batch
+    }
+
+    /// Whether frames are waiting to be read (registers the waker either way).
+    pub(crate) fn has_pending(&self, cx: &Context<'_>) -> bool {
+        self.ended.is_none() && self.topic.has_pending(&self.subscriber, cx.waker())
+    }
+
+    /// The manager's `retry:` hint.
+    pub(crate) fn retry_hint(&self) -> std::time::Duration {
+        self.manager.config.retry
     }
 
     /// Why the subscription ended, once it has.

@@ -332,6 +332,13 @@ impl Topic {
         Read::Frames(chunk)
     }
 
+    /// Whether `subscriber` has frames to read; registers its waker.
+    pub(crate) fn has_pending(&self, subscriber: &Subscriber, waker: &std::task::Waker) -> bool {
+        subscriber.waker.register(waker);
+        let state = self.state.read();
+        subscriber.cursor.load(Ordering::Relaxed) < state.next_seq
+    }
+
     /// Closes the topic for good (manager shutdown) and wakes every subscriber so it ends.
     pub(crate) fn close(&self) -> Option<Arc<dyn PollingService>> {
         let mut state = self.state.write();

@@ -389,3 +389,37 @@ async fn wait_until_wakes_on_lifecycle_changes() {
     assert_eq!(waiter.await.unwrap().topics, 3);
     drop(subs);
 }
+
+/// Counts how often it is serialized.
+struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Serialize for Counted<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        serializer.serialize_str("counted")
+    }
+}
+
+#[tokio::test]
+async fn a_payload_is_serialized_once_whatever_the_number_of_subscribers() {
+    let serialized = std::sync::atomic::AtomicUsize::new(0);
+    let manager = Manager::new();
+    manager.publish("t", &Counted(&serialized));
+    assert_eq!(
+        serialized.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nobody subscribed: not even serialized"
+    );
+    let mut subs: Vec<_> = (0..1000).map(|_| manager.subscribe("t").unwrap()).collect();
+    manager.publish("t", &Counted(&serialized));
+    assert_eq!(serialized.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let first = common::next_chunk(&mut subs[0]).await.unwrap();
+    for sub in &mut subs[1..] {
+        let chunk = common::next_chunk(sub).await.unwrap();
+        assert_eq!(
+            chunk.as_ptr(),
+            first.as_ptr(),
+            "every subscriber shares one encoded frame"
+        );
+    }
+}

@@ -34,19 +34,41 @@ async fn the_response_carries_the_sse_headers() {
     assert_eq!(response.headers()["x-accel-buffering"], "no");
 }
 
-#[tokio::test]
-async fn the_stream_opens_with_a_jittered_retry_hint() {
-    let manager = Manager::new();
-    let mut body = open(&manager, "t").into_body();
+async fn retry_hint(manager: &Manager) -> u64 {
+    let mut body = open(manager, "t").into_body();
     let first = next_frame(&mut body).await.unwrap();
     let text = std::str::from_utf8(&first).unwrap();
-    let millis: u64 = text
-        .strip_prefix("retry: ")
+    text.strip_prefix("retry: ")
         .and_then(|rest| rest.strip_suffix("\n\n"))
         .unwrap()
         .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_stream_opens_with_a_jittered_retry_hint() {
+    let manager = Manager::new();
+    let mut hints = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let millis = retry_hint(&manager).await;
+        assert!(
+            (2000..3000).contains(&millis),
+            "2 s plus up to 1 s of jitter: {millis}"
+        );
+        hints.insert(millis);
+    }
+    assert!(hints.len() > 1, "jittered: {hints:?}");
+}
+
+#[tokio::test]
+async fn the_retry_hint_is_configurable() {
+    let manager = Manager::builder()
+        .retry(Duration::from_secs(10))
+        .build()
         .unwrap();
-    assert!((2000..3000).contains(&millis), "{millis}");
+    let millis = retry_hint(&manager).await;
+    assert!((10_000..15_000).contains(&millis), "{millis}");
+    assert!(Manager::builder().retry(Duration::ZERO).build().is_err());
 }
 
 #[tokio::test(start_paused = true)]
@@ -138,4 +160,47 @@ async fn dropping_the_body_unsubscribes() {
     drop(body);
     assert_eq!(manager.stats().subscribers, 0);
     assert_eq!(manager.stats().topics, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn write_batching_holds_events_that_follow_a_write_closely_and_sends_them_together() {
+    let manager = Manager::builder()
+        .write_batch(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let mut body = open(&manager, "t").into_body();
+    next_frame(&mut body).await; // retry hint, written at t = 0
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let start = Instant::now();
+    manager.publish("t", &1);
+    let first = next_frame(&mut body).await.unwrap();
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "a quiet stream writes at once"
+    );
+    assert_eq!(common::parse(&first).len(), 1);
+    manager.publish("t", &2);
+    manager.publish("t", &3);
+    let batch = next_frame(&mut body).await.unwrap();
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(10),
+        "held until the window closed"
+    );
+    let values: Vec<String> = common::parse(&batch).into_iter().map(|e| e.data).collect();
+    assert_eq!(values, ["2", "3"], "in one write");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_write_batching_events_go_out_at_once() {
+    let manager = Manager::new();
+    let mut body = open(&manager, "t").into_body();
+    next_frame(&mut body).await;
+    let start = Instant::now();
+    manager.publish("t", &1);
+    next_frame(&mut body).await.unwrap();
+    manager.publish("t", &2);
+    next_frame(&mut body).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
 }

@@ -8,8 +8,8 @@
 //!   subscribe/unsubscribe churn scenario.
 //!
 //! Environment: `PORT` (default 8080; listens on 127.0.0.1), `HEARTBEAT_MS` (default 30000),
-//! `HISTORY` (events kept per topic for resume; default the runtime's). Exits cleanly on
-//! SIGTERM or SIGINT.
+//! `HISTORY` (events kept per topic for resume; default the runtime's), `BATCH_MS` (write
+//! batching window; default 0, off). Exits cleanly on SIGTERM or SIGINT.
 
 use std::time::Duration;
 
@@ -50,7 +50,9 @@ async fn main() -> std::io::Result<()> {
         .init();
     let port = env_number("PORT", 8080);
     let heartbeat = Duration::from_millis(env_number("HEARTBEAT_MS", 30_000));
-    let mut builder = Manager::builder().heartbeat(heartbeat);
+    let mut builder = Manager::builder()
+        .heartbeat(heartbeat)
+        .write_batch(Duration::from_millis(env_number("BATCH_MS", 0)));
     if let Ok(history) = std::env::var("HISTORY") {
         builder = builder.history(history.parse().expect("HISTORY must be an integer"));
     }
