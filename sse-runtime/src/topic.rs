@@ -39,14 +39,7 @@ pub(crate) struct Topic {
 }
 
 struct State {
-    log: VecDeque<Entry>,
-    /// Sequence number of `log[0]`; equals `next_seq` when the log is empty.
-    first_seq: u64,
-    next_seq: u64,
-    /// Bytes of all frames currently in `log`.
-    log_bytes: usize,
-    /// Bytes of all frames ever appended: the stream offset just past the newest frame.
-    end_offset: u64,
+    log: Log,
     /// Payload of the newest event, kept only when change detection is on.
     last_payload: Option<Bytes>,
     subscribers: Slab<Arc<Subscriber>>,
@@ -57,14 +50,22 @@ struct State {
     poller: Option<Arc<dyn PollingService>>,
 }
 
+/// The encoded events a topic keeps, oldest first, with their sequence numbers.
+struct Log {
+    entries: VecDeque<Entry>,
+    /// Sequence number of `entries[0]`; equals `next_seq` when the log is empty.
+    first_seq: u64,
+    next_seq: u64,
+    /// Bytes of all frames currently in `entries`.
+    bytes: usize,
+    /// Bytes of all frames ever appended: the stream offset just past the newest frame.
+    end_offset: u64,
+}
+
 /// A topic's log without the topic: what outlives the last subscriber during the retention time.
 pub(crate) struct History {
     epoch: u64,
-    log: VecDeque<Entry>,
-    first_seq: u64,
-    next_seq: u64,
-    log_bytes: usize,
-    end_offset: u64,
+    log: Log,
     last_payload: Option<Bytes>,
 }
 
@@ -163,11 +164,7 @@ impl Topic {
     ) -> Self {
         let history = history.unwrap_or(History {
             epoch,
-            log: VecDeque::new(),
-            first_seq: 1,
-            next_seq: 1,
-            log_bytes: 0,
-            end_offset: 0,
+            log: Log::new(),
             last_payload: None,
         });
         Self {
@@ -177,15 +174,7 @@ impl Topic {
             limits,
             state: RwLock::new(State {
                 log: history.log,
-                first_seq: history.first_seq,
-                next_seq: history.next_seq,
-                log_bytes: history.log_bytes,
-                end_offset: history.end_offset,
-                last_payload: if change_detection {
-                    history.last_payload
-                } else {
-                    None
-                },
+                last_payload: history.last_payload.filter(|_| change_detection),
                 subscribers: Slab::new(),
                 closed: false,
                 poller,
@@ -203,16 +192,12 @@ impl Topic {
     pub(crate) fn take_history(&self) -> Option<History> {
         let mut state = self.state.write();
         debug_assert!(state.closed);
-        if state.next_seq == 1 || self.limits.history_events == 0 {
+        if state.log.next_seq == 1 || self.limits.history_events == 0 {
             return None;
         }
         Some(History {
             epoch: self.epoch,
-            log: std::mem::take(&mut state.log),
-            first_seq: state.first_seq,
-            next_seq: state.next_seq,
-            log_bytes: std::mem::take(&mut state.log_bytes),
-            end_offset: state.end_offset,
+            log: std::mem::replace(&mut state.log, Log::new()),
             last_payload: state.last_payload.take(),
         })
     }
@@ -220,7 +205,7 @@ impl Topic {
     /// Events and bytes currently in the log.
     pub(crate) fn log_size(&self) -> (usize, usize) {
         let state = self.state.read();
-        (state.log.len(), state.log_bytes)
+        (state.log.entries.len(), state.log.bytes)
     }
 
     /// Registers a subscriber. Callers hold the registry lock, so the topic cannot be removed
@@ -229,7 +214,7 @@ impl Topic {
     pub(crate) fn subscribe(&self, start: Start) -> (usize, Arc<Subscriber>, Joined) {
         let mut state = self.state.write();
         let (cursor, joined) = match start {
-            Start::Live => (state.next_seq, Joined::Live),
+            Start::Live => (state.log.next_seq, Joined::Live),
             Start::After(id) => state.resume_point(self.epoch, id, &self.limits),
             Start::Malformed => state.reset(self.epoch, ResetReason::Malformed),
         };
@@ -268,9 +253,9 @@ impl Topic {
             return Published::Duplicate;
         }
         let mut state = RwLockUpgradableReadGuard::upgrade(state);
-        let id = EventId::new(self.epoch, state.next_seq);
+        let id = EventId::new(self.epoch, state.log.next_seq);
         let frame = frame::event(Some(id.encode(&mut IdBuf::new())), event, &data);
-        state.append(frame, &self.limits);
+        state.log.append(frame, &self.limits);
         if self.change_detection {
             state.last_payload = Some(data);
         }
@@ -295,16 +280,16 @@ impl Topic {
             return Read::Closed;
         }
         let cursor = subscriber.cursor.load(Ordering::Relaxed);
-        if cursor >= state.next_seq {
+        if cursor >= state.log.next_seq {
             return Read::Empty;
         }
-        if cursor < state.first_seq {
+        if cursor < state.log.first_seq {
             return Read::Lagged;
         }
-        let start = (cursor - state.first_seq) as usize;
-        let behind_events = state.next_seq - cursor;
-        let first = &state.log[start];
-        let behind_bytes = state.end_offset - (first.end - first.frame.len() as u64);
+        let start = (cursor - state.log.first_seq) as usize;
+        let behind_events = state.log.next_seq - cursor;
+        let first = &state.log.entries[start];
+        let behind_bytes = state.log.end_offset - (first.end - first.frame.len() as u64);
         if cursor >= exempt_until
             && (behind_events > self.limits.max_lag_events as u64
                 || behind_bytes > self.limits.max_lag_bytes as u64)
@@ -313,15 +298,16 @@ impl Topic {
         }
         let mut end = start + 1;
         let mut len = first.frame.len();
-        while end < state.log.len() && len + state.log[end].frame.len() <= MAX_CHUNK {
-            len += state.log[end].frame.len();
+        while end < state.log.entries.len() && len + state.log.entries[end].frame.len() <= MAX_CHUNK
+        {
+            len += state.log.entries[end].frame.len();
             end += 1;
         }
         let chunk = if end == start + 1 {
             first.frame.clone()
         } else {
             let mut buf = BytesMut::with_capacity(len);
-            for entry in state.log.range(start..end) {
+            for entry in state.log.entries.range(start..end) {
                 buf.extend_from_slice(&entry.frame);
             }
             buf.freeze()
@@ -336,7 +322,7 @@ impl Topic {
     pub(crate) fn has_pending(&self, subscriber: &Subscriber, waker: &std::task::Waker) -> bool {
         subscriber.waker.register(waker);
         let state = self.state.read();
-        subscriber.cursor.load(Ordering::Relaxed) < state.next_seq
+        subscriber.cursor.load(Ordering::Relaxed) < state.log.next_seq
     }
 
     /// Closes the topic for good (manager shutdown) and wakes every subscriber so it ends.
@@ -360,7 +346,7 @@ impl Topic {
     /// Id of the newest event, if any was sent.
     pub(crate) fn last_id(&self) -> Option<EventId> {
         let state = self.state.read();
-        (state.next_seq > 1).then(|| EventId::new(self.epoch, state.next_seq - 1))
+        (state.log.next_seq > 1).then(|| EventId::new(self.epoch, state.log.next_seq - 1))
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -370,40 +356,53 @@ impl Topic {
 
 impl History {
     pub(crate) fn bytes(&self) -> usize {
-        self.log_bytes
+        self.log.bytes
     }
 }
 
-impl State {
+impl Log {
+    const fn new() -> Self {
+        Self {
+            entries: VecDeque::new(),
+            first_seq: 1,
+            next_seq: 1,
+            bytes: 0,
+            end_offset: 0,
+        }
+    }
+
+    /// Appends a frame, then drops the oldest while over either bound (keeping the newest).
     fn append(&mut self, frame: Bytes, limits: &Limits) {
         self.end_offset += frame.len() as u64;
-        self.log_bytes += frame.len();
-        self.log.push_back(Entry {
+        self.bytes += frame.len();
+        self.entries.push_back(Entry {
             frame,
             end: self.end_offset,
         });
         self.next_seq += 1;
-        while self.log.len() > 1
-            && (self.log.len() > limits.retained_events()
-                || self.log_bytes > limits.retained_bytes())
+        while self.entries.len() > 1
+            && (self.entries.len() > limits.retained_events()
+                || self.bytes > limits.retained_bytes())
         {
-            let evicted = self.log.pop_front().expect("non-empty");
-            self.log_bytes -= evicted.frame.len();
+            let evicted = self.entries.pop_front().expect("non-empty");
+            self.bytes -= evicted.frame.len();
             self.first_seq += 1;
         }
     }
+}
 
+impl State {
     /// Change detection skipped a duplicate; subscribers that have sent nothing yet are owed
     /// it, and the newest logged event has exactly that payload, so they rewind onto it.
     fn redeliver_newest_to_fresh(&mut self) {
-        let newest = self.next_seq - 1;
+        let newest = self.log.next_seq - 1;
         debug_assert!(
-            newest >= self.first_seq,
+            newest >= self.log.first_seq,
             "a payload was recorded, so one is logged"
         );
         for (_, subscriber) in &self.subscribers {
             if subscriber.fresh.load(Ordering::Relaxed)
-                && subscriber.cursor.load(Ordering::Relaxed) == self.next_seq
+                && subscriber.cursor.load(Ordering::Relaxed) == self.log.next_seq
             {
                 subscriber.cursor.store(newest, Ordering::Relaxed);
                 subscriber.waker.wake();
@@ -412,8 +411,8 @@ impl State {
     }
 
     fn reset(&self, epoch: u64, reason: ResetReason) -> (u64, Joined) {
-        let next = EventId::new(epoch, self.next_seq);
-        (self.next_seq, Joined::Reset { reason, next })
+        let next = EventId::new(epoch, self.log.next_seq);
+        (self.log.next_seq, Joined::Reset { reason, next })
     }
 
     fn resume_point(&self, epoch: u64, last: EventId, limits: &Limits) -> (u64, Joined) {
@@ -422,20 +421,21 @@ impl State {
             return reset(ResetReason::UnknownEpoch);
         }
         let cursor = last.sequence().saturating_add(1);
-        if cursor > self.next_seq {
+        if cursor > self.log.next_seq {
             return reset(ResetReason::FromTheFuture);
         }
         let history_start = self
+            .log
             .next_seq
             .saturating_sub(limits.history_events as u64)
-            .max(self.first_seq);
+            .max(self.log.first_seq);
         if cursor < history_start {
             return reset(ResetReason::HistoryExceeded);
         }
         (
             cursor,
             Joined::Resumed {
-                head: self.next_seq,
+                head: self.log.next_seq,
             },
         )
     }
