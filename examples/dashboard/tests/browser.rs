@@ -212,14 +212,23 @@ impl Browser {
     }
 }
 
+/// A dashboard on `port` and a browser, one test at a time; `None` (after a loud SKIPPED line)
+/// when Chromium is not installed.
+async fn session(port: u16) -> Option<(tokio::sync::MutexGuard<'static, ()>, Dashboard, Browser)> {
+    let one = ONE_AT_A_TIME.lock().await;
+    if !browser_available() {
+        return None;
+    }
+    let server = Dashboard::start(port).await;
+    let browser = Browser::start().await;
+    Some((one, server, browser))
+}
+
 #[tokio::test]
 async fn polled_values_arrive_and_update_the_plot_at_the_configured_interval() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    if !browser_available() {
+    let Some((_one, server, browser)) = session(free_port()).await else {
         return;
-    }
-    let server = Dashboard::start(free_port()).await;
-    let browser = Browser::start().await;
+    };
     browser.client.goto(&server.url("/")).await.unwrap();
     browser
         .until("window.dashboard.samples.length >= 4 && window.dashboard.status === 'live'")
@@ -264,12 +273,9 @@ async fn polled_values_arrive_and_update_the_plot_at_the_configured_interval() {
 
 #[tokio::test]
 async fn an_alarm_triggered_from_the_page_appears_in_the_feed() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    if !browser_available() {
+    let Some((_one, server, browser)) = session(free_port()).await else {
         return;
-    }
-    let server = Dashboard::start(free_port()).await;
-    let browser = Browser::start().await;
+    };
     browser.client.goto(&server.url("/")).await.unwrap();
     browser.until("window.dashboard.samples.length >= 1").await;
     assert_eq!(browser.eval("window.dashboard.alarms").await, 0);
@@ -304,12 +310,9 @@ async fn an_alarm_triggered_from_the_page_appears_in_the_feed() {
 
 #[tokio::test]
 async fn two_tabs_with_different_pids_get_two_pollers_which_stop_when_the_tabs_close() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    if !browser_available() {
+    let Some((_one, server, browser)) = session(free_port()).await else {
         return;
-    }
-    let server = Dashboard::start(free_port()).await;
-    let browser = Browser::start().await;
+    };
     let client = &browser.client;
     let blank = client.window().await.unwrap();
 
@@ -362,13 +365,10 @@ async fn two_tabs_with_different_pids_get_two_pollers_which_stop_when_the_tabs_c
 
 #[tokio::test]
 async fn the_page_reconnects_after_a_server_restart_and_updates_resume() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    if !browser_available() {
-        return;
-    }
     let port = free_port();
-    let server = Dashboard::start(port).await;
-    let browser = Browser::start().await;
+    let Some((_one, server, browser)) = session(port).await else {
+        return;
+    };
     browser.client.goto(&server.url("/")).await.unwrap();
     browser
         .until("window.dashboard.samples.length >= 2 && window.dashboard.status === 'live'")
