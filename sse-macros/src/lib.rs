@@ -1,8 +1,8 @@
 //! Procedural macros of `sse-runtime`: `#[sse_topic]` and `#[sse_poll]`. Depend on
 //! `sse-runtime`, which re-exports them; the generated code refers to it.
 //!
-//! Each attribute is parsed into a checked model ([`topic`], [`poll`]) that reports every error
-//! it finds, spanned on the offending token, before [`expand`] generates anything.
+//! Each attribute is parsed into a checked model (modules `topic` and `poll`) that reports every error
+//! it finds, spanned on the offending token, before `expand` generates anything.
 
 use proc_macro::TokenStream;
 
