@@ -50,12 +50,26 @@ async fn follow(url: String, total: usize) -> (Vec<u64>, usize, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_gets_every_event_exactly_once_while_connections_are_cut() {
+    fault_injection(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_under_sse_runtime_serve() {
+    fault_injection(true).await;
+}
+
+/// 100 clients follow 10 000 events while a random 10 % of connections is cut every 100 ms.
+async fn fault_injection(direct: bool) {
     const CLIENTS: usize = 100;
     const EVENTS: usize = 10_000;
     let manager = Manager::builder().history(EVENTS).build().unwrap();
     let _anchor = manager.subscribe("feed").unwrap(); // the topic outlives any one client
     let (listener, cutter) = CuttableListener::bind(0x5eed).await;
-    let server = TestServer::serve(listener, feed(&manager));
+    let server = if direct {
+        TestServer::serve_direct(listener, feed(&manager))
+    } else {
+        TestServer::serve(listener, feed(&manager))
+    };
 
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| tokio::spawn(follow(server.url("/feed"), EVENTS)))

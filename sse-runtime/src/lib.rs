@@ -43,6 +43,7 @@ mod handler;
 mod manager;
 mod polling;
 mod registry;
+mod serve;
 mod stats;
 mod stream;
 mod subscription;
@@ -67,6 +68,7 @@ pub use polling::{
 pub use registry::{
     RegistrationError, RouteInfo, registered_routes, router, router_with, try_router_with,
 };
+pub use serve::{MAX_BODY, MAX_HEAD, serve, serve_with_shutdown};
 pub use sse_macros::{sse_poll, sse_topic};
 pub use stats::{Stats, TopicStats};
 pub use stream::SseStream;

@@ -13,6 +13,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::frame;
+use crate::serve::Takeover;
 use crate::subscription::Subscription;
 
 pin_project! {
@@ -146,9 +147,45 @@ impl Body for SseStream {
 }
 
 impl IntoResponse for SseStream {
+    /// The SSE headers and the stream as body. [`serve`](crate::serve) takes the stream over
+    /// and writes it to the socket itself; any other server polls the body.
     fn into_response(self) -> Response {
-        let mut response = Response::new(axum::body::Body::new(self));
+        let takeover = Takeover::new(self);
+        let body = TakeoverBody {
+            slot: Some(takeover.clone()),
+            stream: None,
+        };
+        let mut response = Response::new(axum::body::Body::new(body));
         frame::set_headers(response.headers_mut());
+        response.extensions_mut().insert(takeover);
         response
+    }
+}
+
+/// The body of an [`SseStream`] response: takes the stream from the shared slot on first poll.
+struct TakeoverBody {
+    slot: Option<Takeover>,
+    stream: Option<Pin<Box<SseStream>>>,
+}
+
+impl Body for TakeoverBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(slot) = self.slot.take() {
+            self.stream = slot.take();
+        }
+        match self.stream.as_mut() {
+            Some(stream) => stream.as_mut().poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.slot.is_none() && self.stream.as_ref().is_none_or(|s| s.is_end_stream())
     }
 }

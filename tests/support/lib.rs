@@ -35,6 +35,34 @@ impl TestServer {
         Self::serve(WriteDeadline::new(listener, write_deadline), app)
     }
 
+    /// Serves `app` with `sse_runtime::serve` (SSE streams written straight to the socket) and a
+    /// write deadline.
+    pub async fn start_direct(app: axum::Router, write_deadline: Duration) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        Self::serve_direct(WriteDeadline::new(listener, write_deadline), app)
+    }
+
+    /// Serves `app` with `sse_runtime::serve` on any listener bound to 127.0.0.1.
+    pub fn serve_direct<L>(listener: L, app: axum::Router) -> Self
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+    {
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(sse_runtime::serve_with_shutdown(
+            listener,
+            app,
+            stop.clone().cancelled_owned(),
+        ));
+        Self {
+            addr,
+            stop,
+            task: Some(task),
+        }
+    }
+
     /// Serves `app` on any listener bound to 127.0.0.1.
     pub fn serve<L>(listener: L, app: axum::Router) -> Self
     where

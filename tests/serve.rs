@@ -1,0 +1,259 @@
+//! `sse_runtime::serve`: the same Router, SSE streams written straight to the socket, and the
+//! plain HTTP/1.1 it needs for everything else. Real server on 127.0.0.1, real clients.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use sse_integration_tests::{PATIENCE, RawClient, SseClient, TestServer};
+use sse_runtime::{Manager, SseHandler};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn app(manager: &Manager) -> Router {
+    Router::new()
+        .route("/alarms", get(SseHandler::new(manager).topic("alarms")))
+        .route(
+            "/hello",
+            get(|| async { "hello" }).head(|| async { "hello" }),
+        )
+        .route(
+            "/json",
+            get(|| async { axum::Json(serde_json::json!({"ok": true})) }),
+        )
+        .route("/echo", post(|body: String| async move { body }))
+        .route(
+            "/stream",
+            get(|| async {
+                let chunks = futures_util::stream::iter(
+                    ["one ", "two ", "three"].map(Ok::<_, std::io::Error>),
+                );
+                axum::body::Body::from_stream(chunks)
+            }),
+        )
+}
+
+async fn start(manager: &Manager) -> TestServer {
+    TestServer::start_direct(app(manager), Duration::from_secs(30)).await
+}
+
+/// Sends raw bytes on a fresh connection and reads until the server closes it.
+async fn exchange(server: &TestServer, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn an_sse_route_streams_events_with_the_sse_headers() {
+    let manager = Manager::new();
+    let server = start(&manager).await;
+    let mut client = SseClient::connect(&server.url("/alarms")).await;
+    assert_eq!(client.headers["content-type"], "text/event-stream");
+    assert_eq!(client.headers["x-accel-buffering"], "no");
+    assert_eq!(client.headers["transfer-encoding"], "chunked");
+    manager.publish("alarms", &serde_json::json!({"level": 3}));
+    manager.publish_event("alarms", Some("alarm"), &2);
+    let first = client.event().await;
+    assert_eq!(first.data, r#"{"level":3}"#);
+    assert!(first.id.ends_with("-1"));
+    assert_eq!(client.event().await.event, "alarm");
+}
+
+#[tokio::test]
+async fn the_head_comes_first_then_the_retry_hint_then_heartbeats() {
+    let manager = Manager::builder()
+        .heartbeat(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let server = start(&manager).await;
+    let mut raw = RawClient::get(server.addr, "/alarms").await;
+    assert!(raw.head.starts_with("HTTP/1.1 200 OK\r\n"), "{}", raw.head);
+    let bytes = raw.read_until_contains(b":\n\n").await;
+    assert!(String::from_utf8_lossy(&bytes).contains("retry: "));
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_is_released_at_once() {
+    let manager = Manager::new();
+    let server = start(&manager).await;
+    let raw = RawClient::get(server.addr, "/alarms").await;
+    manager.wait_until(|s| s.subscribers == 1).await;
+    drop(raw); // nothing is ever published: the server notices the EOF by itself
+    tokio::time::timeout(
+        PATIENCE,
+        manager.wait_until(|s| s.subscribers == 0 && s.topics == 0),
+    )
+    .await
+    .expect("released without a write failing first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_is_dropped_by_the_write_deadline_and_never_delays_the_others() {
+    let deadline = Duration::from_millis(300);
+    let manager = Manager::builder().heartbeat(deadline).build().unwrap();
+    let server = TestServer::start_direct(app(&manager), deadline).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(server.addr).await.unwrap();
+    stalled
+        .write_all(format!("GET /alarms HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes())
+        .await
+        .unwrap();
+    let mut fast = SseClient::connect(&server.url("/alarms")).await;
+    manager.wait_until(|s| s.subscribers == 2).await;
+    let payload = "x".repeat(32 * 1024);
+    for i in 0..400 {
+        manager.publish("alarms", &(i, &payload));
+        let (n, _): (u32, String) = serde_json::from_str(&fast.event().await.data).unwrap();
+        assert_eq!(n, i);
+    }
+    tokio::time::timeout(PATIENCE, manager.wait_until(|s| s.subscribers == 1))
+        .await
+        .expect("the stalled client is dropped");
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn ordinary_routes_answer_with_a_length_and_keep_the_connection_alive() {
+    let manager = Manager::new();
+    let server = start(&manager).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let response = client.get(server.url("/json")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-length"], "11");
+        assert_eq!(response.text().await.unwrap(), r#"{"ok":true}"#);
+    }
+    let echoed = client
+        .post(server.url("/echo"))
+        .body("a body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.text().await.unwrap(), "a body");
+    let missing = client.get(server.url("/nowhere")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let manager = Manager::new();
+    let server = start(&manager).await;
+    let response = exchange(
+        &server,
+        b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nworldGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let bodies: Vec<&str> = response
+        .split("\r\n\r\n")
+        .skip(1)
+        .map(|part| part.split("HTTP/1.1").next().unwrap())
+        .collect();
+    assert_eq!(bodies, ["hello", "world", "hello"], "{response}");
+    assert_eq!(response.matches("HTTP/1.1 200 OK").count(), 3);
+}
+
+#[tokio::test]
+async fn a_body_of_unknown_length_is_sent_chunked() {
+    let manager = Manager::new();
+    let server = start(&manager).await;
+    let response = reqwest::get(server.url("/stream")).await.unwrap();
+    assert_eq!(response.headers()["transfer-encoding"], "chunked");
+    assert_eq!(response.text().await.unwrap(), "one two three");
+}
+
+#[tokio::test]
+async fn head_requests_get_the_headers_without_the_body() {
+    let manager = Manager::new();
+    let server = start(&manager).await;
+    let response = exchange(
+        &server,
+        b"HEAD /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.contains("content-length: 5\r\n"));
+    assert!(response.ends_with("\r\n\r\n"), "no body: {response:?}");
+}
+
+#[tokio::test]
+async fn http_1_0_clients_get_their_answer_and_a_close() {
+    let manager = Manager::new();
+    let server = start(&manager).await;
+    let response = exchange(&server, b"GET /hello HTTP/1.0\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"));
+    assert!(response.contains("connection: close\r\n"));
+    assert!(response.ends_with("hello"));
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_honoured() {
+    let manager = Manager::new();
+    let server = start(&manager).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).await.unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"ping").await.unwrap();
+    let mut rest = String::new();
+    stream.read_to_string(&mut rest).await.unwrap();
+    assert!(rest.ends_with("ping"), "{rest}");
+}
+
+#[tokio::test]
+async fn requests_it_cannot_serve_get_a_clear_status_and_a_close() {
+    let manager = Manager::new();
+    let server = start(&manager).await;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nping\r\n0\r\n\r\n".to_vec(), "501"),
+        (format!("GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(sse_runtime::MAX_HEAD)).into_bytes(), "431"),
+        (b"GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".to_vec(), "400"),
+        (format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", sse_runtime::MAX_BODY + 1).into_bytes(), "413"),
+        (b"GET /hello HTTP/1.1\r\nBad Header\r\n\r\n".to_vec(), "400"),
+        (b"GET /hello HTTP/2.0\r\n\r\n".to_vec(), "505"),
+    ];
+    for (request, status) in cases {
+        let response = exchange(&server, &request).await;
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{status}: {response}"
+        );
+        assert!(response.contains("connection: close"));
+    }
+    assert_eq!(manager.stats().topics, 0);
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_streams_ended_by_the_manager() {
+    let manager = Manager::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let signal = {
+        let manager = manager.clone();
+        async move {
+            manager.wait_until(|s| s.subscribers == 1).await;
+            manager.shutdown();
+        }
+    };
+    let server = tokio::spawn(sse_runtime::serve_with_shutdown(
+        listener,
+        app(&manager),
+        signal,
+    ));
+    let mut client = SseClient::connect(&format!("http://{addr}/alarms")).await;
+    client.until_end().await;
+    tokio::time::timeout(PATIENCE, server)
+        .await
+        .expect("serve returns")
+        .unwrap();
+}
