@@ -13,7 +13,7 @@ ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-"S1 S2 S2rate S3 S4a S4b S5"}
 PORT=${PORT:-18700}
 cargo build --release -q -p bench-server -p baseline-server -p loadgen
-SERVERS=${SERVERS:-"bench-server=target/release/bench-server baseline-server=target/release/baseline-server"}
+SERVERS=${SERVERS:-"bench-server=target/release/bench-server axum=bench/bench-server-axum.sh baseline-server=target/release/baseline-server"}
 OUT=${OUT:-bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl}
 mkdir -p "$(dirname "$OUT")"
 ulimit -n "$(ulimit -Hn)"
@@ -38,7 +38,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for entry in $order; do
       name=${entry%%=*}; binary=${entry#*=}
       # S5 needs polled routes, which only the framework's server has.
-      if [[ $scenario == S5 && $name != bench-server ]]; then continue; fi
+      if [[ $scenario == S5 && $name == baseline-server ]]; then continue; fi
       PORT=$PORT "$binary" >/dev/null 2>&1 &
       pid=$!
       for _ in $(seq 1 100); do

@@ -9,7 +9,9 @@
 //!
 //! Environment: `PORT` (default 8080; listens on 127.0.0.1), `HEARTBEAT_MS` (default 30000),
 //! `HISTORY` (events kept per topic for resume; default the runtime's), `BATCH_MS` (write
-//! batching window; default 0, off). Exits cleanly on SIGTERM or SIGINT.
+//! batching window; default 0, off), `SERVE` (`direct`, the default: `sse_runtime::serve`, which
+//! writes SSE streams straight to the socket; `axum`: `axum::serve`). Exits cleanly on SIGTERM
+//! or SIGINT.
 
 use std::time::Duration;
 
@@ -93,7 +95,17 @@ async fn main() -> std::io::Result<()> {
             manager.shutdown();
         }
     };
-    axum::serve(WriteDeadline::new(listener, heartbeat), app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let listener = WriteDeadline::new(listener, heartbeat);
+    match std::env::var("SERVE").as_deref() {
+        Ok("axum") => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Ok("direct") | Err(_) => {
+            sse_runtime::serve_with_shutdown(listener, app, shutdown).await;
+            Ok(())
+        }
+        Ok(other) => panic!("SERVE must be `direct` or `axum`, got {other:?}"),
+    }
 }

@@ -89,7 +89,13 @@ async fn main() -> std::io::Result<()> {
     println!("dashboard listening on {url}");
     tracing::info!(%url, routes = ?sse_runtime::registered_routes().iter().map(|r| r.path).collect::<Vec<_>>(), "serving");
     let deadline = Manager::global().heartbeat();
-    axum::serve(WriteDeadline::new(listener, deadline), app())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    // The framework's server: SSE streams go straight to the socket; stalled clients are closed
+    // after the write deadline.
+    sse_runtime::serve_with_shutdown(
+        WriteDeadline::new(listener, deadline),
+        app(),
+        shutdown_signal(),
+    )
+    .await;
+    Ok(())
 }
