@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-"S1 S2 S2rate S3 S4a S4b S5"}
-PORT=${PORT:-18700}
+PORT=${PORT:-$((10000 + RANDOM % 15000))}
 cargo build --release -q -p bench-server -p baseline-server -p loadgen
 SERVERS=${SERVERS:-"bench-server=target/release/bench-server axum=bench/bench-server-axum.sh baseline-server=target/release/baseline-server"}
 OUT=${OUT:-bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl}
@@ -39,8 +39,13 @@ for round in $(seq 1 "$ROUNDS"); do
       name=${entry%%=*}; binary=${entry#*=}
       # S5 needs polled routes, which only the framework's server has.
       if [[ $scenario == S5 && $name == baseline-server ]]; then continue; fi
+      # A fresh port for every run: the 4-tuples of the previous run's connections may still be
+      # in TIME_WAIT.
+      PORT=$((PORT + 1))
       PORT=$PORT "$binary" >/dev/null 2>&1 &
       pid=$!
+      # Never leave a server behind (it would hold its port) if the load generator fails.
+      trap 'kill -TERM "$pid" 2>/dev/null || true' EXIT
       for _ in $(seq 1 100); do
         curl -sf "http://127.0.0.1:$PORT/stats" >/dev/null 2>&1 && break
         sleep 0.05

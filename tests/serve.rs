@@ -193,6 +193,41 @@ async fn http_1_0_clients_get_their_answer_and_a_close() {
 }
 
 #[tokio::test]
+async fn http_1_0_clients_get_bodies_of_unknown_length_and_sse_streams_without_chunks() {
+    let manager = Manager::new();
+    let server = start(&manager).await;
+    let response = exchange(&server, b"GET /stream HTTP/1.0\r\n\r\n").await;
+    assert!(!response.contains("transfer-encoding"), "{response}");
+    assert!(response.ends_with("\r\n\r\none two three"), "{response:?}");
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /alarms HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    manager.wait_until(|s| s.subscribers == 1).await;
+    manager.publish("alarms", &1);
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).ends_with("data: 1\n\n") {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    manager.shutdown();
+    stream.read_to_end(&mut seen).await.unwrap(); // the close ends the stream
+    let response = String::from_utf8_lossy(&seen);
+    assert!(!response.contains("transfer-encoding"), "{response}");
+    assert!(response.contains("\r\n\r\nretry: "), "{response:?}");
+    assert!(
+        response.ends_with("data: 1\n\n"),
+        "no chunk terminator: {response:?}"
+    );
+}
+
+#[tokio::test]
 async fn expect_100_continue_is_honoured() {
     let manager = Manager::new();
     let server = start(&manager).await;

@@ -25,6 +25,9 @@
 //! # }
 //! ```
 //!
+//! For services that hold many streams, [`serve`] runs the same `Router` but writes SSE
+//! streams straight to the socket (a few KiB per idle connection instead of hyper's buffers).
+//!
 //! # How an event travels
 //!
 //! `publish` looks the topic up under a read lock (no subscribers: nothing else happens),

@@ -141,10 +141,14 @@ where
             },
         };
         buf.advance(head_len);
-        let body = match read_body(&mut io, &mut buf, &head).await? {
-            Ok(body) => body,
-            Err(status) => return refuse(&mut io, status).await,
-        };
+        let body =
+            match tokio::time::timeout(HEAD_TIMEOUT, read_body(&mut io, &mut buf, &head)).await {
+                Err(_elapsed) => return Ok(()),
+                Ok(result) => match result? {
+                    Ok(body) => body,
+                    Err(status) => return refuse(&mut io, status).await,
+                },
+            };
         let keep_alive = wants_keep_alive(&head);
         let is_head = head.method == Method::HEAD;
         let version = head.version;
@@ -162,10 +166,10 @@ where
         {
             // From here on the connection belongs to the stream; buffers are released.
             drop(buf);
-            return stream_sse(io, response, stream).await;
+            return stream_sse(io, response, stream, version).await;
         }
         let close = !keep_alive || version == Version::HTTP_10 || closes(response.headers());
-        write_response(&mut io, response, is_head, close).await?;
+        write_response(&mut io, response, is_head, close, version).await?;
         if close {
             return io.shutdown().await;
         }
@@ -332,11 +336,14 @@ fn encode_head(response: &Response, framing: &[u8]) -> Vec<u8> {
     head
 }
 
+/// Writes a response: `Content-Length` when the body's size is known, otherwise chunked (or,
+/// for an HTTP/1.0 client, which cannot decode chunks, delimited by closing the connection).
 async fn write_response<I: AsyncWrite + Unpin>(
     io: &mut I,
     mut response: Response,
     is_head: bool,
     close: bool,
+    version: Version,
 ) -> io::Result<()> {
     let status = response.status();
     let bodiless = is_head
@@ -357,7 +364,7 @@ async fn write_response<I: AsyncWrite + Unpin>(
         }
         None => {
             headers.remove(header::CONTENT_LENGTH);
-            true
+            version != Version::HTTP_10
         }
     };
     let framing: &[u8] = if chunked {
@@ -419,9 +426,16 @@ async fn stream_sse<I: AsyncRead + AsyncWrite + Unpin>(
     mut io: I,
     response: Response,
     mut stream: Pin<Box<SseStream>>,
+    version: Version,
 ) -> io::Result<()> {
-    io.write_all(&encode_head(&response, b"transfer-encoding: chunked\r\n"))
-        .await?;
+    // HTTP/1.0 clients cannot decode chunks: their stream is delimited by the close.
+    let chunked = version != Version::HTTP_10;
+    let framing: &[u8] = if chunked {
+        b"transfer-encoding: chunked\r\n"
+    } else {
+        b"connection: close\r\n"
+    };
+    io.write_all(&encode_head(&response, framing)).await?;
     drop(response);
     loop {
         enum Step {
@@ -454,11 +468,12 @@ async fn stream_sse<I: AsyncRead + AsyncWrite + Unpin>(
         })
         .await;
         match step {
-            Step::Data(data) => {
-                write_chunk(&mut io, data).await?;
-            }
+            Step::Data(data) if chunked => write_chunk(&mut io, data).await?,
+            Step::Data(data) => io.write_all(&data).await?,
             Step::End => {
-                io.write_all(b"0\r\n\r\n").await?;
+                if chunked {
+                    io.write_all(b"0\r\n\r\n").await?;
+                }
                 return io.shutdown().await;
             }
             Step::Hangup => return Ok(()),

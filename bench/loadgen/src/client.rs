@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+
+/// Connection attempts in flight at once.
+static CONNECTING: Semaphore = Semaphore::const_new(128);
 
 #[derive(Default, Clone, Copy)]
 pub struct Totals {
@@ -74,12 +77,25 @@ fn futures_block_on(task: tokio::task::JoinHandle<Report>) -> Report {
         .unwrap_or_default()
 }
 
+/// Connects from `source`, retrying a few times: with tens of thousands of connections a
+/// picked port can collide with a 4-tuple still in TIME_WAIT.
 async fn connect_from(addr: SocketAddr, source: IpAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source, 0))?;
-    let stream = socket.connect(addr).await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+    let mut attempt = 0;
+    loop {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        match socket.connect(addr).await {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(error) if attempt >= 4 => return Err(error),
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+        }
+    }
 }
 
 async fn follow(
@@ -91,22 +107,24 @@ async fn follow(
     received: &AtomicU64,
     report: &mut Report,
 ) -> std::io::Result<()> {
-    let mut stream = connect_from(addr, source).await?;
-    let request =
-        format!("GET /sse/{topic} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut head = Vec::new();
-    let body_start = loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        head.extend_from_slice(&buf[..n]);
-        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
+    // A connection the server has not answered within 10 s is abandoned and made again.
+    let mut attempts = 0;
+    let (mut stream, head, body_start) = loop {
+        attempts += 1;
+        // At most CONNECTING connection attempts at once: a flood of SYNs overflows the server's
+        // accept queue (often only 128 deep) and the kernel's retransmission back-off then
+        // stretches the connect phase to minutes.
+        let permit = CONNECTING.acquire().await.expect("never closed");
+        let opened = tokio::time::timeout(Duration::from_secs(10), open(addr, source, topic)).await;
+        drop(permit);
+        match opened {
+            Ok(Ok(opened)) => break opened,
+            Ok(Err(error)) if attempts >= 5 => return Err(error),
+            Err(_) if attempts >= 5 => return Err(std::io::ErrorKind::TimedOut.into()),
+            _ => {}
         }
     };
+    let mut buf = vec![0u8; 16 * 1024];
     if !head.starts_with(b"HTTP/1.1 200") {
         return Err(std::io::Error::other("status is not 200"));
     }
@@ -126,6 +144,31 @@ async fn follow(
         decoder.feed(&buf[..n], &mut |data| tracker.on_data(data));
     }
     Ok(())
+}
+
+/// Connects, sends the request and reads the response head: the stream, what was read, and
+/// where the body starts in it.
+async fn open(
+    addr: SocketAddr,
+    source: IpAddr,
+    topic: &str,
+) -> std::io::Result<(TcpStream, Vec<u8>, usize)> {
+    let mut stream = connect_from(addr, source).await?;
+    let request =
+        format!("GET /sse/{topic} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = [0u8; 4096];
+    let mut head = Vec::new();
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok((stream, head, at + 4));
+        }
+    }
 }
 
 /// Checks the sequence of one subscriber's events and records their latency.
