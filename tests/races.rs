@@ -208,13 +208,7 @@ async fn race_05_a_stalled_client_never_holds_up_the_others_and_is_dropped() {
     let manager = Manager::builder().heartbeat(deadline).build().unwrap();
     let app = Router::new().route("/t", get(SseHandler::new(&manager).topic("t")));
     let server = TestServer::start(app, deadline).await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stalled = socket.connect(server.addr).await.unwrap();
-    stalled
-        .write_all(format!("GET /t HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes())
-        .await
-        .unwrap();
+    let stalled = sse_integration_tests::stalled_client(server.addr, "/t").await;
     let mut fast = SseClient::connect(&server.url("/t")).await;
     within(
         "both subscribed",

@@ -10,7 +10,6 @@ use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use sse_integration_tests::{CuttableListener, PATIENCE, SseClient, TestServer};
 use sse_runtime::{EventId, Manager, SseHandler, SubscribeOptions, WriteDeadline};
-use tokio::io::AsyncWriteExt;
 
 fn feed(manager: &Manager) -> Router {
     Router::new().route("/feed", get(SseHandler::new(manager).topic("feed")))
@@ -129,13 +128,7 @@ async fn a_client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = TestServer::serve(WriteDeadline::new(listener, deadline), feed(&manager));
 
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stalled = socket.connect(server.addr).await.unwrap();
-    stalled
-        .write_all(format!("GET /feed HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes())
-        .await
-        .unwrap();
+    let stalled = sse_integration_tests::stalled_client(server.addr, "/feed").await;
     let mut fast = SseClient::connect(&server.url("/feed")).await;
     manager.wait_until(|s| s.subscribers == 2).await;
 

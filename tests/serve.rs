@@ -98,13 +98,7 @@ async fn a_stalled_client_is_dropped_by_the_write_deadline_and_never_delays_the_
     let deadline = Duration::from_millis(300);
     let manager = Manager::builder().heartbeat(deadline).build().unwrap();
     let server = TestServer::start_direct(app(&manager), deadline).await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stalled = socket.connect(server.addr).await.unwrap();
-    stalled
-        .write_all(format!("GET /alarms HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes())
-        .await
-        .unwrap();
+    let stalled = sse_integration_tests::stalled_client(server.addr, "/alarms").await;
     let mut fast = SseClient::connect(&server.url("/alarms")).await;
     manager.wait_until(|s| s.subscribers == 2).await;
     let payload = "x".repeat(32 * 1024);

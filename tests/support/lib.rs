@@ -313,6 +313,20 @@ impl SseClient {
     }
 }
 
+/// A client with a 4 KiB receive window that sends `GET path` and never reads: the server's
+/// socket buffers for it fill up and its writes stall.
+pub async fn stalled_client(addr: SocketAddr, path: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    stream
+}
+
 /// A raw HTTP/1.1 client for byte-level checks: sends a GET, reads the response head.
 pub struct RawClient {
     pub reader: BufReader<TcpStream>,
