@@ -66,7 +66,8 @@ impl IdBuf {
     }
 }
 
-fn hex(mut value: u64, out: &mut [u8; 16]) -> &[u8] {
+/// Lower-case hex digits of `value`, written at the end of `out` (no allocation).
+pub(crate) fn hex(mut value: u64, out: &mut [u8; 16]) -> &[u8] {
     let mut at = out.len();
     loop {
         at -= 1;

@@ -409,14 +409,11 @@ async fn write_chunk<I: AsyncWrite + Unpin>(io: &mut I, data: Bytes) -> io::Resu
     if data.is_empty() {
         return Ok(());
     }
-    let mut size = [0u8; 18];
-    let size_len = {
-        let text = format!("{:x}\r\n", data.len());
-        size[..text.len()].copy_from_slice(text.as_bytes());
-        text.len()
-    };
+    let mut digits = [0u8; 16];
+    let size = crate::event_id::hex(data.len() as u64, &mut digits);
     let mut parts = [
-        IoSlice::new(&size[..size_len]),
+        IoSlice::new(size),
+        IoSlice::new(b"\r\n"),
         IoSlice::new(&data),
         IoSlice::new(b"\r\n"),
     ];
