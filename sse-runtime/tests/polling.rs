@@ -22,6 +22,14 @@ fn counter() -> Arc<AtomicUsize> {
     Arc::new(AtomicUsize::new(0))
 }
 
+/// A callback that counts its calls in `counter` (for `on_stop`).
+fn increments(counter: &Arc<AtomicUsize>) -> impl Fn() + Send + Sync + 'static {
+    let counter = counter.clone();
+    move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// A poller returning the number of its poll (1, 2, ...).
 fn counting(polls: &Arc<AtomicUsize>) -> impl PollingService + use<> {
     let polls = polls.clone();
@@ -103,10 +111,7 @@ async fn polling_starts_once_on_first_subscribe_and_stops_on_last() {
     let manager = Manager::new();
     let stops = counter();
     let make = |stops: &Arc<AtomicUsize>| {
-        let stops = stops.clone();
-        Polling::new(|_| async { Ok::<_, PollError>("tick") }).on_stop(move || {
-            stops.fetch_add(1, Ordering::SeqCst);
-        })
+        Polling::new(|_| async { Ok::<_, PollError>("tick") }).on_stop(increments(stops))
     };
     let mut a = manager
         .subscribe_with("t", SubscribeOptions::new().polling(make(&stops)))
@@ -264,12 +269,7 @@ async fn the_stop_condition_stops_after_publishing_and_calls_the_callback_once()
     })
     .interval(Duration::from_millis(5))
     .stop_when(|n: &usize| *n == 3)
-    .on_stop({
-        let stops = stops.clone();
-        move || {
-            stops.fetch_add(1, Ordering::SeqCst);
-        }
-    });
+    .on_stop(increments(&stops));
     let polling = Arc::new(polling);
     let sub = manager
         .subscribe_with("t", SubscribeOptions::new().shared_polling(polling.clone()))
@@ -336,12 +336,7 @@ async fn the_stop_condition_is_not_tested_on_errors() {
 #[tokio::test]
 async fn stop_before_start_is_a_no_op_and_stop_is_idempotent() {
     let stops = counter();
-    let polling = Polling::new(|_| async { Ok::<_, PollError>(()) }).on_stop({
-        let stops = stops.clone();
-        move || {
-            stops.fetch_add(1, Ordering::SeqCst);
-        }
-    });
+    let polling = Polling::new(|_| async { Ok::<_, PollError>(()) }).on_stop(increments(&stops));
     polling.stop().await;
     polling.stop().await;
     assert_eq!(
@@ -356,12 +351,8 @@ async fn stop_before_start_is_a_no_op_and_stop_is_idempotent() {
 async fn the_stop_callback_runs_once_per_start() {
     let manager = Manager::new();
     let stops = counter();
-    let polling = Arc::new(Polling::new(|_| async { Ok::<_, PollError>(()) }).on_stop({
-        let stops = stops.clone();
-        move || {
-            stops.fetch_add(1, Ordering::SeqCst);
-        }
-    }));
+    let polling =
+        Arc::new(Polling::new(|_| async { Ok::<_, PollError>(()) }).on_stop(increments(&stops)));
     for round in 1..=3 {
         let mut sub = manager
             .subscribe_with("t", SubscribeOptions::new().shared_polling(polling.clone()))
