@@ -3,7 +3,7 @@
 //! subscribers; `router_with` mounts everything registered in this binary.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Path, Query};
 use serde::{Deserialize, Serialize};
@@ -199,15 +199,14 @@ async fn a_polled_route_gets_one_poller_per_query_string() {
         assert_eq!(data["label"], label);
     }
     assert_eq!(manager.stats().pollers, 2);
-    // Polls keep coming on the interval (50 ms): three more take at least 100 ms.
-    let started = Instant::now();
+    // Polls keep coming, in order. (Their timing is specified with a
+    // paused clock in sse-runtime's polling tests; a wall-clock bound here failed under load.)
     let mut polls = Vec::new();
     for _ in 0..3 {
         let data: serde_json::Value = serde_json::from_str(&b.event().await.data).unwrap();
         polls.push(data["poll"].as_u64().unwrap());
     }
     assert!(polls.windows(2).all(|w| w[1] > w[0]), "{polls:?}");
-    assert!(started.elapsed() >= Duration::from_millis(100));
     drop((a, a2, b));
     manager
         .wait_until(|s| s.pollers == 0 && s.topics == 0)

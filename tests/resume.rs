@@ -8,7 +8,7 @@ use axum::Router;
 use axum::routing::get;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use sse_integration_tests::{CuttableListener, PATIENCE, SseClient, TestServer};
+use sse_integration_tests::{CuttableListener, CuttingProxy, PATIENCE, SseClient, TestServer};
 use sse_runtime::{EventId, Manager, SseHandler, SubscribeOptions, WriteDeadline};
 
 fn feed(manager: &Manager) -> Router {
@@ -356,7 +356,7 @@ async fn the_query_parameter_resumes_clients_that_cannot_set_headers() {
     let id = first.event().await.id;
     drop(first);
     manager.wait_until(|s| s.subscribers == 0).await;
-    manager.publish("/feed?room=1", &"lost without retention"); // nobody subscribed: a no-op
+    manager.publish("/feed?room=1", &"kept by retention");
     let mut again =
         SseClient::connect(&server.url(&format!("/feed?room=1&last_event_id={id}"))).await;
     assert_eq!(
@@ -367,9 +367,10 @@ async fn the_query_parameter_resumes_clients_that_cannot_set_headers() {
     manager.publish("/feed?room=1", &2);
     assert_eq!(
         again.event().await.data,
-        "2",
-        "resumed right after 1 (kept by retention)"
+        "\"kept by retention\"",
+        "resumed right after 1"
     );
+    assert_eq!(again.event().await.data, "2");
 }
 
 #[tokio::test]
@@ -383,13 +384,15 @@ async fn a_page_reload_within_the_retention_time_resumes() {
     manager
         .wait_until(|s| s.topics == 0 && s.retained == 1)
         .await;
-    // The reloaded page reconnects; what was published in between was lost (nobody was
-    // subscribed), but the ids continue and no reset is needed.
-    let mut reloaded = SseClient::connect_with(&server.url("/feed"), Some(&id)).await;
+    // Published while no page was open: recorded in the retained history.
     manager.publish("feed", &2);
-    let event = reloaded.event().await;
-    assert_eq!(event.data, "2");
-    assert_eq!(event.id.parse::<EventId>().unwrap().sequence(), 2);
+    let mut reloaded = SseClient::connect_with(&server.url("/feed"), Some(&id)).await;
+    manager.publish("feed", &3);
+    for expected in [2, 3] {
+        let event = reloaded.event().await;
+        assert_eq!(event.data, expected.to_string());
+        assert_eq!(event.id.parse::<EventId>().unwrap().sequence(), expected);
+    }
 }
 
 #[tokio::test]
@@ -420,5 +423,115 @@ async fn change_detection_keeps_duplicates_out_of_the_history() {
         data,
         ["\"b\"", "\"c\""],
         "the replay is what live subscribers saw"
+    );
+}
+
+/// The only subscriber of a topic is cut off by a proxy, events are published while it is away,
+/// and it reconnects through the proxy with its last id, as every SSE client does. Spec: a topic
+/// whose history is retained keeps recording publishes while nobody is subscribed, so the
+/// returning client gets exactly what it missed, with ids that leave no gap; when its history
+/// cannot cover the gap the client gets a `reset`, never consecutive ids over missing events.
+async fn the_only_subscriber_is_cut_off(direct: bool, manager: Manager) -> Vec<(String, String)> {
+    let server = if direct {
+        TestServer::start_direct(feed(&manager), Duration::from_secs(30)).await
+    } else {
+        TestServer::start(feed(&manager), Duration::from_secs(30)).await
+    };
+    let proxy = CuttingProxy::start(server.addr).await;
+    let mut seen = Vec::new();
+
+    let mut client = SseClient::connect(&proxy.url("/feed")).await;
+    for value in 1..=5 {
+        manager.publish("feed", &value);
+    }
+    for _ in 1..=5 {
+        let event = client.event().await;
+        seen.push((event.id, event.data));
+    }
+    assert_eq!(proxy.cut_all(), 1);
+    client.until_dropped().await;
+    manager.wait_until(|s| s.subscribers == 0).await;
+
+    for value in 6..=10 {
+        manager.publish("feed", &value);
+    }
+    let last_id = seen.last().unwrap().0.clone();
+    let mut client = SseClient::connect_with(&proxy.url("/feed"), Some(&last_id)).await;
+    manager.wait_until(|s| s.subscribers == 1).await;
+    for value in 11..=15 {
+        manager.publish("feed", &value);
+    }
+    loop {
+        let event = client.event().await;
+        let done = event.data == "15";
+        let what = match event.event.as_str() {
+            "message" => event.data,
+            other => format!("{other}{}", event.data),
+        };
+        seen.push((event.id, what));
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// Asserts that `seen` holds the values 1..=15 in order with consecutive sequence numbers.
+fn assert_complete(seen: &[(String, String)]) {
+    let values: Vec<&str> = seen.iter().map(|(_, data)| data.as_str()).collect();
+    let expected: Vec<String> = (1..=15).map(|v| v.to_string()).collect();
+    assert_eq!(values, expected, "every event, in order, once");
+    for (n, (id, _)) in seen.iter().enumerate() {
+        let id: EventId = id.parse().unwrap();
+        assert_eq!(id.sequence(), n as u64 + 1, "ids follow the events");
+    }
+}
+
+#[tokio::test]
+async fn the_only_subscriber_reconnecting_through_a_cutting_proxy_gets_what_it_missed() {
+    assert_complete(&the_only_subscriber_is_cut_off(false, Manager::new()).await);
+}
+
+#[tokio::test]
+async fn the_same_under_sse_runtime_serve_gets_what_it_missed() {
+    assert_complete(&the_only_subscriber_is_cut_off(true, Manager::new()).await);
+}
+
+#[tokio::test]
+async fn missing_more_than_the_history_holds_is_a_reset_not_a_silent_gap() {
+    let manager = Manager::builder().history(3).build().unwrap();
+    let seen = the_only_subscriber_is_cut_off(true, manager).await;
+    let after: Vec<&str> = seen[5..].iter().map(|(_, data)| data.as_str()).collect();
+    assert!(
+        after[0].starts_with("reset{\"reason\":\"history-exceeded\""),
+        "{after:?}"
+    );
+    // The history kept the newest three of the five missed events; the reset says where the
+    // client continues from, and its id is not mistaken for the missed events.
+    let reset_id: EventId = seen[5].0.parse().unwrap();
+    assert_eq!(
+        reset_id.sequence(),
+        10,
+        "the reset's id is the newest event's"
+    );
+    assert_eq!(&after[1..], ["11", "12", "13", "14", "15"]);
+}
+
+#[tokio::test]
+async fn without_retention_the_returning_client_is_told_the_topic_started_over() {
+    let manager = Manager::builder()
+        .retention(Duration::ZERO)
+        .build()
+        .unwrap();
+    let seen = the_only_subscriber_is_cut_off(false, manager.clone()).await;
+    let after: Vec<&str> = seen[5..].iter().map(|(_, data)| data.as_str()).collect();
+    assert!(
+        after[0].starts_with("reset{\"reason\":\"unknown-epoch\""),
+        "{after:?}"
+    );
+    assert_eq!(&after[1..], ["11", "12", "13", "14", "15"]);
+    assert_eq!(
+        manager.stats().published,
+        10,
+        "publishing to a topic with neither subscribers nor history is a no-op"
     );
 }

@@ -29,6 +29,11 @@ pub const DEFAULT_MAX_LAG_EVENTS: usize = 512;
 /// How far (in bytes of encoded events) a subscriber may fall behind before it is disconnected.
 pub const DEFAULT_MAX_LAG_BYTES: usize = 1 << 20;
 
+/// Largest encoded event (its `id:`, `event:` and `data:` lines) a topic accepts, by default.
+/// A publish over it is refused: logged, counted in [`Stats::oversized`](crate::Stats), and
+/// never seen by any subscriber.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+
 /// Settings shared by every topic of a [`Manager`].
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -46,6 +51,7 @@ pub(crate) struct Limits {
     pub(crate) history_bytes: usize,
     pub(crate) max_lag_events: usize,
     pub(crate) max_lag_bytes: usize,
+    pub(crate) max_event_bytes: usize,
     pub(crate) retention: Duration,
 }
 
@@ -69,6 +75,7 @@ impl Default for Limits {
             history_bytes: DEFAULT_HISTORY_BYTES,
             max_lag_events: DEFAULT_MAX_LAG_EVENTS,
             max_lag_bytes: DEFAULT_MAX_LAG_BYTES,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             retention: DEFAULT_RETENTION,
         }
     }
@@ -161,10 +168,32 @@ impl ManagerBuilder {
         self
     }
 
-    /// How many bytes of events a subscriber may fall behind before it is disconnected
-    /// (default 1 MiB).
+    /// How many bytes of events may queue up behind the event a subscriber is sending before
+    /// it is disconnected (default 1 MiB). The event being sent does not count, so one large
+    /// event never disconnects anyone; its size is bounded by
+    /// [`max_event_bytes`](Self::max_event_bytes).
     pub fn max_lag_bytes(mut self, bytes: usize) -> Self {
         self.limits.max_lag_bytes = bytes;
+        self
+    }
+
+    /// Largest encoded event accepted (default 1 MiB, [`DEFAULT_MAX_EVENT_BYTES`]). A publish
+    /// over it is refused: it is logged and counted in
+    /// [`Stats::oversized`](crate::Stats::oversized), takes no id and reaches nobody, so every
+    /// subscriber goes on receiving the events after it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let manager = sse_runtime::Manager::builder().max_event_bytes(64).build().unwrap();
+    /// let mut sub = manager.subscribe("t").unwrap();
+    /// manager.publish("t", &"x".repeat(100));
+    /// manager.publish("t", &"small");
+    /// assert!(sub.recv().await.unwrap().ends_with(b"data: \"small\"\n\n"));
+    /// assert_eq!(manager.stats().oversized, 1);
+    /// # }
+    /// ```
+    pub fn max_event_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_event_bytes = bytes;
         self
     }
 
@@ -190,6 +219,11 @@ impl ManagerBuilder {
                 "max_lag and max_lag_bytes must be at least 1: a subscriber must be allowed one \
                  undelivered event"
                     .to_owned(),
+            ));
+        }
+        if self.limits.max_event_bytes == 0 {
+            return Err(ConfigError::new(
+                "max_event_bytes must be at least 1".to_owned(),
             ));
         }
         Ok(Manager::from_config(Config {

@@ -55,8 +55,8 @@ mod typed;
 
 pub use config::{
     ConfigError, DEFAULT_HEARTBEAT, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS,
-    DEFAULT_MAX_LAG_BYTES, DEFAULT_MAX_LAG_EVENTS, DEFAULT_RETENTION, DEFAULT_RETRY,
-    ManagerBuilder,
+    DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_LAG_BYTES, DEFAULT_MAX_LAG_EVENTS, DEFAULT_RETENTION,
+    DEFAULT_RETRY, ManagerBuilder,
 };
 pub use deadline::{DeadlineIo, WriteDeadline};
 pub use event_id::{EventId, MalformedEventId};

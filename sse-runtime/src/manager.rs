@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -17,7 +17,7 @@ use crate::config::{Config, ManagerBuilder};
 use crate::polling::{PollingService, TopicPublisher};
 use crate::stats::{Counters, Stats, TopicStats};
 use crate::subscription::{SubscribeError, SubscribeOptions, Subscription};
-use crate::topic::{History, Published, Topic};
+use crate::topic::{History, Published, Recorded, Topic};
 
 type Map<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
 
@@ -31,8 +31,17 @@ struct Registry {
 }
 
 struct Retained {
-    history: History,
+    /// Publishes to the emptied topic keep being recorded here (under the registry's read lock
+    /// plus this one), so a client that comes back within the retention time gets them.
+    history: Mutex<History>,
     until: Instant,
+}
+
+/// Where a publish by topic name goes.
+enum Found {
+    Live(Arc<Topic>),
+    Retained,
+    Nowhere,
 }
 
 impl Registry {
@@ -46,7 +55,7 @@ impl Registry {
             self.retained.insert(
                 topic.name.clone(),
                 Retained {
-                    history,
+                    history: Mutex::new(history),
                     until: now + retention,
                 },
             );
@@ -58,7 +67,7 @@ impl Registry {
     fn revive(&mut self, name: &str, now: Instant) -> Option<History> {
         self.sweep(now);
         let retained = self.retained.remove(name)?;
-        (retained.until > now).then_some(retained.history)
+        (retained.until > now).then(|| retained.history.into_inner())
     }
 
     /// Drops expired histories, at most once a second (a sweep walks them all).
@@ -154,10 +163,16 @@ impl Manager {
 
     /// Publishes `value` to every current subscriber of `topic`.
     ///
-    /// Fire-and-forget: returns nothing and never waits for a subscriber. With no subscriber it
-    /// does nothing at all (one map lookup under a read lock; `value` is not even serialized).
-    /// `value` is serialized once, however many subscribers there are; if it cannot be
-    /// serialized the error is logged and the event skipped.
+    /// Fire-and-forget: returns nothing and never waits for a subscriber. `value` is
+    /// serialized once, however many subscribers there are; if it cannot be serialized, or its
+    /// frame is over [`max_event_bytes`](ManagerBuilder::max_event_bytes), the error is logged
+    /// and counted and the event skipped.
+    ///
+    /// While the topic has no subscriber but still has a retained history (its last subscriber
+    /// left less than the [retention](ManagerBuilder::retention) time ago), the event is
+    /// recorded there, so a client that reconnects with its `Last-Event-ID` gets it. With
+    /// neither, publishing does nothing at all (two map lookups under a read lock; `value` is
+    /// not even serialized).
     pub fn publish<T: Serialize + ?Sized>(&self, topic: &str, value: &T) {
         self.publish_event(topic, None, value);
     }
@@ -170,17 +185,14 @@ impl Manager {
         event: Option<&str>,
         value: &T,
     ) {
-        if let Some(topic) = self.inner.lookup(topic) {
-            self.inner.publish_to(&topic, event, value);
-        }
+        self.inner
+            .publish_named(topic, event, || self.inner.encode(topic, value));
     }
 
     /// Publishes data that is already encoded (for example JSON received from elsewhere). Lines
     /// of `data` become `data:` lines of the event.
     pub fn publish_raw(&self, topic: &str, event: Option<&str>, data: impl Into<Bytes>) {
-        if let Some(topic) = self.inner.lookup(topic) {
-            self.inner.deliver(&topic, event, data.into());
-        }
+        self.inner.publish_named(topic, event, || Some(data.into()));
     }
 
     /// Subscribes to `topic`, creating its broadcaster if this is the first subscriber.
@@ -351,33 +363,86 @@ impl Inner {
         self.topics.read().live.get(topic).cloned()
     }
 
-    /// Serializes once and delivers; a serialization failure is logged and skipped.
-    pub(crate) fn publish_to<T: Serialize + ?Sized>(
+    /// Where a publish to `name` goes: its live broadcaster, its retained history, or nowhere.
+    fn find(&self, name: &str, now: Instant) -> Found {
+        let topics = self.topics.read();
+        if let Some(topic) = topics.live.get(name) {
+            return Found::Live(topic.clone());
+        }
+        match topics.retained.get(name) {
+            Some(retained) if retained.until > now => Found::Retained,
+            _ => Found::Nowhere,
+        }
+    }
+
+    /// Publishes to the topic called `name`, wherever its history is; `encode` runs only when
+    /// the event will be recorded.
+    fn publish_named(
         &self,
-        topic: &Topic,
+        name: &str,
         event: Option<&str>,
-        value: &T,
+        encode: impl FnOnce() -> Option<Bytes>,
     ) {
+        let now = Instant::now();
+        let live = match self.find(name, now) {
+            Found::Live(topic) => Some(topic),
+            Found::Retained => None,
+            Found::Nowhere => return,
+        };
+        let Some(mut data) = encode() else { return };
+        if let Some(topic) = live {
+            match topic.publish(event, data) {
+                Published::Recorded(recorded) => return self.count(&topic.name, recorded),
+                Published::Closed(returned) => data = returned,
+            }
+        }
+        // The topic emptied (or came back) since the lookup. Under the registry's read lock its
+        // history cannot move again: record the event wherever it is now.
+        let topics = self.topics.read();
+        if let Some(topic) = topics.live.get(name) {
+            if let Published::Recorded(recorded) = topic.publish(event, data) {
+                self.count(name, recorded);
+            }
+        } else if let Some(retained) = topics.retained.get(name).filter(|r| r.until > now) {
+            let recorded = retained.history.lock().record(event, data);
+            self.count(name, recorded);
+        }
+    }
+
+    /// Serializes a payload; a failure is logged, counted and skipped.
+    pub(crate) fn encode<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Option<Bytes> {
         match serde_json::to_vec(value) {
-            Ok(data) => self.deliver(topic, event, Bytes::from(data)),
+            Ok(data) => Some(Bytes::from(data)),
             Err(error) => {
                 self.counters
                     .serialize_errors
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(topic = %topic.name, %error, "event payload failed to serialize; skipped");
+                tracing::error!(%topic, %error, "event payload failed to serialize; skipped");
+                None
             }
         }
     }
 
+    /// Publishes to a topic's live broadcaster only (a poller's topic: once the topic has
+    /// closed, its poller is stopping and what it still produces belongs to nobody).
     pub(crate) fn deliver(&self, topic: &Topic, event: Option<&str>, data: Bytes) {
-        match topic.publish(event, data) {
-            Published::Sent => {
+        if let Published::Recorded(recorded) = topic.publish(event, data) {
+            self.count(&topic.name, recorded);
+        }
+    }
+
+    fn count(&self, topic: &str, recorded: Recorded) {
+        match recorded {
+            Recorded::Appended => {
                 self.counters.published.fetch_add(1, Ordering::Relaxed);
             }
-            Published::Duplicate => {
+            Recorded::Duplicate => {
                 self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
             }
-            Published::Closed => {}
+            Recorded::TooLarge(size) => {
+                self.counters.oversized.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%topic, size, "event over max_event_bytes; refused");
+            }
         }
     }
 
@@ -455,7 +520,11 @@ impl Inner {
 
     fn stats(&self) -> Stats {
         let topics = self.topics.read();
-        let retained_bytes = topics.retained.values().map(|r| r.history.bytes()).sum();
+        let retained_bytes = topics
+            .retained
+            .values()
+            .map(|r| r.history.lock().bytes())
+            .sum();
         self.counters
             .snapshot(topics.live.len(), topics.retained.len(), retained_bytes)
     }

@@ -112,8 +112,10 @@ impl TopicPublisher {
 
 impl Publisher for TopicPublisher {
     fn publish<T: Serialize + ?Sized>(&self, value: &T) {
-        if let (Some(topic), Some(manager)) = (self.topic.upgrade(), self.manager.upgrade()) {
-            manager.publish_to(&topic, None, value);
+        if let (Some(topic), Some(manager)) = (self.topic.upgrade(), self.manager.upgrade())
+            && let Some(data) = manager.encode(&topic.name, value)
+        {
+            manager.deliver(&topic, None, data);
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct Stats {
     pub duplicates: u64,
     /// Payloads that failed to serialize and were skipped.
     pub serialize_errors: u64,
+    /// Events refused for being over
+    /// [`max_event_bytes`](crate::ManagerBuilder::max_event_bytes).
+    pub oversized: u64,
     /// Subscribers disconnected for falling too far behind.
     pub lagged: u64,
 }
@@ -72,6 +75,7 @@ pub(crate) struct Counters {
     pub(crate) published: AtomicU64,
     pub(crate) duplicates: AtomicU64,
     pub(crate) serialize_errors: AtomicU64,
+    pub(crate) oversized: AtomicU64,
     pub(crate) lagged: AtomicU64,
 }
 
@@ -88,6 +92,7 @@ impl Counters {
             published: self.published.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
             serialize_errors: self.serialize_errors.load(Ordering::Relaxed),
+            oversized: self.oversized.load(Ordering::Relaxed),
             lagged: self.lagged.load(Ordering::Relaxed),
         }
     }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
-use parking_lot::{RwLock, RwLockUpgradableReadGuard, RwLockWriteGuard};
+use parking_lot::{RwLock, RwLockWriteGuard};
 use slab::Slab;
 
 use crate::config::Limits;
@@ -31,17 +31,12 @@ const MAX_CHUNK: usize = 256 * 1024;
 
 pub(crate) struct Topic {
     pub(crate) name: Arc<str>,
-    pub(crate) epoch: u64,
-    change_detection: bool,
-    limits: Limits,
     /// Lock order: the manager's registry lock, then this one. Publishing takes only this one.
     state: RwLock<State>,
 }
 
 struct State {
-    log: Log,
-    /// Payload of the newest event, kept only when change detection is on.
-    last_payload: Option<Bytes>,
+    history: History,
     subscribers: Slab<Arc<Subscriber>>,
     /// Set, under the registry lock, when the last subscriber leaves (or at shutdown): a stale
     /// handle (a poller still stopping, a publish that raced the unsubscribe) finds the topic
@@ -62,11 +57,25 @@ struct Log {
     end_offset: u64,
 }
 
-/// A topic's log without the topic: what outlives the last subscriber during the retention time.
+/// What a topic records: its epoch, its log, and the rules it records by. It lives in the
+/// topic while the topic has subscribers, and in the registry for the retention time after the
+/// last one left, where publishes go on being recorded so a returning client misses nothing.
 pub(crate) struct History {
     epoch: u64,
     log: Log,
+    /// Payload of the newest event, kept only when change detection is on.
     last_payload: Option<Bytes>,
+    change_detection: bool,
+    limits: Limits,
+}
+
+/// What became of a published event.
+pub(crate) enum Recorded {
+    Appended,
+    /// Same payload as the previous event (change detection): not recorded.
+    Duplicate,
+    /// Its encoded frame is over the size limit: not recorded. Carries the frame's size.
+    TooLarge(usize),
 }
 
 struct Entry {
@@ -138,10 +147,10 @@ pub(crate) enum Read {
 }
 
 pub(crate) enum Published {
-    Sent,
-    /// Same payload as the previous event: only subscribers that had nothing yet got it.
-    Duplicate,
-    Closed,
+    Recorded(Recorded),
+    /// The topic was closed; the payload is handed back so the caller can record it wherever
+    /// the topic's history is now.
+    Closed(Bytes),
 }
 
 /// Result of removing a subscriber.
@@ -153,7 +162,8 @@ pub(crate) struct Removed {
 }
 
 impl Topic {
-    /// A new broadcaster; with `history`, it continues that history (same epoch, ids going on).
+    /// A new broadcaster; with `history`, it continues that history (same epoch, ids going on)
+    /// under the new broadcaster's settings.
     pub(crate) fn new(
         name: Arc<str>,
         epoch: u64,
@@ -162,19 +172,21 @@ impl Topic {
         poller: Option<Arc<dyn PollingService>>,
         history: Option<History>,
     ) -> Self {
-        let history = history.unwrap_or(History {
-            epoch,
-            log: Log::new(),
-            last_payload: None,
-        });
+        let history = match history {
+            Some(mut history) => {
+                history.limits = limits;
+                history.change_detection = change_detection;
+                if !change_detection {
+                    history.last_payload = None;
+                }
+                history
+            }
+            None => History::new(epoch, change_detection, limits),
+        };
         Self {
             name,
-            epoch: history.epoch,
-            change_detection,
-            limits,
             state: RwLock::new(State {
-                log: history.log,
-                last_payload: history.last_payload.filter(|_| change_detection),
+                history,
                 subscribers: Slab::new(),
                 closed: false,
                 poller,
@@ -184,28 +196,26 @@ impl Topic {
 
     /// How long this topic's history outlives its last subscriber.
     pub(crate) fn retention(&self) -> std::time::Duration {
-        self.limits.retention
+        self.state.read().history.limits.retention
     }
 
-    /// Moves the log out of a closed topic, for retention. `None` when there is nothing worth
-    /// keeping (no event sent, or history disabled).
+    /// Moves the history out of a closed topic, for retention. `None` when there is nothing
+    /// worth keeping (history disabled).
     pub(crate) fn take_history(&self) -> Option<History> {
         let mut state = self.state.write();
         debug_assert!(state.closed);
-        if state.log.next_seq == 1 || self.limits.history_events == 0 {
+        let history = &state.history;
+        if history.limits.history_events == 0 {
             return None;
         }
-        Some(History {
-            epoch: self.epoch,
-            log: std::mem::replace(&mut state.log, Log::new()),
-            last_payload: state.last_payload.take(),
-        })
+        let empty = History::new(history.epoch, history.change_detection, history.limits);
+        Some(std::mem::replace(&mut state.history, empty))
     }
 
     /// Events and bytes currently in the log.
     pub(crate) fn log_size(&self) -> (usize, usize) {
         let state = self.state.read();
-        (state.log.entries.len(), state.log.bytes)
+        (state.history.log.entries.len(), state.history.log.bytes)
     }
 
     /// Registers a subscriber. Callers hold the registry lock, so the topic cannot be removed
@@ -213,10 +223,11 @@ impl Topic {
     /// subscriber then ends at once).
     pub(crate) fn subscribe(&self, start: Start) -> (usize, Arc<Subscriber>, Joined) {
         let mut state = self.state.write();
+        let history = &state.history;
         let (cursor, joined) = match start {
-            Start::Live => (state.log.next_seq, Joined::Live),
-            Start::After(id) => state.resume_point(self.epoch, id, &self.limits),
-            Start::Malformed => state.reset(self.epoch, ResetReason::Malformed),
+            Start::Live => (history.log.next_seq, Joined::Live),
+            Start::After(id) => history.resume_point(id),
+            Start::Malformed => history.reset(ResetReason::Malformed),
         };
         let subscriber = Arc::new(Subscriber {
             waker: AtomicWaker::new(),
@@ -241,29 +252,24 @@ impl Topic {
         }
     }
 
-    /// Appends one event and wakes every subscriber.
+    /// Records one event and wakes every subscriber.
     pub(crate) fn publish(&self, event: Option<&str>, data: Bytes) -> Published {
-        let state = self.state.upgradable_read();
+        let mut state = self.state.write();
         if state.closed {
-            return Published::Closed;
+            return Published::Closed(data);
         }
-        if self.change_detection && state.last_payload.as_deref() == Some(&data[..]) {
-            let mut state = RwLockUpgradableReadGuard::upgrade(state);
-            state.redeliver_newest_to_fresh();
-            return Published::Duplicate;
+        let recorded = state.history.record(event, data);
+        match recorded {
+            Recorded::Appended => {
+                let state = RwLockWriteGuard::downgrade(state);
+                for (_, subscriber) in &state.subscribers {
+                    subscriber.waker.wake();
+                }
+            }
+            Recorded::Duplicate => state.redeliver_newest_to_fresh(),
+            Recorded::TooLarge(_) => {}
         }
-        let mut state = RwLockUpgradableReadGuard::upgrade(state);
-        let id = EventId::new(self.epoch, state.log.next_seq);
-        let frame = frame::event(Some(id.encode(&mut IdBuf::new())), event, &data);
-        state.log.append(frame, &self.limits);
-        if self.change_detection {
-            state.last_payload = Some(data);
-        }
-        let state = RwLockWriteGuard::downgrade(state);
-        for (_, subscriber) in &state.subscribers {
-            subscriber.waker.wake();
-        }
-        Published::Sent
+        Published::Recorded(recorded)
     }
 
     /// Copies out what `subscriber` has not sent yet. Lag is not held against it while its
@@ -280,39 +286,17 @@ impl Topic {
             return Read::Closed;
         }
         let cursor = subscriber.cursor.load(Ordering::Relaxed);
-        if cursor >= state.log.next_seq {
+        let history = &state.history;
+        let Some(backlog) = history.log.behind(cursor) else {
+            return Read::Lagged;
+        };
+        if backlog.events == 0 {
             return Read::Empty;
         }
-        if cursor < state.log.first_seq {
+        if cursor >= exempt_until && history.limits.is_lagging(backlog) {
             return Read::Lagged;
         }
-        let start = (cursor - state.log.first_seq) as usize;
-        let behind_events = state.log.next_seq - cursor;
-        let first = &state.log.entries[start];
-        let behind_bytes = state.log.end_offset - (first.end - first.frame.len() as u64);
-        if cursor >= exempt_until
-            && (behind_events > self.limits.max_lag_events as u64
-                || behind_bytes > self.limits.max_lag_bytes as u64)
-        {
-            return Read::Lagged;
-        }
-        let mut end = start + 1;
-        let mut len = first.frame.len();
-        while end < state.log.entries.len() && len + state.log.entries[end].frame.len() <= MAX_CHUNK
-        {
-            len += state.log.entries[end].frame.len();
-            end += 1;
-        }
-        let chunk = if end == start + 1 {
-            first.frame.clone()
-        } else {
-            let mut buf = BytesMut::with_capacity(len);
-            for entry in state.log.entries.range(start..end) {
-                buf.extend_from_slice(&entry.frame);
-            }
-            buf.freeze()
-        };
-        let next = cursor + (end - start) as u64;
+        let (chunk, next) = history.log.chunk(cursor);
         subscriber.cursor.store(next, Ordering::Relaxed);
         subscriber.fresh.store(false, Ordering::Relaxed);
         Read::Frames(chunk)
@@ -322,7 +306,7 @@ impl Topic {
     pub(crate) fn has_pending(&self, subscriber: &Subscriber, waker: &std::task::Waker) -> bool {
         subscriber.waker.register(waker);
         let state = self.state.read();
-        subscriber.cursor.load(Ordering::Relaxed) < state.log.next_seq
+        subscriber.cursor.load(Ordering::Relaxed) < state.history.log.next_seq
     }
 
     /// Closes the topic for good (manager shutdown) and wakes every subscriber so it ends.
@@ -345,8 +329,7 @@ impl Topic {
 
     /// Id of the newest event, if any was sent.
     pub(crate) fn last_id(&self) -> Option<EventId> {
-        let state = self.state.read();
-        (state.log.next_seq > 1).then(|| EventId::new(self.epoch, state.log.next_seq - 1))
+        self.state.read().history.last_id()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -355,8 +338,90 @@ impl Topic {
 }
 
 impl History {
+    fn new(epoch: u64, change_detection: bool, limits: Limits) -> Self {
+        Self {
+            epoch,
+            log: Log::new(),
+            last_payload: None,
+            change_detection,
+            limits,
+        }
+    }
+
     pub(crate) fn bytes(&self) -> usize {
         self.log.bytes
+    }
+
+    /// Id of the newest event, if any was recorded.
+    fn last_id(&self) -> Option<EventId> {
+        (self.log.next_seq > 1).then(|| EventId::new(self.epoch, self.log.next_seq - 1))
+    }
+
+    /// Encodes `data` under the next id and appends it, unless change detection finds it equal
+    /// to the previous payload or its frame is over the size limit. Either refusal spends no
+    /// id, so ids stay consecutive over exactly the events a subscriber can receive.
+    pub(crate) fn record(&mut self, event: Option<&str>, data: Bytes) -> Recorded {
+        if self.change_detection && self.last_payload.as_deref() == Some(&data[..]) {
+            return Recorded::Duplicate;
+        }
+        let id = EventId::new(self.epoch, self.log.next_seq);
+        let frame = frame::event(Some(id.encode(&mut IdBuf::new())), event, &data);
+        if frame.len() > self.limits.max_event_bytes {
+            return Recorded::TooLarge(frame.len());
+        }
+        self.log.append(frame, &self.limits);
+        if self.change_detection {
+            self.last_payload = Some(data);
+        }
+        Recorded::Appended
+    }
+
+    fn reset(&self, reason: ResetReason) -> (u64, Joined) {
+        let next = EventId::new(self.epoch, self.log.next_seq);
+        (self.log.next_seq, Joined::Reset { reason, next })
+    }
+
+    /// Where a client that last received `last` continues: right after it when everything
+    /// since is still here, else a reset saying why not.
+    fn resume_point(&self, last: EventId) -> (u64, Joined) {
+        if last.epoch() != self.epoch {
+            return self.reset(ResetReason::UnknownEpoch);
+        }
+        let cursor = last.sequence().saturating_add(1);
+        if cursor > self.log.next_seq {
+            return self.reset(ResetReason::FromTheFuture);
+        }
+        let history_start = self
+            .log
+            .next_seq
+            .saturating_sub(self.limits.history_events as u64)
+            .max(self.log.first_seq);
+        if cursor < history_start {
+            return self.reset(ResetReason::HistoryExceeded);
+        }
+        (
+            cursor,
+            Joined::Resumed {
+                head: self.log.next_seq,
+            },
+        )
+    }
+}
+
+/// How far a subscriber is behind the head of its topic.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Backlog {
+    /// Events not sent yet, the one being sent next included.
+    pub(crate) events: u64,
+    /// Bytes of the events queued *behind* the one being sent next: a single large event is
+    /// never lag by itself, only what piles up after it.
+    pub(crate) bytes_behind: u64,
+}
+
+impl Limits {
+    fn is_lagging(&self, backlog: Backlog) -> bool {
+        backlog.events > self.max_lag_events as u64
+            || backlog.bytes_behind > self.max_lag_bytes as u64
     }
 }
 
@@ -369,6 +434,48 @@ impl Log {
             bytes: 0,
             end_offset: 0,
         }
+    }
+
+    /// The backlog of a subscriber whose next event is `cursor`; `None` when that event has
+    /// already been evicted.
+    fn behind(&self, cursor: u64) -> Option<Backlog> {
+        if cursor >= self.next_seq {
+            return Some(Backlog {
+                events: 0,
+                bytes_behind: 0,
+            });
+        }
+        if cursor < self.first_seq {
+            return None;
+        }
+        let next = &self.entries[(cursor - self.first_seq) as usize];
+        Some(Backlog {
+            events: self.next_seq - cursor,
+            bytes_behind: self.end_offset - next.end,
+        })
+    }
+
+    /// The frames from `cursor` on, up to [`MAX_CHUNK`] bytes (at least one frame), as one
+    /// chunk, and the cursor after them. `cursor` must be in the log.
+    fn chunk(&self, cursor: u64) -> (Bytes, u64) {
+        let start = (cursor - self.first_seq) as usize;
+        let first = &self.entries[start].frame;
+        let mut end = start + 1;
+        let mut len = first.len();
+        while end < self.entries.len() && len + self.entries[end].frame.len() <= MAX_CHUNK {
+            len += self.entries[end].frame.len();
+            end += 1;
+        }
+        let chunk = if end == start + 1 {
+            first.clone()
+        } else {
+            let mut buf = BytesMut::with_capacity(len);
+            for entry in self.entries.range(start..end) {
+                buf.extend_from_slice(&entry.frame);
+            }
+            buf.freeze()
+        };
+        (chunk, cursor + (end - start) as u64)
     }
 
     /// Appends a frame, then drops the oldest while over either bound (keeping the newest).
@@ -395,48 +502,19 @@ impl State {
     /// Change detection skipped a duplicate; subscribers that have sent nothing yet are owed
     /// it, and the newest logged event has exactly that payload, so they rewind onto it.
     fn redeliver_newest_to_fresh(&mut self) {
-        let newest = self.log.next_seq - 1;
+        let log = &self.history.log;
+        let newest = log.next_seq - 1;
         debug_assert!(
-            newest >= self.log.first_seq,
+            newest >= log.first_seq,
             "a payload was recorded, so one is logged"
         );
         for (_, subscriber) in &self.subscribers {
             if subscriber.fresh.load(Ordering::Relaxed)
-                && subscriber.cursor.load(Ordering::Relaxed) == self.log.next_seq
+                && subscriber.cursor.load(Ordering::Relaxed) == log.next_seq
             {
                 subscriber.cursor.store(newest, Ordering::Relaxed);
                 subscriber.waker.wake();
             }
         }
-    }
-
-    fn reset(&self, epoch: u64, reason: ResetReason) -> (u64, Joined) {
-        let next = EventId::new(epoch, self.log.next_seq);
-        (self.log.next_seq, Joined::Reset { reason, next })
-    }
-
-    fn resume_point(&self, epoch: u64, last: EventId, limits: &Limits) -> (u64, Joined) {
-        let reset = |reason| self.reset(epoch, reason);
-        if last.epoch() != epoch {
-            return reset(ResetReason::UnknownEpoch);
-        }
-        let cursor = last.sequence().saturating_add(1);
-        if cursor > self.log.next_seq {
-            return reset(ResetReason::FromTheFuture);
-        }
-        let history_start = self
-            .log
-            .next_seq
-            .saturating_sub(limits.history_events as u64)
-            .max(self.log.first_seq);
-        if cursor < history_start {
-            return reset(ResetReason::HistoryExceeded);
-        }
-        (
-            cursor,
-            Joined::Resumed {
-                head: self.log.next_seq,
-            },
-        )
     }
 }

@@ -307,6 +307,15 @@ impl SseClient {
         self.next().await.expect("stream still open")
     }
 
+    /// Waits until the connection is gone (ended by the server or cut on the way), skipping
+    /// events; a transport error counts as the end, as it does for a browser.
+    pub async fn until_dropped(&mut self) {
+        while let Some(Ok(_)) = tokio::time::timeout(PATIENCE, self.events.next())
+            .await
+            .expect("connection ends in time")
+        {}
+    }
+
     /// Waits for the server to end the stream, skipping events.
     pub async fn until_end(&mut self) {
         while self.next().await.is_some() {}
@@ -382,5 +391,66 @@ impl RawClient {
             seen.extend(more);
         }
         seen
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 in front of a server, whose connections the test can cut the way a
+/// proxy's idle timeout or a network blip does: both the client and the server see their
+/// connection end, and the client reconnects through the proxy.
+pub struct CuttingProxy {
+    pub addr: SocketAddr,
+    open: Arc<Mutex<Vec<CancellationToken>>>,
+    stop: CancellationToken,
+}
+
+impl CuttingProxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let open: Arc<Mutex<Vec<CancellationToken>>> = Arc::default();
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let (open, stop) = (open.clone(), stop.clone());
+            async move {
+                loop {
+                    let (mut client, _) = tokio::select! {
+                        () = stop.cancelled() => return,
+                        accepted = listener.accept() => accepted.expect("accept"),
+                    };
+                    let cut = stop.child_token();
+                    open.lock().unwrap().push(cut.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut server) = TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            () = cut.cancelled() => {}
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        }
+                    });
+                }
+            }
+        });
+        Self { addr, open, stop }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Cuts every connection open through the proxy; returns how many.
+    pub fn cut_all(&self) -> usize {
+        let open = std::mem::take(&mut *self.open.lock().unwrap());
+        let live = open.iter().filter(|cut| !cut.is_cancelled()).count();
+        open.iter().for_each(CancellationToken::cancel);
+        live
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
