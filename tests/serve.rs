@@ -22,6 +22,13 @@ fn app(manager: &Manager) -> Router {
             get(|| async { axum::Json(serde_json::json!({"ok": true})) }),
         )
         .route("/echo", post(|body: String| async move { body }))
+        .route("/empty", get(|| async { http::StatusCode::NO_CONTENT }))
+        .route(
+            "/polled",
+            get(SseHandler::new(manager).polling(|_| {
+                sse_runtime::Polling::new(|_| async { Ok::<_, sse_runtime::PollError>(1) })
+            })),
+        )
         .route(
             "/stream",
             get(|| async {
@@ -285,4 +292,166 @@ async fn shutdown_waits_for_streams_ended_by_the_manager() {
         .await
         .expect("serve returns")
         .unwrap();
+}
+
+/// Sends `request` on a fresh connection, half-closes, and reads until the server closes.
+async fn exchange_and_close(server: &TestServer, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// Spec: `HEAD` on an SSE route gets the stream's headers and no body, subscribes to nothing,
+/// starts no poller, and the connection goes on with the next request.
+#[tokio::test]
+async fn head_on_an_sse_route_gets_the_head_only_and_subscribes_to_nothing() {
+    let manager = Manager::new();
+    let server = start(&manager).await;
+    for path in ["/alarms", "/polled"] {
+        let request = format!(
+            "HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        let response = exchange(&server, request.as_bytes()).await;
+        let (head, rest) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{response}");
+        assert!(head.contains("content-type: text/event-stream"), "{head}");
+        assert!(
+            rest.starts_with("HTTP/1.1 200 OK"),
+            "the next request is answered right after the head: {response}"
+        );
+        assert!(rest.ends_with("hello"), "{response}");
+    }
+    let stats = manager.stats();
+    assert_eq!((stats.topics, stats.retained, stats.pollers_started), (0, 0, 0));
+}
+
+/// Spec: nothing of a body is read before a handler asks for it. A route that never reads it
+/// (here the 404 fallback) answers at once, without `100 Continue`, and since the body was not
+/// consumed the connection closes instead of reading it.
+#[tokio::test]
+async fn a_handler_that_does_not_read_the_body_answers_without_waiting_for_it() {
+    let manager = Manager::new();
+    let server = start(&manager).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1000000\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 404 "), "{response}");
+    assert!(!response.contains("100 Continue"), "{response}");
+    assert!(response.contains("connection: close"), "{response}");
+}
+
+/// Spec: `100 Continue` is sent when the handler starts reading the body, and only to
+/// HTTP/1.1 clients (HTTP/1.0 has no such status).
+#[tokio::test]
+async fn continue_is_sent_when_the_handler_reads_and_never_to_http_1_0() {
+    let manager = Manager::new();
+    let server = start(&manager).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+        .await
+        .unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(PATIENCE, stream.read_exact(&mut interim))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"ping").await.unwrap();
+    let mut head = [0u8; 15];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200 OK");
+
+    // The body's first half comes with the head, so the server has less than the whole body
+    // when it decides whether to send 100 Continue.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"POST /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\npi")
+        .await
+        .unwrap();
+    stream.write_all(b"ng").await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.ends_with("ping"), "{response}");
+}
+
+/// Spec: `Content-Length` is digits only. `+2` (which Rust's integer parsing accepts) would end
+/// the body early and run the rest as a second, smuggled request.
+#[tokio::test]
+async fn a_signed_content_length_is_refused_and_nothing_is_smuggled() {
+    let manager = Manager::new();
+    let server = start(&manager).await;
+    for length in ["+2", "-0", " 2x", "0x2", "2 2", ""] {
+        let request = format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n{{}}GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+        );
+        let response = exchange_and_close(&server, request.as_bytes()).await;
+        assert!(response.starts_with("HTTP/1.1 400 "), "{length:?}: {response}");
+        assert!(!response.contains("hello"), "smuggled with {length:?}: {response}");
+    }
+}
+
+/// Spec: `Connection` is a case-insensitive, comma-separated list over every `Connection`
+/// header; `close` anywhere in it closes after the response.
+#[tokio::test]
+async fn close_anywhere_in_the_connection_headers_closes() {
+    let manager = Manager::new();
+    let server = start(&manager).await;
+    for connection in [
+        "Connection: keep-alive, close",
+        "Connection: Upgrade, Close",
+        "Connection: keep-alive\r\nConnection: close",
+        "Connection: ,CLOSE ,",
+    ] {
+        let request = format!(
+            "GET /hello HTTP/1.1\r\nHost: x\r\n{connection}\r\n\r\nGET /json HTTP/1.1\r\nHost: x\r\n\r\n"
+        );
+        let response = exchange_and_close(&server, request.as_bytes()).await;
+        assert_eq!(response.matches("HTTP/1.1 200").count(), 1, "{connection:?}: {response}");
+        assert!(response.ends_with("hello"), "{connection:?}: {response}");
+    }
+}
+
+/// Spec: a 204 has no `Content-Length` (RFC 9110 8.6), and every response has a `Date`.
+#[tokio::test]
+async fn a_204_has_no_length_and_every_response_has_a_date() {
+    let manager = Manager::new();
+    let server = start(&manager).await;
+    let response =
+        exchange_and_close(&server, b"GET /empty HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 204 "), "{response}");
+    assert!(!response.to_ascii_lowercase().contains("content-length"), "{response}");
+    for path in ["/empty", "/hello", "/nowhere"] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let response = exchange_and_close(&server, request.as_bytes()).await;
+        let date = response
+            .lines()
+            .find_map(|l| l.strip_prefix("date: "))
+            .unwrap_or_else(|| panic!("{path}: no date: {response}"));
+        assert!(httpdate_like(date), "{date}");
+    }
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn httpdate_like(date: &str) -> bool {
+    date.len() == 29 && date.ends_with(" GMT") && date.as_bytes()[3] == b','
 }

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use axum::extract::{FromRequestParts, OriginalUri, RawPathParams, Request};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
-use http::{HeaderMap, StatusCode, Uri};
+use http::{HeaderMap, Method, StatusCode, Uri};
 
+use crate::frame;
 use crate::manager::Manager;
 use crate::polling::PollingService;
 use crate::stream::SseStream;
@@ -116,8 +117,12 @@ impl SseHandler {
         self
     }
 
-    /// Opens the stream for a request; what [`axum::handler::Handler::call`] does.
+    /// Opens the stream for a request; what [`axum::handler::Handler::call`] does. A `HEAD`
+    /// request gets the stream's headers only, and subscribes to nothing.
     pub async fn respond(&self, parts: &mut Parts) -> Response {
+        if parts.method == Method::HEAD {
+            return head_only();
+        }
         let topic = match &self.topic {
             Some(TopicSource::Fixed(topic)) => topic.to_string(),
             Some(TopicSource::Template(template)) => {
@@ -151,13 +156,17 @@ impl SseHandler {
 }
 
 /// Subscribes the request to `topic` and answers with the stream: `414` for an oversized topic,
-/// `503` after shutdown. Resumes from the request's `Last-Event-ID`.
+/// `503` after shutdown. Resumes from the request's `Last-Event-ID`. A `HEAD` request gets the
+/// headers only: it subscribes to nothing and starts no poller.
 pub(crate) fn open(
     manager: &Manager,
     topic: &str,
     parts: &Parts,
     mut options: SubscribeOptions,
 ) -> Response {
+    if parts.method == Method::HEAD {
+        return head_only();
+    }
     if topic.len() > MAX_TOPIC_LEN {
         return (
             StatusCode::URI_TOO_LONG,
@@ -172,6 +181,13 @@ pub(crate) fn open(
         Ok(subscription) => SseStream::new(subscription, manager.heartbeat()).into_response(),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
     }
+}
+
+/// The answer to `HEAD` on an SSE route: what a `GET` would get, without the stream.
+fn head_only() -> Response {
+    let mut response = Response::new(axum::body::Body::empty());
+    frame::set_headers(response.headers_mut());
+    response
 }
 
 impl<S: Send + Sync + 'static> axum::handler::Handler<(), S> for SseHandler {

@@ -13,7 +13,8 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::frame;
-use crate::serve::Takeover;
+use parking_lot::Mutex;
+use std::sync::Arc;
 use crate::subscription::Subscription;
 
 pin_project! {
@@ -187,5 +188,20 @@ impl Body for TakeoverBody {
 
     fn is_end_stream(&self) -> bool {
         self.slot.is_none() && self.stream.as_ref().is_none_or(|s| s.is_end_stream())
+    }
+}
+
+/// Where an [`SseStream`] waits for [`serve`] to take it over; under any other server its body
+/// takes it on first poll. (Shared, because the stream must live in the body for those.)
+#[derive(Clone)]
+pub(crate) struct Takeover(Arc<Mutex<Option<Pin<Box<SseStream>>>>>);
+
+impl Takeover {
+    pub(crate) fn new(stream: SseStream) -> Self {
+        Self(Arc::new(Mutex::new(Some(Box::pin(stream)))))
+    }
+
+    pub(crate) fn take(&self) -> Option<Pin<Box<SseStream>>> {
+        self.0.lock().take()
     }
 }

@@ -17,7 +17,6 @@ use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -30,41 +29,34 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 use http_body::Body as _;
-use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::stream::SseStream;
+use crate::stream::{SseStream, Takeover};
+
+mod body;
+mod date;
+
+use body::Budget;
 
 /// Longest request head (request line and headers) accepted; longer gets `431`.
 pub const MAX_HEAD: usize = 16 * 1024;
 
-/// Largest request body accepted; larger gets `413`.
+/// Largest request body accepted; a request declaring more gets `413` before any handler runs.
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// Bytes of request bodies that all connections of one server hold at most, together. A body
+/// is read only when its handler asks for it, and only once this budget has room for it.
+pub const MAX_PENDING_BODIES: usize = 32 * 1024 * 1024;
 
 /// Most headers in a request.
 const MAX_HEADERS: usize = 64;
 
-/// How long a connection may take to send a request head (slow-loris protection), and how long
-/// an idle keep-alive connection is kept.
+/// How long a connection may take to send a request head (slow-loris protection), how long an
+/// idle keep-alive connection is kept, and how long a body read may wait.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Where an [`SseStream`] waits for [`serve`] to take it over; under any other server its body
-/// takes it on first poll. (Shared, because the stream must live in the body for those.)
-#[derive(Clone)]
-pub(crate) struct Takeover(Arc<Mutex<Option<Pin<Box<SseStream>>>>>);
-
-impl Takeover {
-    pub(crate) fn new(stream: SseStream) -> Self {
-        Self(Arc::new(Mutex::new(Some(Box::pin(stream)))))
-    }
-
-    pub(crate) fn take(&self) -> Option<Pin<Box<SseStream>>> {
-        self.0.lock().take()
-    }
-}
 
 /// Serves `router` on `listener` until the process ends, writing SSE streams straight to the
 /// socket.
@@ -105,14 +97,15 @@ pub async fn serve_with_shutdown<L: Listener>(
 ) {
     let stop = CancellationToken::new();
     let connections = TaskTracker::new();
+    let budget = Budget::new(MAX_PENDING_BODIES);
     tokio::pin!(signal);
     loop {
         tokio::select! {
             () = &mut signal => break,
             (io, _addr) = listener.accept() => {
-                let (router, stop) = (router.clone(), stop.clone());
+                let (router, stop, budget) = (router.clone(), stop.clone(), budget.clone());
                 connections.spawn(async move {
-                    if let Err(error) = connection(io, router, stop).await {
+                    if let Err(error) = connection(io, router, stop, budget).await {
                         tracing::debug!(%error, "connection ended with an error");
                     }
                 });
@@ -132,7 +125,12 @@ struct Head {
     headers: HeaderMap,
 }
 
-async fn connection<I>(mut io: I, router: Router, stop: CancellationToken) -> io::Result<()>
+async fn connection<I>(
+    mut io: I,
+    router: Router,
+    stop: CancellationToken,
+    budget: Budget,
+) -> io::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -152,35 +150,65 @@ where
             },
         };
         buf.advance(head_len);
-        let body =
-            match tokio::time::timeout(HEAD_TIMEOUT, read_body(&mut io, &mut buf, &head)).await {
-                Err(_elapsed) => return Ok(()),
-                Ok(result) => match result? {
-                    Ok(body) => body,
-                    Err(status) => return refuse(&mut io, status).await,
-                },
-            };
+        let length = match body_length(&head) {
+            Ok(length) => length,
+            Err(status) => return refuse(&mut io, status).await,
+        };
         let keep_alive = wants_keep_alive(&head);
         let is_head = head.method == Method::HEAD;
         let version = head.version;
-        let mut request = Request::new(Body::from(body));
+        // HTTP/1.0 has no 100 Continue; its clients send the body without waiting.
+        let expect_continue = version == Version::HTTP_11
+            && head
+                .headers
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let (mut feed, body) = body::channel(length, expect_continue);
+        let mut request = Request::new(Body::new(body));
         *request.method_mut() = head.method;
         *request.uri_mut() = head.uri;
         *request.version_mut() = head.version;
         *request.headers_mut() = head.headers;
-        let Ok::<_, Infallible>(mut response) = router.clone().oneshot(request).await;
 
-        if let Some(stream) = response
+        // The handler runs while the body is delivered on demand; whichever ends first, the
+        // response is what decides the connection's next step.
+        let respond = router.clone().oneshot(request);
+        tokio::pin!(respond);
+        let mut failed = false;
+        let delivered = tokio::select! {
+            biased;
+            Ok::<_, Infallible>(response) = &mut respond => Some(response),
+            result = feed.deliver(&mut io, &mut buf, &budget, HEAD_TIMEOUT) => {
+                failed = result.is_err();
+                None
+            }
+        };
+        let mut response = match delivered {
+            Some(response) => response,
+            None => {
+                let Ok::<_, Infallible>(response) = respond.await;
+                response
+            }
+        };
+        // A body the handler did not read: what arrived with the head is skipped; if more is
+        // still to come, the connection closes rather than read it.
+        let body_done = !failed && feed.discard_buffered(&mut buf);
+
+        let takeover = response
             .extensions_mut()
             .remove::<Takeover>()
-            .and_then(|t| t.take())
-        {
+            .and_then(|t| t.take());
+        if let Some(stream) = takeover.filter(|_| !is_head) {
             // From here on the connection belongs to the stream; buffers are released.
-            drop(buf);
+            drop((buf, feed));
             return stream_sse(io, response, stream, version).await;
         }
-        let close = !keep_alive || version == Version::HTTP_10 || closes(response.headers());
+        let close = !keep_alive
+            || !body_done
+            || version == Version::HTTP_10
+            || has_token(response.headers(), "close");
         write_response(&mut io, response, is_head, close, version).await?;
+        drop(feed); // releases the body's share of the budget
         if close {
             return io.shutdown().await;
         }
@@ -260,59 +288,46 @@ fn parse_head(request: &httparse::Request<'_, '_>) -> Result<Head, StatusCode> {
     })
 }
 
-/// Reads the request body (Content-Length only). `Ok(Err(status))` for a body to refuse.
-async fn read_body<I: AsyncRead + AsyncWrite + Unpin>(
-    io: &mut I,
-    buf: &mut BytesMut,
-    head: &Head,
-) -> io::Result<Result<Bytes, StatusCode>> {
+/// The length of the request's body, or the status it is refused with. Only `Content-Length`
+/// framing is accepted, and only as plain digits: a sign, a second value or a second header is
+/// a `400` (a disagreement about where the body ends is how requests are smuggled).
+fn body_length(head: &Head) -> Result<u64, StatusCode> {
     if head.headers.contains_key(header::TRANSFER_ENCODING) {
-        return Ok(Err(StatusCode::NOT_IMPLEMENTED));
+        return Err(StatusCode::NOT_IMPLEMENTED);
     }
-    let mut lengths = head.headers.get_all(header::CONTENT_LENGTH).iter();
-    let length = match (lengths.next(), lengths.next()) {
+    let mut values = head.headers.get_all(header::CONTENT_LENGTH).iter();
+    let length = match (values.next(), values.next()) {
         (None, _) => 0,
-        (Some(value), None) => match value.to_str().ok().and_then(|v| v.parse::<usize>().ok()) {
-            Some(length) => length,
-            None => return Ok(Err(StatusCode::BAD_REQUEST)),
-        },
-        (Some(_), Some(_)) => return Ok(Err(StatusCode::BAD_REQUEST)),
+        (Some(value), None) => parse_length(value.as_bytes()).ok_or(StatusCode::BAD_REQUEST)?,
+        (Some(_), Some(_)) => return Err(StatusCode::BAD_REQUEST),
     };
-    if length > MAX_BODY {
-        return Ok(Err(StatusCode::PAYLOAD_TOO_LARGE));
+    if length > MAX_BODY as u64 {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
     }
-    if length > buf.len()
-        && head
-            .headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-    {
-        io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+    Ok(length)
+}
+
+/// `1*DIGIT` (RFC 9110 8.6), nothing else.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
     }
-    while buf.len() < length {
-        buf.reserve(length - buf.len());
-        if io.read_buf(buf).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-    Ok(Ok(buf.split_to(length).freeze()))
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 fn wants_keep_alive(head: &Head) -> bool {
-    let connection = head
-        .headers
-        .get(header::CONNECTION)
-        .map(HeaderValue::as_bytes);
-    match head.version {
-        Version::HTTP_10 => false,
-        _ => !connection.is_some_and(|v| v.eq_ignore_ascii_case(b"close")),
-    }
+    head.version != Version::HTTP_10 && !has_token(&head.headers, "close")
 }
 
-fn closes(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONNECTION)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+/// Whether the `Connection` headers, all of them, list `token` (a comma-separated,
+/// case-insensitive list, RFC 9110 7.6.1).
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
 }
 
 /// Answers a request that cannot be served, and closes.
@@ -336,6 +351,11 @@ fn encode_head(response: &Response, framing: &[u8]) -> Vec<u8> {
     head.push(b' ');
     head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
+    if !response.headers().contains_key(header::DATE) {
+        head.extend_from_slice(b"date: ");
+        date::write(&mut head);
+        head.extend_from_slice(b"\r\n");
+    }
     for (name, value) in response.headers() {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
@@ -357,13 +377,15 @@ async fn write_response<I: AsyncWrite + Unpin>(
     version: Version,
 ) -> io::Result<()> {
     let status = response.status();
-    let bodiless = is_head
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
+    let no_body = status.is_informational() || status == StatusCode::NO_CONTENT;
+    let bodiless = is_head || no_body || status == StatusCode::NOT_MODIFIED;
     let exact = response.body().size_hint().exact();
     let headers = response.headers_mut();
     headers.remove(header::TRANSFER_ENCODING);
+    if no_body {
+        // RFC 9110 8.6: a 1xx or 204 response carries no Content-Length.
+        headers.remove(header::CONTENT_LENGTH);
+    }
     if close {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
