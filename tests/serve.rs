@@ -328,7 +328,10 @@ async fn head_on_an_sse_route_gets_the_head_only_and_subscribes_to_nothing() {
         assert!(rest.ends_with("hello"), "{response}");
     }
     let stats = manager.stats();
-    assert_eq!((stats.topics, stats.retained, stats.pollers_started), (0, 0, 0));
+    assert_eq!(
+        (stats.topics, stats.retained, stats.pollers_started),
+        (0, 0, 0)
+    );
 }
 
 /// Spec: nothing of a body is read before a handler asks for it. A route that never reads it
@@ -362,7 +365,9 @@ async fn continue_is_sent_when_the_handler_reads_and_never_to_http_1_0() {
     let server = start(&manager).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     stream
-        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+        )
         .await
         .unwrap();
     let mut interim = [0u8; 25];
@@ -405,8 +410,14 @@ async fn a_signed_content_length_is_refused_and_nothing_is_smuggled() {
             "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n{{}}GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
         );
         let response = exchange_and_close(&server, request.as_bytes()).await;
-        assert!(response.starts_with("HTTP/1.1 400 "), "{length:?}: {response}");
-        assert!(!response.contains("hello"), "smuggled with {length:?}: {response}");
+        assert!(
+            response.starts_with("HTTP/1.1 400 "),
+            "{length:?}: {response}"
+        );
+        assert!(
+            !response.contains("hello"),
+            "smuggled with {length:?}: {response}"
+        );
     }
 }
 
@@ -426,7 +437,11 @@ async fn close_anywhere_in_the_connection_headers_closes() {
             "GET /hello HTTP/1.1\r\nHost: x\r\n{connection}\r\n\r\nGET /json HTTP/1.1\r\nHost: x\r\n\r\n"
         );
         let response = exchange_and_close(&server, request.as_bytes()).await;
-        assert_eq!(response.matches("HTTP/1.1 200").count(), 1, "{connection:?}: {response}");
+        assert_eq!(
+            response.matches("HTTP/1.1 200").count(),
+            1,
+            "{connection:?}: {response}"
+        );
         assert!(response.ends_with("hello"), "{connection:?}: {response}");
     }
 }
@@ -436,10 +451,12 @@ async fn close_anywhere_in_the_connection_headers_closes() {
 async fn a_204_has_no_length_and_every_response_has_a_date() {
     let manager = Manager::new();
     let server = start(&manager).await;
-    let response =
-        exchange_and_close(&server, b"GET /empty HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let response = exchange_and_close(&server, b"GET /empty HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(response.starts_with("HTTP/1.1 204 "), "{response}");
-    assert!(!response.to_ascii_lowercase().contains("content-length"), "{response}");
+    assert!(
+        !response.to_ascii_lowercase().contains("content-length"),
+        "{response}"
+    );
     for path in ["/empty", "/hello", "/nowhere"] {
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
         let response = exchange_and_close(&server, request.as_bytes()).await;

@@ -13,9 +13,9 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::frame;
+use crate::subscription::Subscription;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use crate::subscription::Subscription;
 
 pin_project! {
     /// A [`Subscription`] as an SSE response body.

@@ -133,7 +133,11 @@ impl Feed {
         .await;
         match budget.reserve(self.remaining, patience).await {
             Some(permit) => self.permit = Some(permit),
-            None => return self.fail("the server is short of memory for request bodies").await,
+            None => {
+                return self
+                    .fail("the server is short of memory for request bodies")
+                    .await;
+            }
         }
         if self.expect_continue && (buf.len() as u64) < self.remaining {
             io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;

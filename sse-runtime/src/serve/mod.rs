@@ -474,16 +474,26 @@ async fn stream_sse<I: AsyncRead + AsyncWrite + Unpin>(
             Hangup,
         }
         let step = poll_fn(|cx| {
-            // A readable socket during a stream means the client closed it (or sent something
-            // we do not expect); either way the stream is over once it reads as EOF.
-            let mut probe = [0u8; 32];
-            let mut probe = ReadBuf::new(&mut probe);
-            match Pin::new(&mut io).poll_read(cx, &mut probe) {
-                Poll::Ready(Ok(())) if probe.filled().is_empty() => {
-                    return Poll::Ready(Step::Hangup);
+            // A readable socket during a stream means the client closed it, or sent something
+            // nobody will read (an unread request body, a pipelined request): that is
+            // discarded, and the stream is over once the socket reads as EOF. Reading until it
+            // is pending registers the waker, so the EOF behind discarded bytes is seen at once;
+            // a client that keeps sending gets 64 KiB discarded per turn, then yields.
+            let mut probe = [0u8; 4096];
+            for turn in 0.. {
+                let mut probe = ReadBuf::new(&mut probe);
+                match Pin::new(&mut io).poll_read(cx, &mut probe) {
+                    Poll::Ready(Ok(())) if probe.filled().is_empty() => {
+                        return Poll::Ready(Step::Hangup);
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(Step::Hangup),
+                    Poll::Ready(Ok(())) if turn == 15 => {
+                        cx.waker().wake_by_ref();
+                        break;
+                    }
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Pending => break,
                 }
-                Poll::Ready(Err(_)) => return Poll::Ready(Step::Hangup),
-                _ => {}
             }
             match stream.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => Poll::Ready(
