@@ -455,6 +455,11 @@ impl Random {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
+    /// True one time in `n`.
+    fn one_in(&mut self, n: u64) -> bool {
+        self.next().is_multiple_of(n)
+    }
+
     fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
         from[(self.next() % from.len() as u64) as usize]
     }
@@ -519,17 +524,17 @@ fn generate(random: &mut Random) -> Vec<u8> {
         "Host: y",
         "X-D: \u{e9}",
     ];
-    let eol = if random.next() % 8 == 0 { "\n" } else { "\r\n" };
+    let eol = if random.one_in(8) { "\n" } else { "\r\n" };
     let mut request = format!(
         "{} {} {}{eol}",
         random.pick(&methods),
         random.pick(&targets),
         random.pick(&versions)
     );
-    if random.next() % 6 != 0 {
+    if !random.one_in(6) {
         request.push_str(&format!("Host: x{eol}"));
     }
-    let chunked_body = random.next() % 4 == 0;
+    let chunked_body = random.one_in(4);
     for _ in 0..random.next() % 4 {
         let header = match random.next() % 4 {
             0 => format!("Content-Length: {}", random.pick(&lengths)),
@@ -543,10 +548,10 @@ fn generate(random: &mut Random) -> Vec<u8> {
     request.push_str(eol);
     if chunked_body {
         request.push_str("3\r\nabc\r\n0\r\n\r\n");
-    } else if random.next() % 2 == 0 {
+    } else if random.one_in(2) {
         request.push_str("abc");
     }
-    if random.next() % 3 == 0 {
+    if random.one_in(3) {
         request.push_str("GET /second HTTP/1.1\r\nHost: x\r\n\r\n");
     }
     request.into_bytes()
