@@ -198,8 +198,13 @@ fn relate(serve: &Outcome, hyper: &Outcome) -> Relation {
     if prefix && (s.len() < h.len() || hyper.probe_answered || hyper.hung) && serve_stopped {
         return Relation::Stricter;
     }
-    if prefix && s.len() == h.len() && serve.probe_answered == hyper.probe_answered {
-        // The same requests reached the handlers; only refusal codes differ.
+    if prefix
+        && s.len() == h.len()
+        && serve.probe_answered == hyper.probe_answered
+        && serve.hung == hyper.hung
+    {
+        // The same requests reached the handlers, and the connection ended the same way; only
+        // refusal codes differ.
         return Relation::Same;
     }
     Relation::Different
