@@ -71,7 +71,10 @@ pub use polling::{
 pub use registry::{
     RegistrationError, RouteInfo, registered_routes, router, router_with, try_router_with,
 };
-pub use serve::{MAX_BODY, MAX_HEAD, MAX_PENDING_BODIES, serve, serve_with_shutdown};
+pub use serve::{
+    DEFAULT_HEAD_TIMEOUT, MAX_BODY, MAX_HEAD, MAX_PENDING_BODIES, Server, serve,
+    serve_with_shutdown,
+};
 pub use sse_macros::{sse_poll, sse_topic};
 pub use stats::{Stats, TopicStats};
 pub use stream::SseStream;

@@ -38,6 +38,7 @@ use crate::stream::{SseStream, Takeover};
 
 mod body;
 mod date;
+mod hyper;
 
 use body::Budget;
 
@@ -54,9 +55,124 @@ pub const MAX_PENDING_BODIES: usize = 32 * 1024 * 1024;
 /// Most headers in a request.
 const MAX_HEADERS: usize = 64;
 
-/// How long a connection may take to send a request head (slow-loris protection), how long an
-/// idle keep-alive connection is kept, and how long a body read may wait.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`Server::head_timeout`]: how long a connection may take to send a request head
+/// (slow-loris protection), how long an idle keep-alive connection is kept, and how long a body
+/// read may wait.
+pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest head timeout honoured (a larger one, such as `Duration::MAX`, is clamped to it).
+const MAX_HEAD_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Serves an axum [`Router`], with the settings a server on the internet needs.
+///
+/// Two engines run the same `Router`: the framework's own HTTP/1.1 server (the default, see
+/// [`serve`]), which writes SSE streams straight to the socket, and hyper
+/// ([`hyper`](Self::hyper)), for chunked uploads and protocol upgrades. Both close a connection
+/// whose request head does not arrive in full within the [head
+/// timeout](Self::head_timeout), and an idle keep-alive connection after it; an SSE stream,
+/// whose client sends nothing after its request, is never closed by it. (`axum::serve` has no
+/// such timeout: a client that sends nothing, or a byte now and then, holds its connection for
+/// as long as it likes.)
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use std::time::Duration;
+/// use sse_runtime::{Manager, Server, SseHandler, WriteDeadline};
+///
+/// let manager = Manager::new();
+/// let app = axum::Router::new()
+///     .route("/alarms", axum::routing::get(SseHandler::new(&manager).topic("alarms")));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// Server::new(app)
+///     .head_timeout(Duration::from_secs(10))
+///     .hyper()
+///     .run(WriteDeadline::new(listener, manager.heartbeat()))
+///     .await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use = "call .run(listener) to serve"]
+pub struct Server {
+    router: Router,
+    head_timeout: Duration,
+    engine: Engine,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    Direct,
+    Hyper,
+}
+
+impl Server {
+    /// A server for `router` on the framework's own engine, with the default head timeout.
+    pub fn new(router: Router) -> Self {
+        Self {
+            router,
+            head_timeout: DEFAULT_HEAD_TIMEOUT,
+            engine: Engine::Direct,
+        }
+    }
+
+    /// How long a client may take to send a request head, counted from the moment the server
+    /// starts waiting for it (the connection's start, or the end of the previous response);
+    /// also how long a body read may stall on the framework's engine. Default 30 s.
+    pub fn head_timeout(mut self, timeout: Duration) -> Self {
+        self.head_timeout = timeout.min(MAX_HEAD_TIMEOUT);
+        self
+    }
+
+    /// Serve with hyper instead of the framework's engine: HTTP/1.1 in full (chunked request
+    /// bodies, upgrades), at hyper's cost per connection (about 20 KiB per idle SSE stream
+    /// instead of 3 KiB). The head timeout is hyper's own `header_read_timeout`.
+    pub fn hyper(mut self) -> Self {
+        self.engine = Engine::Hyper;
+        self
+    }
+
+    /// Serves on `listener` until the process ends.
+    pub async fn run<L: Listener>(self, listener: L) {
+        self.run_with_shutdown(listener, std::future::pending())
+            .await;
+    }
+
+    /// Serves until `signal` completes: then it stops accepting, lets every request in
+    /// progress finish, closes idle connections and returns once all are closed. Open SSE
+    /// streams end when their manager is shut down; call
+    /// [`Manager::shutdown`](crate::Manager::shutdown) in `signal`.
+    pub async fn run_with_shutdown<L: Listener>(
+        self,
+        mut listener: L,
+        signal: impl Future<Output = ()> + Send,
+    ) {
+        let stop = CancellationToken::new();
+        let connections = TaskTracker::new();
+        let budget = Budget::new(MAX_PENDING_BODIES);
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                () = &mut signal => break,
+                (io, _addr) = listener.accept() => {
+                    let (router, stop, budget) = (self.router.clone(), stop.clone(), budget.clone());
+                    let head_timeout = self.head_timeout;
+                    let engine = self.engine;
+                    connections.spawn(async move {
+                        let result = match engine {
+                            Engine::Direct => connection(io, router, stop, budget, head_timeout).await,
+                            Engine::Hyper => hyper::connection(io, router, stop, head_timeout).await,
+                        };
+                        if let Err(error) = result {
+                            tracing::debug!(%error, "connection ended with an error");
+                        }
+                    });
+                }
+            }
+        }
+        stop.cancel();
+        connections.close();
+        connections.wait().await;
+    }
+}
 
 /// Serves `router` on `listener` until the process ends, writing SSE streams straight to the
 /// socket.
@@ -67,9 +183,11 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// per idle connection instead of hyper's ~17 KiB, and about half the CPU per event).
 ///
 /// It speaks HTTP/1.1 with keep-alive and pipelining, `Content-Length` request bodies up to
-/// [`MAX_BODY`], `Expect: 100-continue`, `HEAD`, and HTTP/1.0 clients. It answers chunked
-/// request bodies with `501`, request heads over [`MAX_HEAD`] with `431`, malformed requests
-/// with `400`. Use `axum::serve` where you need HTTP/2, upgrades or streaming uploads.
+/// [`MAX_BODY`] (read only when the handler asks for them), `Expect: 100-continue`, `HEAD`, and
+/// HTTP/1.0 clients. It answers chunked request bodies with `501`, request heads over
+/// [`MAX_HEAD`] with `431`, malformed requests with `400`, and closes connections whose request
+/// head takes longer than [`DEFAULT_HEAD_TIMEOUT`] ([`Server`] sets another). Use
+/// [`Server::hyper`] where you need chunked uploads or upgrades.
 ///
 /// ```no_run
 /// # async fn run() -> std::io::Result<()> {
@@ -83,7 +201,7 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// # Ok(()) }
 /// ```
 pub async fn serve<L: Listener>(listener: L, router: Router) {
-    serve_with_shutdown(listener, router, std::future::pending()).await;
+    Server::new(router).run(listener).await;
 }
 
 /// Like [`serve`], until `signal` completes: then it stops accepting, lets every request in
@@ -91,30 +209,13 @@ pub async fn serve<L: Listener>(listener: L, router: Router) {
 /// end when their manager is shut down; call [`Manager::shutdown`](crate::Manager::shutdown)
 /// in `signal`.
 pub async fn serve_with_shutdown<L: Listener>(
-    mut listener: L,
+    listener: L,
     router: Router,
     signal: impl Future<Output = ()> + Send,
 ) {
-    let stop = CancellationToken::new();
-    let connections = TaskTracker::new();
-    let budget = Budget::new(MAX_PENDING_BODIES);
-    tokio::pin!(signal);
-    loop {
-        tokio::select! {
-            () = &mut signal => break,
-            (io, _addr) = listener.accept() => {
-                let (router, stop, budget) = (router.clone(), stop.clone(), budget.clone());
-                connections.spawn(async move {
-                    if let Err(error) = connection(io, router, stop, budget).await {
-                        tracing::debug!(%error, "connection ended with an error");
-                    }
-                });
-            }
-        }
-    }
-    stop.cancel();
-    connections.close();
-    connections.wait().await;
+    Server::new(router)
+        .run_with_shutdown(listener, signal)
+        .await;
 }
 
 /// A request head, parsed.
@@ -130,6 +231,7 @@ async fn connection<I>(
     router: Router,
     stop: CancellationToken,
     budget: Budget,
+    head_timeout: Duration,
 ) -> io::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -139,7 +241,7 @@ where
         let next = tokio::select! {
             biased;
             () = stop.cancelled(), if buf.is_empty() => return Ok(()),
-            next = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut io, &mut buf)) => next,
+            next = tokio::time::timeout(head_timeout, read_head(&mut io, &mut buf)) => next,
         };
         let (head, head_len) = match next {
             Err(_elapsed) => return Ok(()),
@@ -178,7 +280,7 @@ where
         let delivered = tokio::select! {
             biased;
             Ok::<_, Infallible>(response) = &mut respond => Some(response),
-            result = feed.deliver(&mut io, &mut buf, &budget, HEAD_TIMEOUT) => {
+            result = feed.deliver(&mut io, &mut buf, &budget, head_timeout) => {
                 failed = result.is_err();
                 None
             }

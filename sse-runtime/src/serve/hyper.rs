@@ -1,0 +1,44 @@
+//! The hyper engine of [`Server`](super::Server): hyper's HTTP/1.1 with its header read timeout
+//! switched on (it needs a timer, which `axum::serve` never gives it).
+
+use std::io;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+pub(super) async fn connection<I>(
+    io: I,
+    router: Router,
+    stop: CancellationToken,
+    head_timeout: Duration,
+) -> io::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(
+        router.map_request(|request: http::Request<Incoming>| request.map(Body::new)),
+    );
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout);
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    result.map_err(io::Error::other)
+}
