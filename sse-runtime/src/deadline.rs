@@ -28,7 +28,8 @@ use tokio::time::{Instant, Sleep};
 /// let manager = Manager::new();
 /// let app = axum::Router::new();
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-/// axum::serve(WriteDeadline::new(listener, manager.heartbeat()), app).await
+/// sse_runtime::serve(WriteDeadline::new(listener, manager.heartbeat()), app).await;
+/// # Ok(())
 /// # }
 /// ```
 #[derive(Debug)]

@@ -21,12 +21,14 @@
 //! manager.publish("alarms", &Alarm { device: "pump-1".into(), level: 3 });
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(WriteDeadline::new(listener, manager.heartbeat()), app).await
+//! sse_runtime::serve(WriteDeadline::new(listener, manager.heartbeat()), app).await;
+//! # Ok(())
 //! # }
 //! ```
 //!
-//! For services that hold many streams, [`serve`] runs the same `Router` but writes SSE
-//! streams straight to the socket (a few KiB per idle connection instead of hyper's buffers).
+//! [`serve`] runs the `Router` on the framework's own HTTP/1.1 engine, which writes SSE streams
+//! straight to the socket (a few KiB per idle connection instead of hyper's buffers) and times
+//! out slow request heads; [`Server`] configures it, or runs the same `Router` on hyper.
 //!
 //! # How an event travels
 //!

@@ -107,7 +107,8 @@ impl std::error::Error for RegistrationError {}
 /// # async fn run() -> std::io::Result<()> {
 /// let app = sse_runtime::router();
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-/// axum::serve(listener, app).await
+/// sse_runtime::serve(listener, app).await;
+/// # Ok(())
 /// # }
 /// ```
 pub fn router() -> Router {

@@ -8,10 +8,12 @@
 //! vectored write per wake-up.
 //!
 //! What it implements of HTTP/1.1: keep-alive, pipelined requests, `Content-Length` request
-//! bodies (up to [`MAX_BODY`]), `Expect: 100-continue`, `HEAD`, chunked and fixed-length
-//! responses, HTTP/1.0 clients. What it refuses with a clear status: chunked request bodies
-//! (`501`), request heads over [`MAX_HEAD`] (`431`), malformed requests (`400`). Use
-//! `axum::serve` for anything else (HTTP/2, upgrades, streaming uploads).
+//! bodies (up to [`MAX_BODY`], streamed to the handler only when it reads them, under a budget
+//! shared by all connections), `Expect: 100-continue`, `HEAD`, chunked and fixed-length
+//! responses, HTTP/1.0 clients, a head timeout. What it refuses with a clear status: chunked
+//! request bodies (`501`), request heads over [`MAX_HEAD`] (`431`), malformed requests (`400`).
+//! [`Server::hyper`] serves the same `Router` with hyper for anything else (chunked uploads,
+//! upgrades). How it frames requests is held to hyper's decisions by a differential test.
 
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
