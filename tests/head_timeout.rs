@@ -124,7 +124,11 @@ async fn an_idle_keep_alive_connection_is_closed_and_a_stream_is_not(hyper: bool
             .await
             .unwrap()
             .unwrap();
-        assert!(n > 0, "the stream was closed: {}", String::from_utf8_lossy(&seen));
+        assert!(
+            n > 0,
+            "the stream was closed: {}",
+            String::from_utf8_lossy(&seen)
+        );
         seen.extend_from_slice(&chunk[..n]);
     }
     assert!(opened.elapsed() > HEAD_TIMEOUT);
