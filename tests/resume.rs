@@ -133,7 +133,7 @@ async fn a_client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
     manager.wait_until(|s| s.subscribers == 2).await;
 
     // 50 MiB in 64 KiB events; the fast client reads each one before the next is published.
-    let rss_before = rss_kib();
+    let rss_before = sse_integration_tests::rss_kib();
     let payload = "x".repeat(64 * 1024);
     let mut largest_log = 0;
     for i in 0..800u32 {
@@ -145,7 +145,7 @@ async fn a_client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
         );
         largest_log = largest_log.max(manager.topics()[0].history_bytes);
     }
-    let growth_mib = (rss_kib() - rss_before) as f64 / 1024.0;
+    let growth_mib = (sse_integration_tests::rss_kib() - rss_before) as f64 / 1024.0;
     eprintln!("50 MiB published: log at most {largest_log} bytes, RSS grew {growth_mib:.1} MiB");
 
     assert!(
@@ -162,12 +162,6 @@ async fn a_client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
         .expect("the stalled client is disconnected");
     assert_eq!(stats.topics, 1);
     drop(stalled);
-}
-
-fn rss_kib() -> i64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -18,12 +18,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-fn rss_kib() -> i64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// Opens a connection, sends `head` declaring `MAX_BODY` bytes, then all of them but one.
 async fn declare_and_hold_back(addr: std::net::SocketAddr, head: &'static str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -38,7 +32,7 @@ async fn sse_gets_declaring_big_bodies_subscribe_at_once_and_cost_no_memory_for_
     let manager = Manager::new();
     let app = Router::new().route("/alarms", get(SseHandler::new(&manager).topic("alarms")));
     let server = TestServer::start_direct(app, Duration::from_secs(30)).await;
-    let before = rss_kib();
+    let before = sse_integration_tests::rss_kib();
     let clients: Vec<_> = (0..150)
         .map(|_| {
             tokio::spawn(declare_and_hold_back(
@@ -58,7 +52,7 @@ async fn sse_gets_declaring_big_bodies_subscribe_at_once_and_cost_no_memory_for_
     for client in clients {
         held.push(client.await.unwrap());
     }
-    let growth_mib = (rss_kib() - before) as f64 / 1024.0;
+    let growth_mib = (sse_integration_tests::rss_kib() - before) as f64 / 1024.0;
     eprintln!("150 x 2 MiB declared: RSS grew {growth_mib:.1} MiB");
     assert!(
         growth_mib < 32.0,

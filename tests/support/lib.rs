@@ -454,3 +454,13 @@ impl Drop for CuttingProxy {
         self.stop.cancel();
     }
 }
+
+/// This process's resident memory, in KiB (Linux).
+pub fn rss_kib() -> i64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
