@@ -119,9 +119,6 @@ impl Feed {
         budget: &Budget,
         patience: Duration,
     ) -> io::Result<()> {
-        if self.remaining == 0 {
-            return Ok(());
-        }
         std::future::poll_fn(|cx| {
             self.shared.connection.register(cx.waker());
             if self.shared.wanted.load(Ordering::Acquire) {

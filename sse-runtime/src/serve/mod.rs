@@ -267,8 +267,15 @@ where
                 .headers
                 .get(header::EXPECT)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        let (mut feed, body) = body::channel(length, expect_continue);
-        let mut request = Request::new(Body::new(body));
+        // Most requests have no body: they get no channel either.
+        let (mut feed, body) = match length {
+            0 => (None, Body::empty()),
+            _ => {
+                let (feed, body) = body::channel(length, expect_continue);
+                (Some(feed), Body::new(body))
+            }
+        };
+        let mut request = Request::new(body);
         *request.method_mut() = head.method;
         *request.uri_mut() = head.uri;
         *request.version_mut() = head.version;
@@ -279,13 +286,16 @@ where
         let respond = router.clone().oneshot(request);
         tokio::pin!(respond);
         let mut failed = false;
-        let delivered = tokio::select! {
-            biased;
-            Ok::<_, Infallible>(response) = &mut respond => Some(response),
-            result = feed.deliver(&mut io, &mut buf, &budget, head_timeout) => {
-                failed = result.is_err();
-                None
-            }
+        let delivered = match feed.as_mut() {
+            None => None,
+            Some(feed) => tokio::select! {
+                biased;
+                Ok::<_, Infallible>(response) = &mut respond => Some(response),
+                result = feed.deliver(&mut io, &mut buf, &budget, head_timeout) => {
+                    failed = result.is_err();
+                    None
+                }
+            },
         };
         let mut response = match delivered {
             Some(response) => response,
@@ -296,7 +306,7 @@ where
         };
         // A body the handler did not read: what arrived with the head is skipped; if more is
         // still to come, the connection closes rather than read it.
-        let body_done = !failed && feed.discard_buffered(&mut buf);
+        let body_done = !failed && feed.as_mut().is_none_or(|f| f.discard_buffered(&mut buf));
 
         let takeover = response
             .extensions_mut()
