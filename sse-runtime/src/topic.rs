@@ -200,12 +200,12 @@ impl Topic {
     }
 
     /// Moves the history out of a closed topic, for retention. `None` when there is nothing
-    /// worth keeping (history disabled).
+    /// worth keeping (no event sent, so no client holds an id of it; or history disabled).
     pub(crate) fn take_history(&self) -> Option<History> {
         let mut state = self.state.write();
         debug_assert!(state.closed);
         let history = &state.history;
-        if history.limits.history_events == 0 {
+        if history.last_id().is_none() || history.limits.history_events == 0 {
             return None;
         }
         let empty = History::new(history.epoch, history.change_detection, history.limits);
