@@ -118,11 +118,8 @@ impl SseHandler {
     }
 
     /// Opens the stream for a request; what [`axum::handler::Handler::call`] does. A `HEAD`
-    /// request gets the stream's headers only, and subscribes to nothing.
+    /// request gets the stream's headers only, and subscribes to nothing (see `open`).
     pub async fn respond(&self, parts: &mut Parts) -> Response {
-        if parts.method == Method::HEAD {
-            return head_only();
-        }
         let topic = match &self.topic {
             Some(TopicSource::Fixed(topic)) => topic.to_string(),
             Some(TopicSource::Template(template)) => {

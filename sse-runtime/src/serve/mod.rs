@@ -317,10 +317,8 @@ where
             drop((buf, feed));
             return stream_sse(io, response, stream, version).await;
         }
-        let close = !keep_alive
-            || !body_done
-            || version == Version::HTTP_10
-            || has_token(response.headers(), "close");
+        // `keep_alive` is already false for HTTP/1.0 requests.
+        let close = !keep_alive || !body_done || has_token(response.headers(), "close");
         write_response(&mut io, response, is_head, close, version).await?;
         drop(feed); // releases the body's share of the budget
         if close {
