@@ -12,10 +12,16 @@ pub use axum::routing::{MethodRouter, get};
 pub use core::time::Duration;
 pub use http::request::Parts;
 
-pub use crate::registry::Route;
-pub use crate::{
-    CancellationToken, Manager, PollError, Polling, SseHandler, SseTopic, SubscribeOptions,
-};
+pub use crate::handler::SseHandler;
+pub use crate::manager::Manager;
+pub use crate::polling::Polling;
+pub use crate::producer::{PollError, PollingService};
+pub use crate::routes::Route;
+pub use crate::typed::SseTopic;
+pub use tokio_util::sync::CancellationToken;
+
+use crate::handler::{open, topic_of};
+use crate::subscription::SubscribeOptions;
 
 /// What an `#[sse_poll]` function may return.
 #[diagnostic::on_unimplemented(
@@ -104,11 +110,11 @@ pub fn serve_polled(
     parts: &Parts,
     topic: Option<&str>,
     change_detection: bool,
-    polling: impl crate::PollingService,
+    polling: impl PollingService,
 ) -> Response {
-    let topic = topic.map_or_else(|| crate::topic_of(parts), str::to_owned);
+    let topic = topic.map_or_else(|| topic_of(parts), str::to_owned);
     let options = SubscribeOptions::new()
         .polling(polling)
         .change_detection(change_detection);
-    crate::handler::open(manager, &topic, parts, options)
+    open(manager, &topic, parts, options)
 }

@@ -1,11 +1,21 @@
-//! Manager configuration and its validation.
+//! Settings: the defaults, the values a [`Manager`](crate::Manager) runs with, and the error
+//! for a value out of range.
+//!
+//! Everything here is plain data; [`ManagerBuilder`](crate::manager::ManagerBuilder) fills it
+//! in and checks it once, when the manager is built.
+//!
+//! ```
+//! use sse_runtime::config::{ConfigError, DEFAULT_HEARTBEAT};
+//!
+//! assert_eq!(sse_runtime::Manager::new().heartbeat(), DEFAULT_HEARTBEAT);
+//! let error = sse_runtime::Manager::builder().max_lag(0).build().unwrap_err();
+//! assert_eq!(error, ConfigError::MaxLag(0));
+//! ```
 
 use std::fmt;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-
-use crate::Manager;
 
 /// Default `retry:` hint: how long a browser waits before reconnecting (plus jitter).
 pub const DEFAULT_RETRY: Duration = Duration::from_secs(2);
@@ -30,18 +40,41 @@ pub const DEFAULT_MAX_LAG_EVENTS: usize = 512;
 pub const DEFAULT_MAX_LAG_BYTES: usize = 1 << 20;
 
 /// Largest encoded event (its `id:`, `event:` and `data:` lines) a topic accepts, by default.
-/// A publish over it is refused: logged, counted in [`Stats::oversized`](crate::Stats), and
-/// never seen by any subscriber.
+/// A publish over it is refused: logged, counted in
+/// [`Stats::oversized`](crate::stats::Stats::oversized), and never seen by any subscriber.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
 
-/// Settings shared by every topic of a [`Manager`].
+/// Shortest heartbeat and `retry:` hint accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// Settings shared by every topic of a manager.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
-    pub(crate) heartbeat: Duration,
-    pub(crate) retry: Duration,
-    pub(crate) write_batch: Duration,
+    pub(crate) stream: StreamSettings,
     pub(crate) limits: Limits,
     pub(crate) token: CancellationToken,
+}
+
+/// What a stream needs to know to write a subscription: one value, copied out of the manager's
+/// settings by whoever opens the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StreamSettings {
+    /// Silence after which a heartbeat is written.
+    pub(crate) heartbeat: Duration,
+    /// The `retry:` hint before jitter.
+    pub(crate) retry: Duration,
+    /// Write-batching window; zero writes every wake-up at once.
+    pub(crate) write_batch: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat: DEFAULT_HEARTBEAT,
+            retry: DEFAULT_RETRY,
+            write_batch: Duration::ZERO,
+        }
+    }
 }
 
 /// Memory bounds of one topic.
@@ -81,176 +114,97 @@ impl Default for Limits {
     }
 }
 
-/// Builds a [`Manager`] with non-default settings.
+/// History settings one subscription asks for when it creates a topic's broadcaster, in place
+/// of the manager's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HistoryOverrides {
+    pub(crate) events: Option<usize>,
+    pub(crate) bytes: Option<usize>,
+    pub(crate) retention: Option<Duration>,
+}
+
+impl HistoryOverrides {
+    pub(crate) fn apply(&self, mut limits: Limits) -> Limits {
+        limits.history_events = self.events.unwrap_or(limits.history_events);
+        limits.history_bytes = self.bytes.unwrap_or(limits.history_bytes);
+        limits.retention = self.retention.unwrap_or(limits.retention);
+        limits
+    }
+}
+
+impl Config {
+    /// Checks every setting; the first one out of range is the error.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let Self { stream, limits, .. } = self;
+        if stream.heartbeat < MIN_INTERVAL {
+            return Err(ConfigError::Heartbeat(stream.heartbeat));
+        }
+        if stream.retry < MIN_INTERVAL {
+            return Err(ConfigError::Retry(stream.retry));
+        }
+        if limits.max_lag_events == 0 {
+            return Err(ConfigError::MaxLag(limits.max_lag_events));
+        }
+        if limits.max_lag_bytes == 0 {
+            return Err(ConfigError::MaxLagBytes(limits.max_lag_bytes));
+        }
+        if limits.max_event_bytes == 0 {
+            return Err(ConfigError::MaxEventBytes(limits.max_event_bytes));
+        }
+        Ok(())
+    }
+}
+
+/// A [`ManagerBuilder`](crate::manager::ManagerBuilder) setting that is out of range, with the
+/// value it was given.
 ///
 /// ```
 /// use std::time::Duration;
+/// use sse_runtime::config::ConfigError;
 ///
-/// let manager = sse_runtime::Manager::builder()
-///     .heartbeat(Duration::from_secs(15))
-///     .build()
-///     .expect("valid configuration");
-/// assert_eq!(manager.heartbeat(), Duration::from_secs(15));
-///
-/// let err = sse_runtime::Manager::builder().heartbeat(Duration::ZERO).build().unwrap_err();
-/// assert!(err.to_string().contains("heartbeat"));
+/// let error = sse_runtime::Manager::builder().heartbeat(Duration::ZERO).build().unwrap_err();
+/// assert_eq!(error, ConfigError::Heartbeat(Duration::ZERO));
+/// assert_eq!(
+///     error.to_string(),
+///     "invalid SSE manager configuration: heartbeat must be at least 1ms, got 0ns"
+/// );
 /// ```
-#[derive(Debug, Default)]
-#[must_use = "call .build() to get a Manager"]
-pub struct ManagerBuilder {
-    heartbeat: Option<Duration>,
-    retry: Option<Duration>,
-    write_batch: Duration,
-    limits: Limits,
-    token: Option<CancellationToken>,
-}
-
-impl ManagerBuilder {
-    /// Interval of the `:\n\n` heartbeat on idle streams, default 30 s. It is also the write
-    /// deadline that [`WriteDeadline`](crate::WriteDeadline) is meant to be given. Must be at
-    /// least one millisecond.
-    pub fn heartbeat(mut self, interval: Duration) -> Self {
-        self.heartbeat = Some(interval);
-        self
-    }
-
-    /// The `retry:` hint sent when a stream opens (default 2 s): how long a browser waits before
-    /// reconnecting. Each stream adds a random jitter of up to half of it, so the clients of a
-    /// restarting server do not all come back in the same instant. Must be at least 1 ms.
-    pub fn retry(mut self, retry: Duration) -> Self {
-        self.retry = Some(retry);
-        self
-    }
-
-    /// Write batching (default off): a stream that wrote less than `window` ago holds new events
-    /// until `window` has passed, then writes them in one go. Trades at most `window` of extra
-    /// latency, under load only, for far fewer write system calls when events come faster than
-    /// a subscriber's writes (the per-event write is what a fan-out server spends most of its
-    /// CPU on). A few milliseconds is typical.
-    pub fn write_batch(mut self, window: Duration) -> Self {
-        self.write_batch = window;
-        self
-    }
-
-    /// Binds the manager to a parent cancellation token: cancelling it shuts the manager down,
-    /// like [`Manager::shutdown`]. (The Go package's parent context.)
-    pub fn cancellation_token(mut self, token: CancellationToken) -> Self {
-        self.token = Some(token);
-        self
-    }
-
-    /// How many of its latest events each topic keeps for resuming clients (default 1024;
-    /// 0 keeps none beyond what live subscribers need).
-    pub fn history(mut self, events: usize) -> Self {
-        self.limits.history_events = events;
-        self
-    }
-
-    /// Upper bound on the bytes of encoded events each topic keeps for history (default 4 MiB).
-    pub fn history_bytes(mut self, bytes: usize) -> Self {
-        self.limits.history_bytes = bytes;
-        self
-    }
-
-    /// How long a topic's history is kept after its last subscriber has left (default 30 s), so
-    /// a client that reconnects (a page reload) still resumes. The broadcaster itself (and its
-    /// poller) goes at once; a new first subscriber within the retention time brings the history
-    /// back, ids continuing where they were. `Duration::ZERO` drops history with the topic.
-    pub fn retention(mut self, retention: Duration) -> Self {
-        self.limits.retention = retention;
-        self
-    }
-
-    /// How many events a subscriber may fall behind before it is disconnected (default 512).
-    /// A disconnected browser reconnects and resumes from history.
-    pub fn max_lag(mut self, events: usize) -> Self {
-        self.limits.max_lag_events = events;
-        self
-    }
-
-    /// How many bytes of events may queue up behind the event a subscriber is sending before
-    /// it is disconnected (default 1 MiB). The event being sent does not count, so one large
-    /// event never disconnects anyone; its size is bounded by
-    /// [`max_event_bytes`](Self::max_event_bytes).
-    pub fn max_lag_bytes(mut self, bytes: usize) -> Self {
-        self.limits.max_lag_bytes = bytes;
-        self
-    }
-
-    /// Largest encoded event accepted (default 1 MiB, [`DEFAULT_MAX_EVENT_BYTES`]). A publish
-    /// over it is refused: it is logged and counted in
-    /// [`Stats::oversized`](crate::Stats::oversized), takes no id and reaches nobody, so every
-    /// subscriber goes on receiving the events after it.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let manager = sse_runtime::Manager::builder().max_event_bytes(64).build().unwrap();
-    /// let mut sub = manager.subscribe("t").unwrap();
-    /// manager.publish("t", &"x".repeat(100));
-    /// manager.publish("t", &"small");
-    /// assert!(sub.recv().await.unwrap().ends_with(b"data: \"small\"\n\n"));
-    /// assert_eq!(manager.stats().oversized, 1);
-    /// # }
-    /// ```
-    pub fn max_event_bytes(mut self, bytes: usize) -> Self {
-        self.limits.max_event_bytes = bytes;
-        self
-    }
-
-    /// Checks the settings and builds the manager.
-    ///
-    /// # Errors
-    /// [`ConfigError`] naming the first setting that is out of range.
-    pub fn build(self) -> Result<Manager, ConfigError> {
-        let heartbeat = self.heartbeat.unwrap_or(DEFAULT_HEARTBEAT);
-        if heartbeat < Duration::from_millis(1) {
-            return Err(ConfigError::new(format!(
-                "heartbeat must be at least 1ms, got {heartbeat:?}"
-            )));
-        }
-        let retry = self.retry.unwrap_or(DEFAULT_RETRY);
-        if retry < Duration::from_millis(1) {
-            return Err(ConfigError::new(format!(
-                "retry must be at least 1ms, got {retry:?}"
-            )));
-        }
-        if self.limits.max_lag_events == 0 || self.limits.max_lag_bytes == 0 {
-            return Err(ConfigError::new(
-                "max_lag and max_lag_bytes must be at least 1: a subscriber must be allowed one \
-                 undelivered event"
-                    .to_owned(),
-            ));
-        }
-        if self.limits.max_event_bytes == 0 {
-            return Err(ConfigError::new(
-                "max_event_bytes must be at least 1".to_owned(),
-            ));
-        }
-        Ok(Manager::from_config(Config {
-            heartbeat,
-            retry,
-            write_batch: self.write_batch,
-            limits: self.limits,
-            token: self.token.unwrap_or_default(),
-        }))
-    }
-}
-
-/// A [`ManagerBuilder`] setting that is out of range.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    message: String,
-}
-
-impl ConfigError {
-    fn new(message: String) -> Self {
-        Self { message }
-    }
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// [`heartbeat`](crate::manager::ManagerBuilder::heartbeat) below [`MIN_INTERVAL`].
+    Heartbeat(Duration),
+    /// [`retry`](crate::manager::ManagerBuilder::retry) below [`MIN_INTERVAL`].
+    Retry(Duration),
+    /// [`max_lag`](crate::manager::ManagerBuilder::max_lag) of 0: a subscriber must be allowed
+    /// one undelivered event.
+    MaxLag(usize),
+    /// [`max_lag_bytes`](crate::manager::ManagerBuilder::max_lag_bytes) of 0.
+    MaxLagBytes(usize),
+    /// [`max_event_bytes`](crate::manager::ManagerBuilder::max_event_bytes) of 0.
+    MaxEventBytes(usize),
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid SSE manager configuration: {}", self.message)
+        f.write_str("invalid SSE manager configuration: ")?;
+        match self {
+            Self::Heartbeat(value) => {
+                write!(f, "heartbeat must be at least {MIN_INTERVAL:?}, got {value:?}")
+            }
+            Self::Retry(value) => write!(f, "retry must be at least {MIN_INTERVAL:?}, got {value:?}"),
+            Self::MaxLag(value) => write!(
+                f,
+                "max_lag must be at least 1 (a subscriber must be allowed one undelivered event), got {value}"
+            ),
+            Self::MaxLagBytes(value) => write!(
+                f,
+                "max_lag_bytes must be at least 1 (a subscriber must be allowed one undelivered event), got {value}"
+            ),
+            Self::MaxEventBytes(value) => {
+                write!(f, "max_event_bytes must be at least 1, got {value}")
+            }
+        }
     }
 }
 

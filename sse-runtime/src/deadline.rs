@@ -4,7 +4,7 @@
 //! kernel gives up on the TCP connection, which takes many minutes. The broadcaster never waits
 //! for such a client (it only falls behind and is ended when next polled), but its socket, its
 //! buffers and its place in the subscriber count linger. Wrapping the listener closes it after
-//! the deadline instead, as the Go package's per-write deadline did.
+//! the deadline instead.
 
 use std::io;
 use std::pin::Pin;

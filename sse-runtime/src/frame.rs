@@ -2,8 +2,7 @@
 //!
 //! The [`Manager`](crate::Manager) encodes every event once with these functions and shares the
 //! resulting [`Bytes`] between all subscribers. They are public so that a hand-written handler can
-//! speak exactly the same wire format (the Go package's `WriteSSEEvent`, `WriteSSEHeaders` and
-//! `WriteHeartbeat`).
+//! speak exactly the same wire format.
 //!
 //! ```
 //! use sse_runtime::frame;

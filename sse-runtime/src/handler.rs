@@ -1,5 +1,9 @@
-//! The ready-made axum handler (the Go package's `Handler(m, opts...)`), and topics derived from
-//! requests.
+//! The ready-made axum handler, [`SseHandler`], and the topics derived from requests.
+//!
+//! ```
+//! let uri: http::Uri = "/sse/devices?site=3".parse().unwrap();
+//! assert_eq!(sse_runtime::handler::topic_of_uri(&uri), "/sse/devices?site=3");
+//! ```
 
 use std::convert::Infallible;
 use std::fmt;
@@ -14,7 +18,7 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 
 use crate::frame;
 use crate::manager::Manager;
-use crate::polling::PollingService;
+use crate::producer::PollingService;
 use crate::stream::SseStream;
 use crate::subscription::SubscribeOptions;
 
@@ -42,7 +46,7 @@ enum TopicSource {
 /// ```
 /// use std::time::Duration;
 /// use axum::{Router, routing::get};
-/// use sse_runtime::{Manager, Polling, PollError, SseHandler};
+/// use sse_runtime::{Manager, PollError, SseHandler, polling::Polling};
 ///
 /// let manager = Manager::new();
 /// let app: Router = Router::new()
@@ -175,7 +179,7 @@ pub(crate) fn open(
         options = options.last_event_id(&id);
     }
     match manager.subscribe_with(topic, options) {
-        Ok(subscription) => SseStream::new(subscription, manager.heartbeat()).into_response(),
+        Ok(subscription) => SseStream::from(subscription).into_response(),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
     }
 }
@@ -226,14 +230,14 @@ impl fmt::Debug for SseHandler {
 }
 
 /// The topic a request subscribes to by default: its path, plus `?` and the raw query when it
-/// has one (the Go package's `ConstructSSETopic`). Different query strings are different
+/// has one. Different query strings are different
 /// topics. Uses the URI before any [`Router::nest`](axum::Router::nest) stripped a prefix,
 /// so the topic is the path the client asked for, never a route template.
 ///
 /// ```
 /// let request = http::Request::get("/api/v1/device/7/sse?offset=10").body(()).unwrap();
 /// let (parts, _) = request.into_parts();
-/// assert_eq!(sse_runtime::topic_of(&parts), "/api/v1/device/7/sse?offset=10");
+/// assert_eq!(sse_runtime::handler::topic_of(&parts), "/api/v1/device/7/sse?offset=10");
 /// ```
 pub fn topic_of(parts: &Parts) -> String {
     let uri = parts
@@ -250,7 +254,7 @@ pub fn topic_of(parts: &Parts) -> String {
 ///
 /// ```
 /// let uri: http::Uri = "/feed?a=1&last_event_id=5-3&b=2".parse().unwrap();
-/// assert_eq!(sse_runtime::topic_of_uri(&uri), "/feed?a=1&b=2");
+/// assert_eq!(sse_runtime::handler::topic_of_uri(&uri), "/feed?a=1&b=2");
 /// ```
 pub fn topic_of_uri(uri: &Uri) -> String {
     let Some(query) = uri.query() else {
@@ -283,7 +287,7 @@ fn last_event_id(headers: &HeaderMap, uri: &Uri) -> Option<String> {
 /// Extracts the request's default topic ([`topic_of`]) in a custom handler.
 ///
 /// ```
-/// use sse_runtime::RequestTopic;
+/// use sse_runtime::handler::RequestTopic;
 ///
 /// async fn handler(RequestTopic(topic): RequestTopic) -> String {
 ///     topic

@@ -2,8 +2,10 @@
 //!
 //! A [`Manager`] holds one broadcaster per topic. Clients subscribe over HTTP through
 //! [`SseHandler`] (or [`Manager::subscribe`] plus [`SseStream`] in a handler of your own);
-//! publishers push with [`Manager::publish`], or a [`Polling`] service fetches data on an
-//! interval while the topic has subscribers.
+//! publishers push with [`Manager::publish`], or a [`Polling`](polling::Polling) service
+//! fetches data on an interval while the topic has subscribers. The attribute macros
+//! [`sse_topic`] and [`sse_poll`] generate all of that from a type or an async fn, and
+//! [`router`] mounts what they registered.
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
@@ -26,61 +28,58 @@
 //! # }
 //! ```
 //!
-//! [`serve`] runs the `Router` on the framework's own HTTP/1.1 engine, which writes SSE streams
-//! straight to the socket (a few KiB per idle connection instead of hyper's buffers) and times
-//! out slow request heads; [`Server`] configures it, or runs the same `Router` on hyper.
+//! [`serve()`] runs the `Router` on the framework's own HTTP/1.1 engine, which writes SSE
+//! streams straight to the socket (a few KiB per idle connection instead of hyper's buffers)
+//! and times out slow request heads; [`Server`] configures it, or runs the same `Router` on
+//! hyper.
+//!
+//! # Where things are
+//!
+//! The root has what every user touches. The modules group the rest: [`config`] (defaults and
+//! [`ConfigError`](config::ConfigError)), [`manager`] ([`ManagerBuilder`](manager::ManagerBuilder)),
+//! [`subscription`] (options, how a subscription joined, why it ended), [`polling`] (pollers
+//! and the producer contract), [`handler`] (topics derived from requests), [`routes`] (the
+//! registry the macros fill), [`serve`](mod@serve) (limits of the HTTP engine), [`frame`]
+//! (the wire encoding, for handlers of your own), [`event_id`] and [`stats`].
 //!
 //! # How an event travels
 //!
-//! `publish` looks the topic up under a read lock (no subscribers: nothing else happens),
-//! serializes the value once, and appends one encoded frame (`id:`, `event:`, `data:`) to the
-//! topic's bounded log. Every subscriber is a cursor into that log; its connection copies out,
-//! in one write, whatever it has not sent yet. A subscriber that falls too far behind is ended
-//! and its browser resumes with `Last-Event-ID`; nobody else ever waits for it.
+//! `publish` looks the topic up under a read lock (no subscribers and no retained history:
+//! nothing else happens), serializes the value once, and appends one encoded frame (`id:`,
+//! `event:`, `data:`) to the topic's bounded log. Every subscriber is a cursor into that log;
+//! its connection copies out, in one write, whatever it has not sent yet. A subscriber that
+//! falls too far behind is ended and its browser resumes with `Last-Event-ID`; nobody else
+//! ever waits for it. `docs/ARCHITECTURE.md` in the repository draws the layers and states
+//! the locking invariants.
 
 #![warn(missing_docs)]
 
-mod config;
-mod deadline;
-mod event_id;
+pub mod config;
+pub mod deadline;
+pub mod event_id;
 pub mod frame;
-mod handler;
-mod manager;
-mod polling;
-mod registry;
-mod serve;
-mod stats;
+pub mod handler;
+mod hub;
+mod log;
+pub mod manager;
+pub mod polling;
+mod producer;
+pub mod routes;
+pub mod serve;
+pub mod stats;
 mod stream;
-mod subscription;
+pub mod subscription;
 mod topic;
 mod typed;
 
-pub use config::{
-    ConfigError, DEFAULT_HEARTBEAT, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS,
-    DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_LAG_BYTES, DEFAULT_MAX_LAG_EVENTS, DEFAULT_RETENTION,
-    DEFAULT_RETRY, ManagerBuilder,
-};
-pub use deadline::{DeadlineIo, WriteDeadline};
-pub use event_id::{EventId, MalformedEventId};
-pub use handler::{
-    LAST_EVENT_ID_QUERY, MAX_TOPIC_LEN, RequestTopic, SseHandler, topic_of, topic_of_uri,
-};
+pub use deadline::WriteDeadline;
+pub use handler::SseHandler;
 pub use manager::Manager;
-pub use polling::{
-    DEFAULT_API_VERSION, DEFAULT_INTERVAL, PollError, Polling, PollingService, Publisher,
-    StopFuture, TopicPublisher,
-};
-pub use registry::{
-    RegistrationError, RouteInfo, registered_routes, router, router_with, try_router_with,
-};
-pub use serve::{
-    DEFAULT_HEAD_TIMEOUT, MAX_BODY, MAX_HEAD, MAX_PENDING_BODIES, Server, serve,
-    serve_with_shutdown,
-};
+pub use producer::PollError;
+pub use routes::router;
+pub use serve::{Server, serve};
 pub use sse_macros::{sse_poll, sse_topic};
-pub use stats::{Stats, TopicStats};
 pub use stream::SseStream;
-pub use subscription::{EndReason, SubscribeError, SubscribeOptions, Subscription};
 pub use tokio_util::sync::CancellationToken;
 pub use typed::SseTopic;
 

@@ -1,13 +1,14 @@
 //! Pollers: a function called on an interval whose results are published to a topic, running
 //! only while the topic has subscribers.
+//!
+//! [`Polling`] is the bundled [`PollingService`]; the contract itself (and [`TopicPublisher`],
+//! [`PollError`]) is re-exported here so everything a producer needs is in one place.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -18,8 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::manager::Inner;
-use crate::topic::Topic;
+pub use crate::producer::{PollError, PollingService, Publisher, StopFuture, TopicPublisher};
 
 /// Interval between polls when none is set.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
@@ -27,185 +27,10 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 /// API version reported in error payloads when none is set.
 pub const DEFAULT_API_VERSION: &str = "v1";
 
-/// The future returned by [`PollingService::stop`].
-pub type StopFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
-
-/// Something that produces a topic's events while the topic has subscribers.
-///
-/// The manager calls [`start`](Self::start) once, when the first subscriber creates the topic's
-/// broadcaster, and [`stop`](Self::stop) once, off the unsubscribe path, when the last subscriber
-/// has left. [`Polling`] is the bundled implementation; implement this trait for other sources.
-///
-/// ```
-/// use std::sync::Arc;
-/// use sse_runtime::{PollingService, Publisher, StopFuture, TopicPublisher};
-/// use parking_lot::Mutex;
-///
-/// /// Publishes one greeting when started.
-/// struct Greeter(Mutex<Option<TopicPublisher>>);
-///
-/// impl PollingService for Greeter {
-///     fn start(&self, publisher: TopicPublisher) {
-///         publisher.publish(&"hello");
-///         *self.0.lock() = Some(publisher);
-///     }
-///     fn stop(&self) -> StopFuture<'_> {
-///         Box::pin(async move { self.0.lock().take(); })
-///     }
-/// }
-/// # let _: Arc<dyn PollingService> = Arc::new(Greeter(Mutex::new(None)));
-/// ```
-pub trait PollingService: Send + Sync + 'static {
-    /// Begins producing events into `publisher`. Must not block: spawn the work.
-    fn start(&self, publisher: TopicPublisher);
-
-    /// Ends production; the future completes once it has ended. May be called when `start` never
-    /// was, and more than once: both must be harmless.
-    fn stop(&self) -> StopFuture<'_>;
-}
-
-/// Publishes into one topic (the Go package's `Publisher`).
-pub trait Publisher {
-    /// Serializes `value` once and sends it to every subscriber of the topic. Fire-and-forget:
-    /// returns nothing, never blocks; a value that fails to serialize is logged and skipped.
-    fn publish<T: Serialize + ?Sized>(&self, value: &T);
-}
-
-/// A handle on one topic's broadcaster, given to [`PollingService::start`].
-///
-/// It does not keep the broadcaster alive: once the last subscriber has left, publishing through
-/// it does nothing, even if a new broadcaster has since been created for the same topic (that one
-/// has its own poller).
-#[derive(Clone)]
-pub struct TopicPublisher {
-    topic: Weak<Topic>,
-    manager: Weak<Inner>,
-}
-
-impl TopicPublisher {
-    pub(crate) fn new(topic: &Arc<Topic>, manager: &Arc<Inner>) -> Self {
-        Self {
-            topic: Arc::downgrade(topic),
-            manager: Arc::downgrade(manager),
-        }
-    }
-
-    /// The topic this publisher feeds, while its broadcaster is alive.
-    pub fn topic(&self) -> Option<String> {
-        self.topic.upgrade().map(|topic| topic.name.to_string())
-    }
-
-    /// Whether the broadcaster is gone (its last subscriber left, or the manager shut down).
-    pub fn is_closed(&self) -> bool {
-        self.topic.upgrade().is_none_or(|topic| topic.is_closed())
-    }
-
-    /// Publishes the error payload `{"apiVersion", "statusCode", "message"}`.
-    pub fn publish_error(&self, error: &PollError, api_version: &str) {
-        self.publish(&ErrorPayload {
-            api_version,
-            status_code: error.status.as_u16(),
-            message: &error.message,
-        });
-    }
-}
-
-impl Publisher for TopicPublisher {
-    fn publish<T: Serialize + ?Sized>(&self, value: &T) {
-        if let (Some(topic), Some(manager)) = (self.topic.upgrade(), self.manager.upgrade())
-            && let Some(data) = manager.encode(&topic.name, value)
-        {
-            manager.deliver(&topic, None, data);
-        }
-    }
-}
-
-impl fmt::Debug for TopicPublisher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TopicPublisher")
-            .field("topic", &self.topic())
-            .finish()
-    }
-}
-
-/// The payload published when a poll fails.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ErrorPayload<'a> {
-    api_version: &'a str,
-    status_code: u16,
-    message: &'a str,
-}
-
-/// A failed poll: an HTTP-style status and a message, published to subscribers as
-/// `{"apiVersion": "v1", "statusCode": 404, "message": "..."}`.
-///
-/// Any `std::error::Error` converts into one with status 500, so `?` works in poll functions;
-/// give a status with [`PollError::new`] or [`with_status`](Self::with_status).
-///
-/// ```
-/// use http::StatusCode;
-/// use sse_runtime::PollError;
-///
-/// fn parse(s: &str) -> Result<u32, PollError> {
-///     if s.is_empty() {
-///         return Err(PollError::new(StatusCode::NOT_FOUND, "no such device"));
-///     }
-///     Ok(s.parse::<u32>()?) // ParseIntError -> 500
-/// }
-/// assert_eq!(parse("").unwrap_err().status(), StatusCode::NOT_FOUND);
-/// assert_eq!(parse("x").unwrap_err().status(), StatusCode::INTERNAL_SERVER_ERROR);
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PollError {
-    status: StatusCode,
-    message: String,
-}
-
-impl PollError {
-    /// An error with this status and message.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-
-    /// The same error with another status.
-    #[must_use]
-    pub fn with_status(mut self, status: StatusCode) -> Self {
-        self.status = status;
-        self
-    }
-
-    /// The status reported in the payload.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// The message reported in the payload.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for PollError {
-    fn from(error: E) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
-    }
-}
-
-impl fmt::Display for PollError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.message, self.status)
-    }
-}
-
 type StopCondition<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
 type StopCallback = Arc<dyn Fn() + Send + Sync>;
 
-/// Calls an async function on an interval and publishes each result (the Go package's
-/// `NewPolling`).
+/// Calls an async function on an interval and publishes each result.
 ///
 /// - The first poll runs at once, then one every [`interval`](Self::interval) (default 5 s).
 /// - A successful result is published, then the [stop condition](Self::stop_when) is tested; if
@@ -269,14 +94,24 @@ where
     }
 
     /// Time between the starts of two polls (default 5 s). A poll that overruns delays the next
-    /// one instead of piling up.
+    /// one instead of piling up. A zero interval would poll in a busy loop: it falls back to
+    /// [`DEFAULT_INTERVAL`], with a warning in the log.
     ///
-    /// # Panics
-    /// When `interval` is zero.
+    /// ```
+    /// use std::time::Duration;
+    /// use sse_runtime::{PollError, polling::{DEFAULT_INTERVAL, Polling}};
+    ///
+    /// let polling = Polling::new(|_| async { Ok::<_, PollError>(1) }).interval(Duration::ZERO);
+    /// assert_eq!(polling.polling_interval(), DEFAULT_INTERVAL);
+    /// ```
     #[must_use]
     pub fn interval(mut self, interval: Duration) -> Self {
-        assert!(!interval.is_zero(), "polling interval must be positive");
-        self.interval = interval;
+        if interval.is_zero() {
+            tracing::warn!(default = ?DEFAULT_INTERVAL, "polling interval of zero; using the default");
+            self.interval = DEFAULT_INTERVAL;
+        } else {
+            self.interval = interval;
+        }
         self
     }
 

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde::Serialize;
 
-use crate::EventId;
+use crate::event_id::EventId;
 
 /// A snapshot of a [`Manager`](crate::Manager)'s state and counters.
 ///

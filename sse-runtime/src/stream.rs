@@ -1,21 +1,28 @@
-//! The HTTP side of a subscription: a response body that streams its frames, with heartbeats.
+//! The HTTP side of a subscription: a response body that streams its frames, with heartbeats,
+//! and the [`Takeover`] slot through which [`serve`](crate::serve()) writes it itself.
+//!
+//! The stream is where a subscription meets the wire: it turns how the subscription joined
+//! into a `reset` event, adds the `retry:` hint and the heartbeats, and batches writes.
 
 use std::convert::Infallible;
 use std::hash::BuildHasher;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use parking_lot::Mutex;
 use pin_project_lite::pin_project;
+use serde::Serialize;
 use tokio::time::{Instant, Sleep};
 
+use crate::config::{MIN_INTERVAL, StreamSettings};
+use crate::event_id::EventId;
 use crate::frame;
-use crate::subscription::Subscription;
-use parking_lot::Mutex;
-use std::sync::Arc;
+use crate::subscription::{Joined, ResetReason, Subscription};
 
 pin_project! {
     /// A [`Subscription`] as an SSE response body.
@@ -53,24 +60,27 @@ pin_project! {
 }
 
 impl SseStream {
-    /// Streams `subscription`, with a heartbeat after `heartbeat` of silence.
+    /// Streams `subscription`, with a heartbeat after `heartbeat` of silence (at least
+    /// [`MIN_INTERVAL`](crate::config::MIN_INTERVAL)); the other settings are its manager's.
+    /// [`SseStream::from`] takes the manager's heartbeat too.
     pub fn new(subscription: Subscription, heartbeat: Duration) -> Self {
-        let base = subscription.retry_hint().as_millis() as u64;
-        let jitter =
-            std::hash::RandomState::new().hash_one(subscription.topic()) % (base / 2).max(1);
-        let mut preamble = frame::retry(base + jitter).to_vec();
-        if let Some(reset) = subscription.preamble() {
-            preamble.extend_from_slice(&reset);
-        }
+        let settings = StreamSettings {
+            heartbeat: heartbeat.max(MIN_INTERVAL),
+            ..subscription.stream_settings()
+        };
+        Self::with_settings(subscription, settings)
+    }
+
+    fn with_settings(subscription: Subscription, settings: StreamSettings) -> Self {
+        let preamble = preamble(&subscription, settings.retry);
         let now = Instant::now();
-        let batch = subscription.write_batch();
         Self {
             subscription,
-            preamble: Some(Bytes::from(preamble)),
-            heartbeat_every: heartbeat,
-            batch,
+            preamble: Some(preamble),
+            heartbeat_every: settings.heartbeat,
+            batch: settings.write_batch,
             last_write: now,
-            heartbeat: tokio::time::sleep_until(now + heartbeat),
+            heartbeat: tokio::time::sleep_until(now + settings.heartbeat),
             holding: false,
             finished: false,
         }
@@ -80,6 +90,48 @@ impl SseStream {
     pub fn subscription(&self) -> &Subscription {
         &self.subscription
     }
+}
+
+impl From<Subscription> for SseStream {
+    /// Streams `subscription` with its manager's settings.
+    fn from(subscription: Subscription) -> Self {
+        let settings = subscription.stream_settings();
+        Self::with_settings(subscription, settings)
+    }
+}
+
+/// What a stream sends before any event: the `retry:` hint (plus up to half of it as jitter, so
+/// the clients of a restarting server do not all come back in the same instant), then a `reset`
+/// event if the subscription could not resume from the client's last event id.
+fn preamble(subscription: &Subscription, retry: Duration) -> Bytes {
+    let base = retry.as_millis() as u64;
+    let jitter = std::hash::RandomState::new().hash_one(subscription.topic()) % (base / 2).max(1);
+    let retry = frame::retry(base + jitter);
+    match subscription.joined() {
+        Joined::Reset {
+            reason,
+            continue_from,
+        } => [retry, reset_event(reason, continue_from)].concat().into(),
+        _ => retry,
+    }
+}
+
+/// The `reset` event: `{"reason", "continueFrom"}`, carrying the id just before the live
+/// stream, so a reconnect after it resumes from there instead of being reset again.
+fn reset_event(reason: ResetReason, continue_from: EventId) -> Bytes {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Reset<'a> {
+        reason: &'a str,
+        continue_from: String,
+    }
+    let data = serde_json::to_vec(&Reset {
+        reason: reason.as_str(),
+        continue_from: continue_from.to_string(),
+    })
+    .expect("plain struct serializes");
+    let here = EventId::new(continue_from.epoch(), continue_from.sequence() - 1);
+    frame::event(Some(&here.to_string()), Some("reset"), &data)
 }
 
 impl Body for SseStream {
@@ -148,7 +200,7 @@ impl Body for SseStream {
 }
 
 impl IntoResponse for SseStream {
-    /// The SSE headers and the stream as body. [`serve`](crate::serve) takes the stream over
+    /// The SSE headers and the stream as body. [`serve`](crate::serve()) takes the stream over
     /// and writes it to the socket itself; any other server polls the body.
     fn into_response(self) -> Response {
         let takeover = Takeover::new(self);

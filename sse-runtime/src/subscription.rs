@@ -1,24 +1,45 @@
 //! One subscriber's membership of a topic, and the options it joins with.
+//!
+//! A [`Subscription`] yields the topic's encoded frames and says how it joined
+//! ([`Joined`]); turning that into a response (the `retry:` hint, a `reset` event) is the
+//! stream's business ([`SseStream`](crate::SseStream)).
+//!
+//! ```
+//! use sse_runtime::Manager;
+//! use sse_runtime::subscription::{Joined, SubscribeOptions};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let manager = Manager::new();
+//! let mut sub = manager.subscribe_with("t", SubscribeOptions::new().history(16)).unwrap();
+//! assert_eq!(sub.joined(), Joined::Live);
+//! manager.publish("t", &1);
+//! assert!(sub.recv().await.unwrap().ends_with(b"data: 1\n\n"));
+//! # }
+//! ```
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
 
-use crate::config::Limits;
+use crate::config::{HistoryOverrides, StreamSettings};
 use crate::event_id::EventId;
-use crate::frame;
-use crate::manager::Inner;
-use crate::polling::PollingService;
-use crate::topic::{Joined, Read, ResetReason, Start, Subscriber, Topic};
+use crate::hub::{Hub, Join};
+use crate::producer::PollingService;
+use crate::topic::{Membership, Read, Start, Subscriber, Topic};
+
+pub use crate::topic::{Joined, ResetReason};
 
 /// Options for [`Manager::subscribe_with`](crate::Manager::subscribe_with).
 ///
+/// The history settings apply only when this subscription creates the topic's broadcaster;
+/// otherwise the broadcaster already has its own.
+///
 /// ```
-/// use sse_runtime::SubscribeOptions;
+/// use sse_runtime::subscription::SubscribeOptions;
 ///
 /// let options = SubscribeOptions::new()
 ///     .change_detection(true)
@@ -27,11 +48,9 @@ use crate::topic::{Joined, Read, ResetReason, Start, Subscriber, Topic};
 #[derive(Clone, Default)]
 #[must_use]
 pub struct SubscribeOptions {
-    pub(crate) polling: Option<Arc<dyn PollingService>>,
+    polling: Option<Arc<dyn PollingService>>,
     change_detection: Option<bool>,
-    history: Option<usize>,
-    history_bytes: Option<usize>,
-    retention: Option<std::time::Duration>,
+    history: HistoryOverrides,
     last_event_id: Option<Result<EventId, ()>>,
 }
 
@@ -62,30 +81,30 @@ impl SubscribeOptions {
         self
     }
 
-    /// How many events a new broadcaster keeps for resuming clients, instead of the manager's
-    /// setting. Only the subscription that creates the broadcaster decides.
+    /// [`ManagerBuilder::history`](crate::manager::ManagerBuilder::history), for a new
+    /// broadcaster only.
     pub fn history(mut self, events: usize) -> Self {
-        self.history = Some(events);
+        self.history.events = Some(events);
         self
     }
 
-    /// Upper bound on the bytes of events a new broadcaster keeps for resuming clients, instead
-    /// of the manager's setting. Only the subscription that creates the broadcaster decides.
+    /// [`ManagerBuilder::history_bytes`](crate::manager::ManagerBuilder::history_bytes), for a
+    /// new broadcaster only.
     pub fn history_bytes(mut self, bytes: usize) -> Self {
-        self.history_bytes = Some(bytes);
+        self.history.bytes = Some(bytes);
         self
     }
 
-    /// How long a new broadcaster's history outlives its last subscriber, instead of the
-    /// manager's setting. Only the subscription that creates the broadcaster decides.
-    pub fn retention(mut self, retention: std::time::Duration) -> Self {
-        self.retention = Some(retention);
+    /// [`ManagerBuilder::retention`](crate::manager::ManagerBuilder::retention), for a new
+    /// broadcaster only.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.history.retention = Some(retention);
         self
     }
 
     /// Resume after this event id (the `Last-Event-ID` a reconnecting client sends). A
-    /// malformed id is treated like one the topic no longer has: the stream starts with a
-    /// `reset` event, then goes on live.
+    /// malformed id is treated like one the topic no longer has: the subscription joins with
+    /// [`Joined::Reset`], then goes on live.
     pub fn last_event_id(mut self, id: &str) -> Self {
         self.last_event_id = Some(id.parse().map_err(drop));
         self
@@ -97,28 +116,17 @@ impl SubscribeOptions {
         self
     }
 
-    pub(crate) fn change_detection_or_default(&self) -> bool {
-        self.change_detection.unwrap_or(self.polling.is_some())
-    }
-
-    pub(crate) fn limits(&self, mut limits: Limits) -> Limits {
-        if let Some(events) = self.history {
-            limits.history_events = events;
-        }
-        if let Some(bytes) = self.history_bytes {
-            limits.history_bytes = bytes;
-        }
-        if let Some(retention) = self.retention {
-            limits.retention = retention;
-        }
-        limits
-    }
-
-    pub(crate) fn start(&self) -> Start {
-        match self.last_event_id {
-            None => Start::Live,
-            Some(Ok(id)) => Start::After(id),
-            Some(Err(())) => Start::Malformed,
+    /// What the registry needs to join the topic.
+    pub(crate) fn into_join(self) -> Join {
+        Join {
+            start: match self.last_event_id {
+                None => Start::Live,
+                Some(Ok(id)) => Start::After(id),
+                Some(Err(())) => Start::Malformed,
+            },
+            change_detection: self.change_detection.unwrap_or(self.polling.is_some()),
+            history: self.history,
+            poller: self.polling,
         }
     }
 }
@@ -129,14 +137,20 @@ impl fmt::Debug for SubscribeOptions {
             .field("polling", &self.polling.is_some())
             .field("change_detection", &self.change_detection)
             .field("history", &self.history)
-            .field("history_bytes", &self.history_bytes)
-            .field("retention", &self.retention)
             .field("last_event_id", &self.last_event_id)
             .finish()
     }
 }
 
 /// Why a subscription could not be made.
+///
+/// ```
+/// use sse_runtime::{Manager, subscription::SubscribeError};
+///
+/// let manager = Manager::new();
+/// manager.shutdown();
+/// assert_eq!(manager.subscribe("t").unwrap_err(), SubscribeError::ShutDown);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SubscribeError {
@@ -155,6 +169,18 @@ impl fmt::Display for SubscribeError {
 impl std::error::Error for SubscribeError {}
 
 /// Why a subscription ended.
+///
+/// ```
+/// use sse_runtime::{Manager, subscription::EndReason};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let manager = Manager::new();
+/// let mut sub = manager.subscribe("t").unwrap();
+/// manager.shutdown();
+/// assert_eq!(sub.recv().await, None);
+/// assert_eq!(sub.end_reason(), Some(EndReason::ShutDown));
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EndReason {
@@ -174,31 +200,51 @@ pub enum EndReason {
 ///
 /// Dropping it unsubscribes; the last subscriber out removes the topic's broadcaster at once.
 /// [`SseStream`](crate::SseStream) turns it into an HTTP response body.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let manager = sse_runtime::Manager::new();
+/// let sub = manager.subscribe("alarms").unwrap();
+/// assert_eq!((sub.topic(), manager.subscriber_count("alarms")), ("alarms", 1));
+/// drop(sub);
+/// assert_eq!(manager.subscriber_count("alarms"), 0);
+/// # }
+/// ```
 pub struct Subscription {
-    manager: Arc<Inner>,
+    hub: Arc<Hub>,
     topic: Arc<Topic>,
     subscriber: Arc<Subscriber>,
     key: usize,
     joined: Joined,
+    exempt_until: u64,
     ended: Option<EndReason>,
 }
 
 impl Subscription {
-    pub(crate) fn new(
-        manager: Arc<Inner>,
-        topic: Arc<Topic>,
-        key: usize,
-        subscriber: Arc<Subscriber>,
-        joined: Joined,
-    ) -> Self {
-        Self {
-            manager,
+    /// Subscribes to `name` on `hub`.
+    pub(crate) fn join(
+        hub: &Arc<Hub>,
+        name: &str,
+        options: SubscribeOptions,
+    ) -> Result<Self, SubscribeError> {
+        let (topic, membership) = hub
+            .join(name, options.into_join())
+            .map_err(|_| SubscribeError::ShutDown)?;
+        let Membership {
+            key,
+            subscriber,
+            joined,
+            exempt_until,
+        } = membership;
+        Ok(Self {
+            hub: hub.clone(),
             topic,
             subscriber,
             key,
             joined,
+            exempt_until,
             ended: None,
-        }
+        })
     }
 
     /// The topic subscribed to.
@@ -206,19 +252,20 @@ impl Subscription {
         &self.topic.name
     }
 
-    /// The manager's write-batching window.
-    pub(crate) fn write_batch(&self) -> std::time::Duration {
-        self.manager.config.write_batch
+    /// How this subscription joined its topic: live, resumed after the client's last event id,
+    /// or reset because that id could not be resumed from.
+    pub fn joined(&self) -> Joined {
+        self.joined
+    }
+
+    /// How the manager wants this subscription streamed.
+    pub(crate) fn stream_settings(&self) -> StreamSettings {
+        self.hub.config.stream
     }
 
     /// Whether frames are waiting to be read (registers the waker either way).
     pub(crate) fn has_pending(&self, cx: &Context<'_>) -> bool {
         self.ended.is_none() && self.topic.has_pending(&self.subscriber, cx.waker())
-    }
-
-    /// The manager's `retry:` hint.
-    pub(crate) fn retry_hint(&self) -> std::time::Duration {
-        self.manager.config.retry
     }
 
     /// Why the subscription ended, once it has.
@@ -237,18 +284,17 @@ impl Subscription {
         if self.ended.is_some() {
             return Poll::Ready(None);
         }
-        if self.manager.config.token.is_cancelled() {
+        if self.hub.is_shut_down() {
             return self.end(EndReason::ShutDown);
         }
-        let exempt_until = match self.joined {
-            Joined::Resumed { head } => head,
-            _ => 0,
-        };
-        match self.topic.read(&self.subscriber, exempt_until, cx.waker()) {
+        match self
+            .topic
+            .read(&self.subscriber, self.exempt_until, cx.waker())
+        {
             Read::Frames(chunk) => Poll::Ready(Some(chunk)),
             Read::Empty => Poll::Pending,
             Read::Lagged => {
-                self.manager.counters.lagged.fetch_add(1, Ordering::Relaxed);
+                self.hub.counters.lagged.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(topic = %self.topic.name, "subscriber fell behind; disconnecting it so it resumes");
                 self.end(EndReason::Lagged)
             }
@@ -261,39 +307,10 @@ impl Subscription {
         let _ = self.end(EndReason::Unsubscribed);
     }
 
-    /// What the stream sends before any event: a `reset` event when the client's last event id
-    /// could not be resumed from.
-    pub(crate) fn preamble(&self) -> Option<Bytes> {
-        let Joined::Reset { reason, next } = self.joined else {
-            return None;
-        };
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Reset<'a> {
-            reason: &'a str,
-            continue_from: String,
-        }
-        let reason = match reason {
-            ResetReason::Malformed => "malformed-last-event-id",
-            ResetReason::UnknownEpoch => "unknown-epoch",
-            ResetReason::HistoryExceeded => "history-exceeded",
-            ResetReason::FromTheFuture => "unknown-sequence",
-        };
-        let data = serde_json::to_vec(&Reset {
-            reason,
-            continue_from: next.to_string(),
-        })
-        .expect("plain struct serializes");
-        // The reset carries the id just before the live stream, so a reconnect after it resumes
-        // from here instead of being reset again.
-        let here = EventId::new(next.epoch(), next.sequence() - 1);
-        Some(frame::event(Some(&here.to_string()), Some("reset"), &data))
-    }
-
     fn end(&mut self, reason: EndReason) -> Poll<Option<Bytes>> {
         if self.ended.is_none() {
             self.ended = Some(reason);
-            self.manager.unsubscribe(&self.topic, self.key);
+            self.hub.leave(&self.topic, self.key);
         }
         Poll::Ready(None)
     }
@@ -301,10 +318,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        if self.ended.is_none() {
-            self.ended = Some(EndReason::Unsubscribed);
-            self.manager.unsubscribe(&self.topic, self.key);
-        }
+        let _ = self.end(EndReason::Unsubscribed);
     }
 }
 
@@ -312,6 +326,7 @@ impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
             .field("topic", &self.topic.name)
+            .field("joined", &self.joined)
             .field("ended", &self.ended)
             .finish()
     }

@@ -1,4 +1,4 @@
-//! The per-topic broadcaster: a bounded log of encoded events shared by every subscriber.
+//! The per-topic broadcaster: a [`Log`] of encoded events shared by every subscriber.
 //!
 //! Each published event is encoded once into a [`Bytes`] frame and appended to the topic's log.
 //! Subscribers do not get a copy each: a subscriber is a cursor (the sequence number of the next
@@ -10,13 +10,14 @@
 //! - the log doubles as the resume history: a reconnecting client's `Last-Event-ID` is a cursor.
 //!
 //! A subscriber that falls further behind than the lag limit (or out of the log) is ended; its
-//! client reconnects and resumes from the log.
+//! client reconnects and resumes from the log. A topic knows nothing of who produces its events
+//! (the registry keeps a topic's poller next to it) nor of how its events reach the wire.
 
-use std::collections::VecDeque;
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::{RwLock, RwLockWriteGuard};
 use slab::Slab;
@@ -24,14 +25,14 @@ use slab::Slab;
 use crate::config::Limits;
 use crate::event_id::{EventId, IdBuf};
 use crate::frame;
-use crate::polling::PollingService;
-
-/// Most bytes handed to the connection in one chunk when a subscriber is behind.
-const MAX_CHUNK: usize = 256 * 1024;
+use crate::log::{Gap, Log};
 
 pub(crate) struct Topic {
     pub(crate) name: Arc<str>,
-    /// Lock order: the manager's registry lock, then this one. Publishing takes only this one.
+    /// Lock order: the registry's lock, then this one. Publishing takes only this one.
+    ///
+    /// Invariants kept under it: a subscriber's cursor is never above `history.log.next_seq()`;
+    /// once `closed` is set it is never cleared, and nothing is recorded after it.
     state: RwLock<State>,
 }
 
@@ -42,19 +43,6 @@ struct State {
     /// handle (a poller still stopping, a publish that raced the unsubscribe) finds the topic
     /// closed and does nothing, and can never revive it.
     closed: bool,
-    poller: Option<Arc<dyn PollingService>>,
-}
-
-/// The encoded events a topic keeps, oldest first, with their sequence numbers.
-struct Log {
-    entries: VecDeque<Entry>,
-    /// Sequence number of `entries[0]`; equals `next_seq` when the log is empty.
-    first_seq: u64,
-    next_seq: u64,
-    /// Bytes of all frames currently in `entries`.
-    bytes: usize,
-    /// Bytes of all frames ever appended: the stream offset just past the newest frame.
-    end_offset: u64,
 }
 
 /// What a topic records: its epoch, its log, and the rules it records by. It lives in the
@@ -70,18 +58,13 @@ pub(crate) struct History {
 }
 
 /// What became of a published event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Recorded {
     Appended,
     /// Same payload as the previous event (change detection): not recorded.
     Duplicate,
     /// Its encoded frame is over the size limit: not recorded. Carries the frame's size.
     TooLarge(usize),
-}
-
-struct Entry {
-    frame: Bytes,
-    /// Stream offset just past this frame.
-    end: u64,
 }
 
 /// What the broadcaster keeps of one subscriber. Its fields are atomics only so the owning
@@ -95,7 +78,7 @@ pub(crate) struct Subscriber {
     fresh: AtomicBool,
 }
 
-/// Where a new subscriber starts.
+/// Where a new subscriber asks to start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Start {
     /// With the next event published.
@@ -106,25 +89,42 @@ pub(crate) enum Start {
     Malformed,
 }
 
-/// Where a new subscriber actually started.
+/// How a subscription joined its topic.
+///
+/// ```
+/// use sse_runtime::subscription::{Joined, ResetReason};
+/// use sse_runtime::Manager;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let manager = Manager::new();
+/// let sub = manager.subscribe("t").unwrap();
+/// assert_eq!(sub.joined(), Joined::Live);
+/// let stale = sse_runtime::subscription::SubscribeOptions::new().last_event_id("nonsense");
+/// let reset = manager.subscribe_with("t", stale).unwrap();
+/// assert!(matches!(reset.joined(), Joined::Reset { reason: ResetReason::Malformed, .. }));
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Joined {
+#[non_exhaustive]
+pub enum Joined {
+    /// With the next event published.
     Live,
-    /// Resuming: the retained events after the client's last id come first. Until the
-    /// subscriber has sent everything up to `head` (the topic's head when it joined), that
-    /// backlog does not count as lag.
-    Resumed {
-        head: u64,
-    },
-    /// The client's last id cannot be resumed from; it continues live from `next`.
+    /// Right after the client's last event id: the retained events since come first.
+    Resumed,
+    /// The client's last event id cannot be resumed from; the subscription goes on live from
+    /// `continue_from`, the id of the next event.
     Reset {
+        /// Why the id could not be resumed from.
         reason: ResetReason,
-        next: EventId,
+        /// The id the next event will carry.
+        continue_from: EventId,
     },
 }
 
+/// Why a client's last event id could not be resumed from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ResetReason {
+#[non_exhaustive]
+pub enum ResetReason {
     /// The client's last event id does not parse.
     Malformed,
     /// The id belongs to another broadcaster (an earlier incarnation, another server).
@@ -133,6 +133,41 @@ pub(crate) enum ResetReason {
     HistoryExceeded,
     /// The id is ahead of anything this topic has sent.
     FromTheFuture,
+}
+
+impl ResetReason {
+    /// The reason as the `reset` event names it: `malformed-last-event-id`, `unknown-epoch`,
+    /// `history-exceeded` or `unknown-sequence`.
+    ///
+    /// ```
+    /// use sse_runtime::subscription::ResetReason;
+    /// assert_eq!(ResetReason::HistoryExceeded.as_str(), "history-exceeded");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed-last-event-id",
+            Self::UnknownEpoch => "unknown-epoch",
+            Self::HistoryExceeded => "history-exceeded",
+            Self::FromTheFuture => "unknown-sequence",
+        }
+    }
+}
+
+impl fmt::Display for ResetReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A subscriber's place in a topic, as registered.
+pub(crate) struct Membership {
+    /// Its key among the topic's subscribers.
+    pub(crate) key: usize,
+    pub(crate) subscriber: Arc<Subscriber>,
+    pub(crate) joined: Joined,
+    /// Lag is not held against the subscriber while its cursor is below this: a resumed
+    /// subscriber's backlog (the topic's head when it joined). 0 for the others.
+    pub(crate) exempt_until: u64,
 }
 
 pub(crate) enum Read {
@@ -153,43 +188,15 @@ pub(crate) enum Published {
     Closed(Bytes),
 }
 
-/// Result of removing a subscriber.
-pub(crate) struct Removed {
-    /// The topic has no subscribers left and is now closed.
-    pub(crate) emptied: bool,
-    /// The topic's poller, to stop; only when `emptied`.
-    pub(crate) poller: Option<Arc<dyn PollingService>>,
-}
-
 impl Topic {
-    /// A new broadcaster; with `history`, it continues that history (same epoch, ids going on)
-    /// under the new broadcaster's settings.
-    pub(crate) fn new(
-        name: Arc<str>,
-        epoch: u64,
-        change_detection: bool,
-        limits: Limits,
-        poller: Option<Arc<dyn PollingService>>,
-        history: Option<History>,
-    ) -> Self {
-        let history = match history {
-            Some(mut history) => {
-                history.limits = limits;
-                history.change_detection = change_detection;
-                if !change_detection {
-                    history.last_payload = None;
-                }
-                history
-            }
-            None => History::new(epoch, change_detection, limits),
-        };
+    /// A new broadcaster that records into `history`.
+    pub(crate) fn new(name: Arc<str>, history: History) -> Self {
         Self {
             name,
             state: RwLock::new(State {
                 history,
                 subscribers: Slab::new(),
                 closed: false,
-                poller,
             }),
         }
     }
@@ -205,7 +212,7 @@ impl Topic {
         let mut state = self.state.write();
         debug_assert!(state.closed);
         let history = &state.history;
-        if history.last_id().is_none() || history.limits.history_events == 0 {
+        if history.log.last_seq().is_none() || history.limits.history_events == 0 {
             return None;
         }
         let empty = History::new(history.epoch, history.change_detection, history.limits);
@@ -215,41 +222,48 @@ impl Topic {
     /// Events and bytes currently in the log.
     pub(crate) fn log_size(&self) -> (usize, usize) {
         let state = self.state.read();
-        (state.history.log.entries.len(), state.history.log.bytes)
+        (state.history.log.len(), state.history.log.bytes())
     }
 
     /// Registers a subscriber. Callers hold the registry lock, so the topic cannot be removed
     /// between its lookup and this call (it may be closed by a concurrent shutdown; the new
     /// subscriber then ends at once).
-    pub(crate) fn subscribe(&self, start: Start) -> (usize, Arc<Subscriber>, Joined) {
+    pub(crate) fn subscribe(&self, start: Start) -> Membership {
         let mut state = self.state.write();
         let history = &state.history;
+        let live = history.log.next_seq();
         let (cursor, joined) = match start {
-            Start::Live => (history.log.next_seq, Joined::Live),
-            Start::After(id) => history.resume_point(id),
-            Start::Malformed => history.reset(ResetReason::Malformed),
+            Start::Live => (live, Joined::Live),
+            Start::After(id) => match history.resume_point(id) {
+                Ok(cursor) => (cursor, Joined::Resumed),
+                Err(reason) => (live, history.reset(reason)),
+            },
+            Start::Malformed => (live, history.reset(ResetReason::Malformed)),
         };
+        let resumed = joined == Joined::Resumed;
         let subscriber = Arc::new(Subscriber {
             waker: AtomicWaker::new(),
             cursor: AtomicU64::new(cursor),
-            fresh: AtomicBool::new(!matches!(joined, Joined::Resumed { .. })),
+            fresh: AtomicBool::new(!resumed),
         });
         let key = state.subscribers.insert(subscriber.clone());
-        (key, subscriber, joined)
+        Membership {
+            key,
+            subscriber,
+            joined,
+            exempt_until: if resumed { live } else { 0 },
+        }
     }
 
-    /// Removes a subscriber; the last one out closes the topic and hands back its poller.
-    pub(crate) fn unsubscribe(&self, key: usize) -> Removed {
+    /// Removes a subscriber; the last one out closes the topic. Returns whether it did.
+    pub(crate) fn unsubscribe(&self, key: usize) -> bool {
         let mut state = self.state.write();
         state.subscribers.try_remove(key);
         let emptied = state.subscribers.is_empty();
         if emptied {
             state.closed = true;
         }
-        Removed {
-            emptied,
-            poller: if emptied { state.poller.take() } else { None },
-        }
+        emptied
     }
 
     /// Records one event and wakes every subscriber.
@@ -293,7 +307,11 @@ impl Topic {
         if backlog.events == 0 {
             return Read::Empty;
         }
-        if cursor >= exempt_until && history.limits.is_lagging(backlog) {
+        let limits = &history.limits;
+        if cursor >= exempt_until
+            && (backlog.events > limits.max_lag_events as u64
+                || backlog.bytes_behind > limits.max_lag_bytes as u64)
+        {
             return Read::Lagged;
         }
         let (chunk, next) = history.log.chunk(cursor);
@@ -306,25 +324,20 @@ impl Topic {
     pub(crate) fn has_pending(&self, subscriber: &Subscriber, waker: &std::task::Waker) -> bool {
         subscriber.waker.register(waker);
         let state = self.state.read();
-        subscriber.cursor.load(Ordering::Relaxed) < state.history.log.next_seq
+        subscriber.cursor.load(Ordering::Relaxed) < state.history.log.next_seq()
     }
 
     /// Closes the topic for good (manager shutdown) and wakes every subscriber so it ends.
-    pub(crate) fn close(&self) -> Option<Arc<dyn PollingService>> {
+    pub(crate) fn close(&self) {
         let mut state = self.state.write();
         state.closed = true;
         for (_, subscriber) in &state.subscribers {
             subscriber.waker.wake();
         }
-        state.poller.take()
     }
 
     pub(crate) fn subscriber_count(&self) -> usize {
         self.state.read().subscribers.len()
-    }
-
-    pub(crate) fn has_poller(&self) -> bool {
-        self.state.read().poller.is_some()
     }
 
     /// Id of the newest event, if any was sent.
@@ -338,7 +351,8 @@ impl Topic {
 }
 
 impl History {
-    fn new(epoch: u64, change_detection: bool, limits: Limits) -> Self {
+    /// An empty history numbering its events in `epoch`.
+    pub(crate) fn new(epoch: u64, change_detection: bool, limits: Limits) -> Self {
         Self {
             epoch,
             log: Log::new(),
@@ -348,13 +362,23 @@ impl History {
         }
     }
 
+    /// The same history (epoch, events, ids going on) under a new broadcaster's settings.
+    pub(crate) fn continued(mut self, change_detection: bool, limits: Limits) -> Self {
+        self.limits = limits;
+        self.change_detection = change_detection;
+        if !change_detection {
+            self.last_payload = None;
+        }
+        self
+    }
+
     pub(crate) fn bytes(&self) -> usize {
-        self.log.bytes
+        self.log.bytes()
     }
 
     /// Id of the newest event, if any was recorded.
     fn last_id(&self) -> Option<EventId> {
-        (self.log.next_seq > 1).then(|| EventId::new(self.epoch, self.log.next_seq - 1))
+        Some(EventId::new(self.epoch, self.log.last_seq()?))
     }
 
     /// Encodes `data` under the next id and appends it, unless change detection finds it equal
@@ -364,7 +388,7 @@ impl History {
         if self.change_detection && self.last_payload.as_deref() == Some(&data[..]) {
             return Recorded::Duplicate;
         }
-        let id = EventId::new(self.epoch, self.log.next_seq);
+        let id = EventId::new(self.epoch, self.log.next_seq());
         let frame = frame::event(Some(id.encode(&mut IdBuf::new())), event, &data);
         if frame.len() > self.limits.max_event_bytes {
             return Recorded::TooLarge(frame.len());
@@ -376,125 +400,25 @@ impl History {
         Recorded::Appended
     }
 
-    fn reset(&self, reason: ResetReason) -> (u64, Joined) {
-        let next = EventId::new(self.epoch, self.log.next_seq);
-        (self.log.next_seq, Joined::Reset { reason, next })
+    fn reset(&self, reason: ResetReason) -> Joined {
+        Joined::Reset {
+            reason,
+            continue_from: EventId::new(self.epoch, self.log.next_seq()),
+        }
     }
 
-    /// Where a client that last received `last` continues: right after it when everything
-    /// since is still here, else a reset saying why not.
-    fn resume_point(&self, last: EventId) -> (u64, Joined) {
+    /// Where a client that last received `last` continues: the cursor right after it when
+    /// everything since is still here, else why not.
+    fn resume_point(&self, last: EventId) -> Result<u64, ResetReason> {
         if last.epoch() != self.epoch {
-            return self.reset(ResetReason::UnknownEpoch);
+            return Err(ResetReason::UnknownEpoch);
         }
-        let cursor = last.sequence().saturating_add(1);
-        if cursor > self.log.next_seq {
-            return self.reset(ResetReason::FromTheFuture);
-        }
-        let history_start = self
-            .log
-            .next_seq
-            .saturating_sub(self.limits.history_events as u64)
-            .max(self.log.first_seq);
-        if cursor < history_start {
-            return self.reset(ResetReason::HistoryExceeded);
-        }
-        (
-            cursor,
-            Joined::Resumed {
-                head: self.log.next_seq,
-            },
-        )
-    }
-}
-
-/// How far a subscriber is behind the head of its topic.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Backlog {
-    /// Events not sent yet, the one being sent next included.
-    pub(crate) events: u64,
-    /// Bytes of the events queued *behind* the one being sent next: a single large event is
-    /// never lag by itself, only what piles up after it.
-    pub(crate) bytes_behind: u64,
-}
-
-impl Limits {
-    fn is_lagging(&self, backlog: Backlog) -> bool {
-        backlog.events > self.max_lag_events as u64
-            || backlog.bytes_behind > self.max_lag_bytes as u64
-    }
-}
-
-impl Log {
-    const fn new() -> Self {
-        Self {
-            entries: VecDeque::new(),
-            first_seq: 1,
-            next_seq: 1,
-            bytes: 0,
-            end_offset: 0,
-        }
-    }
-
-    /// The backlog of a subscriber whose next event is `cursor`; `None` when that event has
-    /// already been evicted.
-    fn behind(&self, cursor: u64) -> Option<Backlog> {
-        if cursor >= self.next_seq {
-            return Some(Backlog {
-                events: 0,
-                bytes_behind: 0,
-            });
-        }
-        if cursor < self.first_seq {
-            return None;
-        }
-        let next = &self.entries[(cursor - self.first_seq) as usize];
-        Some(Backlog {
-            events: self.next_seq - cursor,
-            bytes_behind: self.end_offset - next.end,
-        })
-    }
-
-    /// The frames from `cursor` on, up to [`MAX_CHUNK`] bytes (at least one frame), as one
-    /// chunk, and the cursor after them. `cursor` must be in the log.
-    fn chunk(&self, cursor: u64) -> (Bytes, u64) {
-        let start = (cursor - self.first_seq) as usize;
-        let first = &self.entries[start].frame;
-        let mut end = start + 1;
-        let mut len = first.len();
-        while end < self.entries.len() && len + self.entries[end].frame.len() <= MAX_CHUNK {
-            len += self.entries[end].frame.len();
-            end += 1;
-        }
-        let chunk = if end == start + 1 {
-            first.clone()
-        } else {
-            let mut buf = BytesMut::with_capacity(len);
-            for entry in self.entries.range(start..end) {
-                buf.extend_from_slice(&entry.frame);
-            }
-            buf.freeze()
-        };
-        (chunk, cursor + (end - start) as u64)
-    }
-
-    /// Appends a frame, then drops the oldest while over either bound (keeping the newest).
-    fn append(&mut self, frame: Bytes, limits: &Limits) {
-        self.end_offset += frame.len() as u64;
-        self.bytes += frame.len();
-        self.entries.push_back(Entry {
-            frame,
-            end: self.end_offset,
-        });
-        self.next_seq += 1;
-        while self.entries.len() > 1
-            && (self.entries.len() > limits.retained_events()
-                || self.bytes > limits.retained_bytes())
-        {
-            let evicted = self.entries.pop_front().expect("non-empty");
-            self.bytes -= evicted.frame.len();
-            self.first_seq += 1;
-        }
+        self.log
+            .resume_point(last.sequence(), self.limits.history_events)
+            .map_err(|gap| match gap {
+                Gap::Evicted => ResetReason::HistoryExceeded,
+                Gap::Ahead => ResetReason::FromTheFuture,
+            })
     }
 }
 
@@ -503,14 +427,13 @@ impl State {
     /// it, and the newest logged event has exactly that payload, so they rewind onto it.
     fn redeliver_newest_to_fresh(&mut self) {
         let log = &self.history.log;
-        let newest = log.next_seq - 1;
-        debug_assert!(
-            newest >= log.first_seq,
-            "a payload was recorded, so one is logged"
-        );
+        debug_assert!(log.holds_newest(), "a payload was recorded, so one is logged");
+        let (Some(newest), next) = (log.last_seq(), log.next_seq()) else {
+            return;
+        };
         for (_, subscriber) in &self.subscribers {
             if subscriber.fresh.load(Ordering::Relaxed)
-                && subscriber.cursor.load(Ordering::Relaxed) == log.next_seq
+                && subscriber.cursor.load(Ordering::Relaxed) == next
             {
                 subscriber.cursor.store(newest, Ordering::Relaxed);
                 subscriber.waker.wake();

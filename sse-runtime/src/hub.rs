@@ -1,0 +1,374 @@
+//! The state every handle of one manager shares: live topics with their pollers, the retained
+//! histories of recently emptied ones, the counters and the shutdown token.
+//!
+//! Everything that must happen atomically with respect to the topic map happens here, under
+//! one lock: a topic is created with its first subscriber and removed with its last, and a
+//! publish that races the removal is recorded wherever the history went.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::config::{Config, HistoryOverrides};
+use crate::producer::{self, PollingService, TopicPublisher};
+use crate::stats::{Counters, Stats, TopicStats};
+use crate::topic::{History, Membership, Published, Start, Topic};
+
+type Map<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
+
+pub(crate) struct Hub {
+    pub(crate) config: Config,
+    /// Lookup-or-create plus registration, and unregistration plus removal, each happen under
+    /// the write lock, so a topic is never removed while it has a subscriber and never exists
+    /// twice. Publishing takes the read lock only for the lookup. Lock order: this lock, then a
+    /// topic's, then a retained history's.
+    registry: RwLock<Registry>,
+    next_epoch: AtomicU64,
+    pub(crate) counters: Arc<Counters>,
+    /// Signalled on every lifecycle change (topic, subscriber or poller count).
+    changed: Notify,
+    /// Whether the task relaying the parent token's cancellation has been spawned.
+    watching: AtomicBool,
+}
+
+/// Live topics, and the histories of recently emptied ones.
+#[derive(Default)]
+struct Registry {
+    live: Map<Live>,
+    retained: Map<Retained>,
+    /// When expired histories are next swept out.
+    next_sweep: Option<Instant>,
+}
+
+struct Live {
+    topic: Arc<Topic>,
+    /// The producer started with the topic, stopped when it is removed (or at shutdown).
+    poller: Option<Arc<dyn PollingService>>,
+}
+
+struct Retained {
+    /// Publishes to the emptied topic keep being recorded here (under the registry's read lock
+    /// plus this one), so a client that comes back within the retention time gets them.
+    history: Mutex<History>,
+    until: Instant,
+}
+
+/// Where a publish by topic name goes.
+enum Found {
+    Live(Arc<Topic>),
+    Retained,
+    Nowhere,
+}
+
+/// What a subscriber asks for when it joins a topic; the broadcaster settings count only when
+/// it creates the broadcaster.
+pub(crate) struct Join {
+    pub(crate) start: Start,
+    pub(crate) change_detection: bool,
+    pub(crate) history: HistoryOverrides,
+    pub(crate) poller: Option<Arc<dyn PollingService>>,
+}
+
+/// The manager was shut down: nobody joins any more.
+pub(crate) struct ShutDown;
+
+impl Registry {
+    /// Keeps an emptied topic's history until its retention time has passed.
+    fn retain(&mut self, topic: &Topic, now: Instant) {
+        let retention = topic.retention();
+        if retention.is_zero() {
+            return;
+        }
+        if let Some(history) = topic.take_history() {
+            self.retained.insert(
+                topic.name.clone(),
+                Retained {
+                    history: Mutex::new(history),
+                    until: now + retention,
+                },
+            );
+        }
+        self.sweep(now);
+    }
+
+    /// The retained history of `name`, if it has not expired.
+    fn revive(&mut self, name: &str, now: Instant) -> Option<History> {
+        self.sweep(now);
+        let retained = self.retained.remove(name)?;
+        (retained.until > now).then(|| retained.history.into_inner())
+    }
+
+    /// Drops expired histories, at most once a second (a sweep walks them all).
+    fn sweep(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|at| at > now) {
+            return;
+        }
+        self.retained.retain(|_, retained| retained.until > now);
+        self.next_sweep = Some(now + Duration::from_secs(1));
+    }
+}
+
+impl Hub {
+    pub(crate) fn new(mut config: Config) -> Self {
+        // A child token: our own shutdown and our drop must not cancel the caller's token.
+        config.token = config.token.child_token();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            config,
+            registry: RwLock::new(Registry::default()),
+            // Microseconds since 1970: later processes start above every epoch handed out by
+            // earlier ones, unless one created a topic more often than once a microsecond.
+            next_epoch: AtomicU64::new(now.as_micros() as u64),
+            counters: Arc::default(),
+            changed: Notify::new(),
+            watching: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.config.token.is_cancelled()
+    }
+
+    /// Registers a subscriber of `name`, creating its broadcaster (and starting its poller)
+    /// if it is the first.
+    pub(crate) fn join(
+        self: &Arc<Self>,
+        name: &str,
+        join: Join,
+    ) -> Result<(Arc<Topic>, Membership), ShutDown> {
+        self.watch_parent_token();
+        let (topic, membership, poller) = {
+            let mut registry = self.registry.write();
+            if self.is_shut_down() {
+                return Err(ShutDown);
+            }
+            let (topic, poller) = match registry.live.get(name) {
+                Some(live) => (live.topic.clone(), None),
+                None => {
+                    let name: Arc<str> = Arc::from(name);
+                    let limits = join.history.apply(self.config.limits);
+                    let history = match registry.revive(&name, Instant::now()) {
+                        Some(history) => history.continued(join.change_detection, limits),
+                        None => History::new(
+                            self.next_epoch.fetch_add(1, Ordering::Relaxed),
+                            join.change_detection,
+                            limits,
+                        ),
+                    };
+                    let topic = Arc::new(Topic::new(name.clone(), history));
+                    let live = Live {
+                        topic: topic.clone(),
+                        poller: join.poller.clone(),
+                    };
+                    registry.live.insert(name, live);
+                    (topic, join.poller)
+                }
+            };
+            let membership = topic.subscribe(join.start);
+            self.counters.subscribers.fetch_add(1, Ordering::Relaxed);
+            (topic, membership, poller)
+        };
+        // Started after the registry lock is released (start may spawn, log, allocate). The
+        // broadcaster cannot be removed before: this subscriber is one of its subscribers and
+        // is not handed out yet.
+        if let Some(poller) = poller {
+            self.counters.pollers.fetch_add(1, Ordering::Relaxed);
+            self.counters.pollers_started.fetch_add(1, Ordering::Relaxed);
+            poller.start(TopicPublisher::new(&topic, &self.counters));
+        }
+        self.changed.notify_waiters();
+        tracing::debug!(topic = %topic.name, joined = ?membership.joined, "subscribed");
+        Ok((topic, membership))
+    }
+
+    /// Unregisters a subscriber; the last one removes the broadcaster at once (so a concurrent
+    /// publish or subscribe sees the fresh state), keeps its history for the retention time and
+    /// stops its poller in the background.
+    pub(crate) fn leave(self: &Arc<Self>, topic: &Arc<Topic>, key: usize) {
+        let (emptied, poller) = {
+            let mut registry = self.registry.write();
+            let emptied = topic.unsubscribe(key);
+            let mut poller = None;
+            if emptied
+                && registry
+                    .live
+                    .get(&topic.name)
+                    .is_some_and(|current| Arc::ptr_eq(&current.topic, topic))
+            {
+                poller = registry.live.remove(&topic.name).and_then(|live| live.poller);
+                if !self.is_shut_down() {
+                    registry.retain(topic, Instant::now());
+                }
+            }
+            self.counters.subscribers.fetch_sub(1, Ordering::Relaxed);
+            (emptied, poller)
+        };
+        if let Some(poller) = poller {
+            self.stop_poller(poller);
+        }
+        self.changed.notify_waiters();
+        tracing::debug!(topic = %topic.name, emptied, "unsubscribed");
+    }
+
+    /// Publishes to the topic called `name`, wherever its history is; `encode` runs only when
+    /// the event will be recorded.
+    pub(crate) fn publish(
+        &self,
+        name: &str,
+        event: Option<&str>,
+        encode: impl FnOnce() -> Option<Bytes>,
+    ) {
+        let now = Instant::now();
+        let live = match self.find(name, now) {
+            Found::Live(topic) => Some(topic),
+            Found::Retained => None,
+            Found::Nowhere => return,
+        };
+        let Some(mut data) = encode() else { return };
+        if let Some(topic) = live {
+            match topic.publish(event, data) {
+                Published::Recorded(recorded) => {
+                    return producer::tally(&self.counters, name, recorded);
+                }
+                Published::Closed(returned) => data = returned,
+            }
+        }
+        // The topic emptied (or came back) since the lookup. Under the registry's read lock its
+        // history cannot move again: record the event wherever it is now.
+        let registry = self.registry.read();
+        if let Some(live) = registry.live.get(name) {
+            if let Published::Recorded(recorded) = live.topic.publish(event, data) {
+                producer::tally(&self.counters, name, recorded);
+            }
+        } else if let Some(retained) = registry.retained.get(name).filter(|r| r.until > now) {
+            let recorded = retained.history.lock().record(event, data);
+            producer::tally(&self.counters, name, recorded);
+        }
+    }
+
+    /// Where a publish to `name` goes: its live broadcaster, its retained history, or nowhere.
+    fn find(&self, name: &str, now: Instant) -> Found {
+        let registry = self.registry.read();
+        if let Some(live) = registry.live.get(name) {
+            return Found::Live(live.topic.clone());
+        }
+        match registry.retained.get(name) {
+            Some(retained) if retained.until > now => Found::Retained,
+            _ => Found::Nowhere,
+        }
+    }
+
+    /// Closes every topic (shutdown): their subscribers end, their pollers stop.
+    pub(crate) fn close_all(self: &Arc<Self>) {
+        let pollers: Vec<Arc<dyn PollingService>> = {
+            let mut registry = self.registry.write();
+            registry
+                .live
+                .values_mut()
+                .filter_map(|live| {
+                    live.topic.close();
+                    live.poller.take()
+                })
+                .collect()
+        };
+        for poller in pollers {
+            self.stop_poller(poller);
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn stop_poller(self: &Arc<Self>, poller: Arc<dyn PollingService>) {
+        let hub = self.clone();
+        let stop = async move {
+            poller.stop().await;
+            hub.counters.pollers.fetch_sub(1, Ordering::Relaxed);
+            hub.counters.pollers_stopped.fetch_add(1, Ordering::Relaxed);
+            hub.changed.notify_waiters();
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(stop);
+            }
+            Err(_) => tracing::warn!("no tokio runtime: a poller could not be stopped"),
+        }
+    }
+
+    /// Relays a cancellation of the parent token to the open streams. Spawned lazily (the
+    /// manager may be created outside a runtime, e.g. in a static) and ends with the hub.
+    fn watch_parent_token(self: &Arc<Self>) {
+        if self.watching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let token = self.config.token.clone();
+        let hub = Arc::downgrade(self);
+        tokio::spawn(async move {
+            token.cancelled().await;
+            if let Some(hub) = hub.upgrade() {
+                hub.close_all();
+            }
+        });
+    }
+
+    /// A future that completes at the next lifecycle change; enable it before checking.
+    pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let registry = self.registry.read();
+        let retained_bytes = registry
+            .retained
+            .values()
+            .map(|r| r.history.lock().bytes())
+            .sum();
+        self.counters.snapshot(
+            registry.live.len(),
+            registry.retained.len(),
+            retained_bytes,
+        )
+    }
+
+    /// One entry per live topic, sorted by name.
+    pub(crate) fn topics(&self) -> Vec<TopicStats> {
+        let registry = self.registry.read();
+        let mut list: Vec<TopicStats> = registry
+            .live
+            .values()
+            .map(|live| {
+                let topic = &live.topic;
+                let (history_events, history_bytes) = topic.log_size();
+                TopicStats {
+                    name: topic.name.to_string(),
+                    subscribers: topic.subscriber_count(),
+                    polled: live.poller.is_some(),
+                    last_event_id: topic.last_id(),
+                    history_events,
+                    history_bytes,
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    /// Subscribers of `name` right now (0 when it has no broadcaster).
+    pub(crate) fn subscriber_count(&self, name: &str) -> usize {
+        let topic = self.registry.read().live.get(name).map(|l| l.topic.clone());
+        topic.map_or(0, |topic| topic.subscriber_count())
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        // Ends the parent-token watcher; the child token is ours alone.
+        self.config.token.cancel();
+    }
+}

@@ -1,0 +1,138 @@
+//! [`ManagerBuilder`]: the settings of a [`Manager`], checked once when it is built.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError, Limits, StreamSettings};
+use crate::hub::Hub;
+use crate::manager::Manager;
+
+/// Builds a [`Manager`] with non-default settings.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let manager = sse_runtime::Manager::builder()
+///     .heartbeat(Duration::from_secs(15))
+///     .build()
+///     .expect("valid configuration");
+/// assert_eq!(manager.heartbeat(), Duration::from_secs(15));
+///
+/// let err = sse_runtime::Manager::builder().heartbeat(Duration::ZERO).build().unwrap_err();
+/// assert!(err.to_string().contains("heartbeat"));
+/// ```
+#[derive(Debug, Default)]
+#[must_use = "call .build() to get a Manager"]
+pub struct ManagerBuilder {
+    stream: StreamSettings,
+    limits: Limits,
+    token: Option<CancellationToken>,
+}
+
+impl ManagerBuilder {
+    /// Interval of the `:\n\n` heartbeat on idle streams, default 30 s. It is also the write
+    /// deadline that [`WriteDeadline`](crate::WriteDeadline) is meant to be given. Must be at
+    /// least one millisecond.
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.stream.heartbeat = interval;
+        self
+    }
+
+    /// The `retry:` hint sent when a stream opens (default 2 s): how long a browser waits before
+    /// reconnecting. Each stream adds a random jitter of up to half of it, so the clients of a
+    /// restarting server do not all come back in the same instant. Must be at least 1 ms.
+    pub fn retry(mut self, retry: Duration) -> Self {
+        self.stream.retry = retry;
+        self
+    }
+
+    /// Write batching (default off): a stream that wrote less than `window` ago holds new events
+    /// until `window` has passed, then writes them in one go. Trades at most `window` of extra
+    /// latency, under load only, for far fewer write system calls when events come faster than
+    /// a subscriber's writes (the per-event write is what a fan-out server spends most of its
+    /// CPU on). A few milliseconds is typical.
+    pub fn write_batch(mut self, window: Duration) -> Self {
+        self.stream.write_batch = window;
+        self
+    }
+
+    /// Binds the manager to a parent cancellation token: cancelling it shuts the manager down,
+    /// like [`Manager::shutdown`].
+    pub fn cancellation_token(mut self, token: CancellationToken) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// How many of its latest events each topic keeps for resuming clients (default 1024;
+    /// 0 keeps none beyond what live subscribers need).
+    pub fn history(mut self, events: usize) -> Self {
+        self.limits.history_events = events;
+        self
+    }
+
+    /// Upper bound on the bytes of encoded events each topic keeps for history (default 4 MiB).
+    pub fn history_bytes(mut self, bytes: usize) -> Self {
+        self.limits.history_bytes = bytes;
+        self
+    }
+
+    /// How long a topic's history is kept after its last subscriber has left (default 30 s), so
+    /// a client that reconnects (a page reload) still resumes. The broadcaster itself (and its
+    /// poller) goes at once; a new first subscriber within the retention time brings the history
+    /// back, ids continuing where they were. `Duration::ZERO` drops history with the topic.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.limits.retention = retention;
+        self
+    }
+
+    /// How many events a subscriber may fall behind before it is disconnected (default 512).
+    /// A disconnected browser reconnects and resumes from history.
+    pub fn max_lag(mut self, events: usize) -> Self {
+        self.limits.max_lag_events = events;
+        self
+    }
+
+    /// How many bytes of events may queue up behind the event a subscriber is sending before
+    /// it is disconnected (default 1 MiB). The event being sent does not count, so one large
+    /// event never disconnects anyone; its size is bounded by
+    /// [`max_event_bytes`](Self::max_event_bytes).
+    pub fn max_lag_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_lag_bytes = bytes;
+        self
+    }
+
+    /// Largest encoded event accepted (default 1 MiB, [`DEFAULT_MAX_EVENT_BYTES`](crate::config::DEFAULT_MAX_EVENT_BYTES)). A publish
+    /// over it is refused: it is logged and counted in
+    /// [`Stats::oversized`](crate::stats::Stats::oversized), takes no id and reaches nobody, so every
+    /// subscriber goes on receiving the events after it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let manager = sse_runtime::Manager::builder().max_event_bytes(64).build().unwrap();
+    /// let mut sub = manager.subscribe("t").unwrap();
+    /// manager.publish("t", &"x".repeat(100));
+    /// manager.publish("t", &"small");
+    /// assert!(sub.recv().await.unwrap().ends_with(b"data: \"small\"\n\n"));
+    /// assert_eq!(manager.stats().oversized, 1);
+    /// # }
+    /// ```
+    pub fn max_event_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_event_bytes = bytes;
+        self
+    }
+
+    /// Checks the settings and builds the manager.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first setting that is out of range, with its value.
+    pub fn build(self) -> Result<Manager, ConfigError> {
+        let config = Config {
+            stream: self.stream,
+            limits: self.limits,
+            token: self.token.unwrap_or_default(),
+        };
+        config.validate()?;
+        Ok(Manager::from_hub(Hub::new(config)))
+    }
+}

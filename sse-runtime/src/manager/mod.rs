@@ -1,0 +1,202 @@
+//! The public facade: [`Manager`] and its [`ManagerBuilder`].
+//!
+//! A manager is a handle on the shared registry state (`hub`); everything it does is one call
+//! into it, so every clone, every [`Subscription`] and every poller sees the same topics.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::hub::Hub;
+use crate::producer;
+use crate::stats::{Stats, TopicStats};
+use crate::subscription::{SubscribeError, SubscribeOptions, Subscription};
+
+mod builder;
+
+pub use builder::ManagerBuilder;
+
+/// Owns every topic of a service: subscribers join through it, publishers publish through it.
+///
+/// Cheap to clone (an `Arc`); all clones are the same manager. Bound to a
+/// [`CancellationToken`](crate::CancellationToken): [`shutdown`](Self::shutdown) (or cancelling the parent token given to
+/// [`ManagerBuilder::cancellation_token`]) ends every open stream.
+///
+/// ```
+/// use sse_runtime::Manager;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let manager = Manager::new();
+/// manager.publish("alarms", &"nobody listens: a no-op");
+///
+/// let mut sub = manager.subscribe("alarms").unwrap();
+/// manager.publish("alarms", &serde_json::json!({"level": 3}));
+/// let frame = sub.recv().await.unwrap();
+/// assert!(frame.ends_with(b"data: {\"level\":3}\n\n"));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Manager {
+    hub: Arc<Hub>,
+}
+
+impl Manager {
+    /// A manager with the default settings: 30 s heartbeat, default history and lag limits.
+    pub fn new() -> Self {
+        Self::builder().build().expect("defaults are valid")
+    }
+
+    /// The process-wide manager that [`router`](crate::router) and the generated
+    /// `publish_*` helpers use. Created with the defaults on first use.
+    pub fn global() -> &'static Manager {
+        static GLOBAL: std::sync::LazyLock<Manager> = std::sync::LazyLock::new(Manager::new);
+        &GLOBAL
+    }
+
+    /// A builder for non-default settings.
+    pub fn builder() -> ManagerBuilder {
+        ManagerBuilder::default()
+    }
+
+    pub(crate) fn from_hub(hub: Hub) -> Self {
+        Self { hub: Arc::new(hub) }
+    }
+
+    /// Interval of heartbeats on idle streams.
+    pub fn heartbeat(&self) -> Duration {
+        self.hub.config.stream.heartbeat
+    }
+
+    /// Publishes `value` to every current subscriber of `topic`.
+    ///
+    /// Fire-and-forget: returns nothing and never waits for a subscriber. `value` is
+    /// serialized once, however many subscribers there are; if it cannot be serialized, or its
+    /// frame is over [`max_event_bytes`](ManagerBuilder::max_event_bytes), the error is logged
+    /// and counted and the event skipped.
+    ///
+    /// While the topic has no subscriber but still has a retained history (its last subscriber
+    /// left less than the [retention](ManagerBuilder::retention) time ago), the event is
+    /// recorded there, so a client that reconnects with its `Last-Event-ID` gets it. With
+    /// neither, publishing does nothing at all (two map lookups under a read lock; `value` is
+    /// not even serialized).
+    pub fn publish<T: Serialize + ?Sized>(&self, topic: &str, value: &T) {
+        self.publish_event(topic, None, value);
+    }
+
+    /// Like [`publish`](Self::publish), with an SSE event name (the `event:` field, which the
+    /// browser dispatches to `addEventListener(name, ...)` instead of `onmessage`).
+    pub fn publish_event<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: Option<&str>,
+        value: &T,
+    ) {
+        let counters = &self.hub.counters;
+        self.hub
+            .publish(topic, event, || producer::encode(counters, topic, value));
+    }
+
+    /// Publishes data that is already encoded (for example JSON received from elsewhere). Lines
+    /// of `data` become `data:` lines of the event.
+    pub fn publish_raw(&self, topic: &str, event: Option<&str>, data: impl Into<Bytes>) {
+        self.hub.publish(topic, event, || Some(data.into()));
+    }
+
+    /// Subscribes to `topic`, creating its broadcaster if this is the first subscriber.
+    ///
+    /// # Errors
+    /// [`SubscribeError::ShutDown`] after [`shutdown`](Self::shutdown).
+    pub fn subscribe(&self, topic: &str) -> Result<Subscription, SubscribeError> {
+        self.subscribe_with(topic, SubscribeOptions::new())
+    }
+
+    /// Subscribes with options: a poller to start if this subscriber creates the broadcaster,
+    /// change detection for a new broadcaster, and where to resume.
+    ///
+    /// The poller is only used when this call creates the broadcaster; otherwise the topic
+    /// already has one (or deliberately none) and the given one is dropped unstarted.
+    ///
+    /// # Errors
+    /// [`SubscribeError::ShutDown`] after [`shutdown`](Self::shutdown).
+    pub fn subscribe_with(
+        &self,
+        topic: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, SubscribeError> {
+        Subscription::join(&self.hub, topic, options)
+    }
+
+    /// Ends every open stream and refuses new subscribers. Pollers are stopped as their topics
+    /// close. Idempotent.
+    pub fn shutdown(&self) {
+        self.hub.config.token.cancel();
+        self.hub.close_all();
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called (or the parent token cancelled).
+    pub fn is_shut_down(&self) -> bool {
+        self.hub.is_shut_down()
+    }
+
+    /// Counts of topics, subscribers and pollers, and event counters. Cheap: a read lock for
+    /// the topic count and atomic loads.
+    pub fn stats(&self) -> Stats {
+        self.hub.stats()
+    }
+
+    /// One entry per live topic, sorted by name.
+    pub fn topics(&self) -> Vec<TopicStats> {
+        self.hub.topics()
+    }
+
+    /// Subscribers of `topic` right now (0 when it has no broadcaster).
+    pub fn subscriber_count(&self, topic: &str) -> usize {
+        self.hub.subscriber_count(topic)
+    }
+
+    /// Waits until `condition` holds for the current [`Stats`], re-checking on every lifecycle
+    /// change (a topic, subscriber or poller coming or going), and returns those stats. For
+    /// tests and readiness probes: no polling loop, no sleeps.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let manager = sse_runtime::Manager::new();
+    /// let sub = manager.subscribe("t").unwrap();
+    /// let waiting = manager.clone();
+    /// let gone = tokio::spawn(async move { waiting.wait_until(|s| s.topics == 0).await });
+    /// drop(sub);
+    /// assert_eq!(gone.await.unwrap().subscribers, 0);
+    /// # }
+    /// ```
+    pub async fn wait_until(&self, mut condition: impl FnMut(&Stats) -> bool) -> Stats {
+        loop {
+            let notified = self.hub.changed();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let stats = self.stats();
+            if condition(&stats) {
+                return stats;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Default for Manager {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Manager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager")
+            .field("heartbeat", &self.hub.config.stream.heartbeat)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+

@@ -1,0 +1,227 @@
+//! The producer contract: what produces a topic's events ([`PollingService`]), the handle it
+//! publishes through ([`TopicPublisher`]), and the error a poll reports ([`PollError`]).
+//!
+//! A producer holds only the topic it feeds (weakly) and the counters its publishes are counted
+//! in; it cannot reach the registry, so a stale producer can never revive a topic.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde::Serialize;
+
+use crate::stats::Counters;
+use crate::topic::{Published, Recorded, Topic};
+
+/// The future returned by [`PollingService::stop`].
+pub type StopFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Something that produces a topic's events while the topic has subscribers.
+///
+/// The manager calls [`start`](Self::start) once, when the first subscriber creates the topic's
+/// broadcaster, and [`stop`](Self::stop) once, off the unsubscribe path, when the last subscriber
+/// has left. [`Polling`] is the bundled implementation; implement this trait for other sources.
+///
+/// ```
+/// use std::sync::Arc;
+/// use sse_runtime::{PollingService, Publisher, StopFuture, TopicPublisher};
+/// use parking_lot::Mutex;
+///
+/// /// Publishes one greeting when started.
+/// struct Greeter(Mutex<Option<TopicPublisher>>);
+///
+/// impl PollingService for Greeter {
+///     fn start(&self, publisher: TopicPublisher) {
+///         publisher.publish(&"hello");
+///         *self.0.lock() = Some(publisher);
+///     }
+///     fn stop(&self) -> StopFuture<'_> {
+///         Box::pin(async move { self.0.lock().take(); })
+///     }
+/// }
+/// # let _: Arc<dyn PollingService> = Arc::new(Greeter(Mutex::new(None)));
+/// ```
+pub trait PollingService: Send + Sync + 'static {
+    /// Begins producing events into `publisher`. Must not block: spawn the work.
+    fn start(&self, publisher: TopicPublisher);
+
+    /// Ends production; the future completes once it has ended. May be called when `start` never
+    /// was, and more than once: both must be harmless.
+    fn stop(&self) -> StopFuture<'_>;
+}
+
+/// Publishes into one topic .
+pub trait Publisher {
+    /// Serializes `value` once and sends it to every subscriber of the topic. Fire-and-forget:
+    /// returns nothing, never blocks; a value that fails to serialize is logged and skipped.
+    fn publish<T: Serialize + ?Sized>(&self, value: &T);
+}
+
+/// A handle on one topic's broadcaster, given to [`PollingService::start`].
+///
+/// It does not keep the broadcaster alive: once the last subscriber has left, publishing through
+/// it does nothing, even if a new broadcaster has since been created for the same topic (that one
+/// has its own poller).
+#[derive(Clone)]
+pub struct TopicPublisher {
+    topic: Weak<Topic>,
+    counters: Arc<Counters>,
+}
+
+impl TopicPublisher {
+    pub(crate) fn new(topic: &Arc<Topic>, counters: &Arc<Counters>) -> Self {
+        Self {
+            topic: Arc::downgrade(topic),
+            counters: counters.clone(),
+        }
+    }
+
+    /// The topic this publisher feeds, while its broadcaster is alive.
+    pub fn topic(&self) -> Option<String> {
+        self.topic.upgrade().map(|topic| topic.name.to_string())
+    }
+
+    /// Whether the broadcaster is gone (its last subscriber left, or the manager shut down).
+    pub fn is_closed(&self) -> bool {
+        self.topic.upgrade().is_none_or(|topic| topic.is_closed())
+    }
+
+    /// Publishes the error payload `{"apiVersion", "statusCode", "message"}`.
+    pub fn publish_error(&self, error: &PollError, api_version: &str) {
+        self.publish(&ErrorPayload {
+            api_version,
+            status_code: error.status.as_u16(),
+            message: &error.message,
+        });
+    }
+}
+
+impl Publisher for TopicPublisher {
+    fn publish<T: Serialize + ?Sized>(&self, value: &T) {
+        // Live topic only: once it has closed, its poller is stopping and what it still
+        // produces belongs to nobody (a new broadcaster for the name has its own poller).
+        if let Some(topic) = self.topic.upgrade()
+            && let Some(data) = encode(&self.counters, &topic.name, value)
+            && let Published::Recorded(recorded) = topic.publish(None, data)
+        {
+            tally(&self.counters, &topic.name, recorded);
+        }
+    }
+}
+
+impl fmt::Debug for TopicPublisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TopicPublisher")
+            .field("topic", &self.topic())
+            .finish()
+    }
+}
+
+/// The payload published when a poll fails.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorPayload<'a> {
+    api_version: &'a str,
+    status_code: u16,
+    message: &'a str,
+}
+
+/// A failed poll: an HTTP-style status and a message, published to subscribers as
+/// `{"apiVersion": "v1", "statusCode": 404, "message": "..."}`.
+///
+/// Any `std::error::Error` converts into one with status 500, so `?` works in poll functions;
+/// give a status with [`PollError::new`] or [`with_status`](Self::with_status).
+///
+/// ```
+/// use http::StatusCode;
+/// use sse_runtime::PollError;
+///
+/// fn parse(s: &str) -> Result<u32, PollError> {
+///     if s.is_empty() {
+///         return Err(PollError::new(StatusCode::NOT_FOUND, "no such device"));
+///     }
+///     Ok(s.parse::<u32>()?) // ParseIntError -> 500
+/// }
+/// assert_eq!(parse("").unwrap_err().status(), StatusCode::NOT_FOUND);
+/// assert_eq!(parse("x").unwrap_err().status(), StatusCode::INTERNAL_SERVER_ERROR);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollError {
+    status: StatusCode,
+    message: String,
+}
+
+impl PollError {
+    /// An error with this status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// The same error with another status.
+    #[must_use]
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// The status reported in the payload.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The message reported in the payload.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for PollError {
+    fn from(error: E) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+    }
+}
+
+impl fmt::Display for PollError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.status)
+    }
+}
+
+/// Serializes a payload; a failure is logged, counted and skipped.
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    counters: &Counters,
+    topic: &str,
+    value: &T,
+) -> Option<Bytes> {
+    match serde_json::to_vec(value) {
+        Ok(data) => Some(Bytes::from(data)),
+        Err(error) => {
+            counters.serialize_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%topic, %error, "event payload failed to serialize; skipped");
+            None
+        }
+    }
+}
+
+/// Counts what became of a published event (and logs a refusal).
+pub(crate) fn tally(counters: &Counters, topic: &str, recorded: Recorded) {
+    match recorded {
+        Recorded::Appended => {
+            counters.published.fetch_add(1, Ordering::Relaxed);
+        }
+        Recorded::Duplicate => {
+            counters.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+        Recorded::TooLarge(size) => {
+            counters.oversized.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%topic, size, "event over max_event_bytes; refused");
+        }
+    }
+}
