@@ -8,7 +8,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use sse_integration_tests::{SseClient, TestServer};
-use sse_runtime::{DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_LAG_BYTES, EventId, Manager, SseHandler};
+use sse_runtime::{
+    Manager, SseHandler, config::DEFAULT_MAX_EVENT_BYTES, config::DEFAULT_MAX_LAG_BYTES,
+    event_id::EventId,
+};
 
 async fn two_subscribers(manager: &Manager) -> (TestServer, [SseClient; 2]) {
     let app = Router::new().route("/feed", get(SseHandler::new(manager).topic("feed")));

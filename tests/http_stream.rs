@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use sse_integration_tests::{RawClient, SseClient, TestServer};
-use sse_runtime::{Manager, PollError, Polling, SseHandler, topic_of};
+use sse_runtime::{Manager, PollError, SseHandler, handler::topic_of, polling::Polling};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -156,7 +156,10 @@ async fn an_oversized_topic_is_refused_with_414() {
     let manager = Manager::new();
     let app = Router::new().route("/feed", get(SseHandler::new(&manager)));
     let server = serve(app).await;
-    let long = format!("/feed?q={}", "a".repeat(sse_runtime::MAX_TOPIC_LEN));
+    let long = format!(
+        "/feed?q={}",
+        "a".repeat(sse_runtime::handler::MAX_TOPIC_LEN)
+    );
     let response = reqwest::get(server.url(&long)).await.unwrap();
     assert_eq!(response.status(), 414);
     assert_eq!(manager.stats().topics, 0, "nothing was created");

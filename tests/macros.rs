@@ -94,7 +94,11 @@ async fn shared(Query(q): Query<Labels>) -> Result<String, PollError> {
 }
 
 async fn start(manager: &Manager) -> TestServer {
-    TestServer::start(sse_runtime::router_with(manager), Duration::from_secs(30)).await
+    TestServer::start(
+        sse_runtime::routes::router_with(manager),
+        Duration::from_secs(30),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -109,7 +113,7 @@ async fn the_type_knows_its_topic_event_and_path() {
 
 #[tokio::test]
 async fn every_annotated_item_is_registered_with_its_module_path() {
-    let routes = sse_runtime::registered_routes();
+    let routes = sse_runtime::routes::registered_routes();
     let listed: Vec<(&str, &str)> = routes.iter().map(|r| (r.path, r.item)).collect();
     assert_eq!(
         listed,

@@ -10,8 +10,9 @@ use axum::routing::get;
 use parking_lot::Mutex;
 use sse_integration_tests::{PATIENCE, RawClient, SseClient, TestServer};
 use sse_runtime::{
-    EndReason, Manager, PollError, Polling, PollingService, Publisher, SseHandler, StopFuture,
-    SubscribeOptions, TopicPublisher,
+    Manager, PollError, SseHandler, polling::Polling, polling::PollingService, polling::Publisher,
+    polling::StopFuture, polling::TopicPublisher, subscription::EndReason,
+    subscription::SubscribeOptions,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Barrier;
@@ -52,7 +53,11 @@ fn ids_of(chunk: &[u8]) -> Vec<u64> {
     String::from_utf8_lossy(chunk)
         .lines()
         .filter_map(|l| l.strip_prefix("id: "))
-        .map(|id| id.parse::<sse_runtime::EventId>().unwrap().sequence())
+        .map(|id| {
+            id.parse::<sse_runtime::event_id::EventId>()
+                .unwrap()
+                .sequence()
+        })
         .collect()
 }
 
@@ -505,7 +510,10 @@ async fn race_14_publishes_racing_the_last_unsubscribe_are_kept_for_the_returnin
             seen.extend(events_of(&chunk));
         }
         for (n, (id, data)) in seen.iter().enumerate() {
-            let sequence = id.parse::<sse_runtime::EventId>().unwrap().sequence();
+            let sequence = id
+                .parse::<sse_runtime::event_id::EventId>()
+                .unwrap()
+                .sequence();
             assert_eq!(
                 (sequence, data.as_str()),
                 (n as u64 + 1, n.to_string().as_str()),

@@ -26,7 +26,7 @@ fn app(manager: &Manager) -> Router {
         .route(
             "/polled",
             get(SseHandler::new(manager).polling(|_| {
-                sse_runtime::Polling::new(|_| async { Ok::<_, sse_runtime::PollError>(1) })
+                sse_runtime::polling::Polling::new(|_| async { Ok::<_, sse_runtime::PollError>(1) })
             })),
         )
         .route(
@@ -252,9 +252,9 @@ async fn requests_it_cannot_serve_get_a_clear_status_and_a_close() {
     let server = start(&manager).await;
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nping\r\n0\r\n\r\n".to_vec(), "501"),
-        (format!("GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(sse_runtime::MAX_HEAD)).into_bytes(), "431"),
+        (format!("GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(sse_runtime::serve::MAX_HEAD)).into_bytes(), "431"),
         (b"GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".to_vec(), "400"),
-        (format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", sse_runtime::MAX_BODY + 1).into_bytes(), "413"),
+        (format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", sse_runtime::serve::MAX_BODY + 1).into_bytes(), "413"),
         (b"GET /hello HTTP/1.1\r\nBad Header\r\n\r\n".to_vec(), "400"),
         (b"GET /hello HTTP/2.0\r\n\r\n".to_vec(), "505"),
     ];
@@ -281,7 +281,7 @@ async fn shutdown_waits_for_streams_ended_by_the_manager() {
             manager.shutdown();
         }
     };
-    let server = tokio::spawn(sse_runtime::serve_with_shutdown(
+    let server = tokio::spawn(sse_runtime::serve::serve_with_shutdown(
         listener,
         app(&manager),
         signal,

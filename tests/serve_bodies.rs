@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 use sse_integration_tests::TestServer;
-use sse_runtime::{MAX_BODY, MAX_PENDING_BODIES, Manager, SseHandler};
+use sse_runtime::{Manager, SseHandler, serve::MAX_BODY, serve::MAX_PENDING_BODIES};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;

@@ -7,7 +7,7 @@
 use std::task::{Context, Poll, Waker};
 
 use serde::Serialize;
-use sse_runtime::{Manager, Subscription, frame};
+use sse_runtime::{Manager, frame, subscription::Subscription};
 
 fn main() {
     divan::main();

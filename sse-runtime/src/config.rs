@@ -190,9 +190,14 @@ impl fmt::Display for ConfigError {
         f.write_str("invalid SSE manager configuration: ")?;
         match self {
             Self::Heartbeat(value) => {
-                write!(f, "heartbeat must be at least {MIN_INTERVAL:?}, got {value:?}")
+                write!(
+                    f,
+                    "heartbeat must be at least {MIN_INTERVAL:?}, got {value:?}"
+                )
             }
-            Self::Retry(value) => write!(f, "retry must be at least {MIN_INTERVAL:?}, got {value:?}"),
+            Self::Retry(value) => {
+                write!(f, "retry must be at least {MIN_INTERVAL:?}, got {value:?}")
+            }
             Self::MaxLag(value) => write!(
                 f,
                 "max_lag must be at least 1 (a subscriber must be allowed one undelivered event), got {value}"

@@ -14,7 +14,7 @@ use std::str::FromStr;
 /// in lower-case hex, a dash, and the sequence in decimal.
 ///
 /// ```
-/// use sse_runtime::EventId;
+/// use sse_runtime::event_id::EventId;
 ///
 /// let id: EventId = "18c2f0a9d3e00-42".parse().unwrap();
 /// assert_eq!(id.sequence(), 42);

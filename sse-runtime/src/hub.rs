@@ -181,7 +181,9 @@ impl Hub {
         // is not handed out yet.
         if let Some(poller) = poller {
             self.counters.pollers.fetch_add(1, Ordering::Relaxed);
-            self.counters.pollers_started.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .pollers_started
+                .fetch_add(1, Ordering::Relaxed);
             poller.start(TopicPublisher::new(&topic, &self.counters));
         }
         self.changed.notify_waiters();
@@ -203,7 +205,10 @@ impl Hub {
                     .get(&topic.name)
                     .is_some_and(|current| Arc::ptr_eq(&current.topic, topic))
             {
-                poller = registry.live.remove(&topic.name).and_then(|live| live.poller);
+                poller = registry
+                    .live
+                    .remove(&topic.name)
+                    .and_then(|live| live.poller);
                 if !self.is_shut_down() {
                     registry.retain(topic, Instant::now());
                 }
@@ -303,13 +308,17 @@ impl Hub {
 
     /// Relays a cancellation of the parent token to the open streams. Spawned lazily (the
     /// manager may be created outside a runtime, e.g. in a static) and ends with the hub.
+    /// Outside a runtime nothing is spawned; the next join inside one tries again.
     fn watch_parent_token(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         if self.watching.swap(true, Ordering::AcqRel) {
             return;
         }
         let token = self.config.token.clone();
         let hub = Arc::downgrade(self);
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             token.cancelled().await;
             if let Some(hub) = hub.upgrade() {
                 hub.close_all();
@@ -329,11 +338,8 @@ impl Hub {
             .values()
             .map(|r| r.history.lock().bytes())
             .sum();
-        self.counters.snapshot(
-            registry.live.len(),
-            registry.retained.len(),
-            retained_bytes,
-        )
+        self.counters
+            .snapshot(registry.live.len(), registry.retained.len(), retained_bytes)
     }
 
     /// One entry per live topic, sorted by name.

@@ -44,7 +44,7 @@ type StopCallback = Arc<dyn Fn() + Send + Sync>;
 ///
 /// ```
 /// use std::time::Duration;
-/// use sse_runtime::{Manager, Polling, PollError, SubscribeOptions};
+/// use sse_runtime::{Manager, polling::Polling, PollError, subscription::SubscribeOptions};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let manager = Manager::new();

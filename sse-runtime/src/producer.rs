@@ -28,7 +28,7 @@ pub type StopFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 ///
 /// ```
 /// use std::sync::Arc;
-/// use sse_runtime::{PollingService, Publisher, StopFuture, TopicPublisher};
+/// use sse_runtime::{polling::PollingService, polling::Publisher, polling::StopFuture, polling::TopicPublisher};
 /// use parking_lot::Mutex;
 ///
 /// /// Publishes one greeting when started.

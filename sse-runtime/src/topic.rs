@@ -427,7 +427,10 @@ impl State {
     /// it, and the newest logged event has exactly that payload, so they rewind onto it.
     fn redeliver_newest_to_fresh(&mut self) {
         let log = &self.history.log;
-        debug_assert!(log.holds_newest(), "a payload was recorded, so one is logged");
+        debug_assert!(
+            log.holds_newest(),
+            "a payload was recorded, so one is logged"
+        );
         let (Some(newest), next) = (log.last_seq(), log.next_seq()) else {
             return;
         };

@@ -4,9 +4,9 @@
 mod common;
 
 use common::{assert_nothing_pending, next_events};
-use sse_runtime::{Manager, SubscribeOptions};
+use sse_runtime::{Manager, subscription::SubscribeOptions};
 
-fn detecting(manager: &Manager, topic: &str) -> sse_runtime::Subscription {
+fn detecting(manager: &Manager, topic: &str) -> sse_runtime::subscription::Subscription {
     manager
         .subscribe_with(topic, SubscribeOptions::new().change_detection(true))
         .unwrap()

@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::{next_events, take_events};
 use http::StatusCode;
 use sse_runtime::{
-    DEFAULT_API_VERSION, DEFAULT_INTERVAL, Manager, PollError, Polling, PollingService,
-    SubscribeOptions,
+    Manager, PollError, polling::DEFAULT_API_VERSION, polling::DEFAULT_INTERVAL, polling::Polling,
+    polling::PollingService, subscription::SubscribeOptions,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -57,10 +57,28 @@ fn options_are_applied() {
     assert_eq!(polling.polling_api_version(), "v3");
 }
 
-#[test]
-#[should_panic(expected = "polling interval must be positive")]
-fn a_zero_interval_is_rejected() {
-    let _ = Polling::new(|_| async { Ok::<_, PollError>(()) }).interval(Duration::ZERO);
+/// A zero interval is a caller's value, not a reason to panic: it would poll in a busy loop,
+/// so it falls back to the default, as the Go package did, and polls go at that pace.
+#[tokio::test(start_paused = true)]
+async fn a_zero_interval_falls_back_to_the_default_instead_of_panicking() {
+    let manager = Manager::new();
+    let polls = counter();
+    let polling = Polling::new({
+        let polls = polls.clone();
+        move |_| {
+            let n = polls.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Ok::<_, PollError>(n) }
+        }
+    })
+    .interval(Duration::ZERO);
+    assert_eq!(polling.polling_interval(), DEFAULT_INTERVAL);
+    let started = Instant::now();
+    let mut sub = manager
+        .subscribe_with("t", SubscribeOptions::new().polling(polling))
+        .unwrap();
+    assert_eq!(next_events(&mut sub).await[0].data, "1");
+    assert_eq!(next_events(&mut sub).await[0].data, "2");
+    assert_eq!(started.elapsed(), DEFAULT_INTERVAL);
 }
 
 #[tokio::test(start_paused = true)]

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use common::{assert_nothing_pending, next_events, take_events};
 use serde::Serialize;
-use sse_runtime::{CancellationToken, EndReason, Manager, SubscribeError};
+use sse_runtime::{
+    CancellationToken, Manager, subscription::EndReason, subscription::SubscribeError,
+};
 use tokio::sync::Barrier;
 
 #[tokio::test]
@@ -126,8 +128,8 @@ async fn without_retention_a_fresh_broadcaster_after_cleanup_has_a_new_epoch() {
         new.data, "2",
         "nothing of the old broadcaster leaks into the new one"
     );
-    let old_id: sse_runtime::EventId = old.id.unwrap().parse().unwrap();
-    let new_id: sse_runtime::EventId = new.id.unwrap().parse().unwrap();
+    let old_id: sse_runtime::event_id::EventId = old.id.unwrap().parse().unwrap();
+    let new_id: sse_runtime::event_id::EventId = new.id.unwrap().parse().unwrap();
     assert_eq!(new_id.sequence(), 1);
     assert_ne!(old_id.epoch(), new_id.epoch());
 }
@@ -158,8 +160,8 @@ async fn within_retention_a_new_broadcaster_continues_the_history() {
         new.data, "2",
         "a live subscriber starts with the next event"
     );
-    let old_id: sse_runtime::EventId = old.id.unwrap().parse().unwrap();
-    let new_id: sse_runtime::EventId = new.id.unwrap().parse().unwrap();
+    let old_id: sse_runtime::event_id::EventId = old.id.unwrap().parse().unwrap();
+    let new_id: sse_runtime::event_id::EventId = new.id.unwrap().parse().unwrap();
     assert_eq!(
         (new_id.epoch(), new_id.sequence()),
         (old_id.epoch(), 2),

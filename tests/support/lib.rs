@@ -51,7 +51,7 @@ impl TestServer {
     {
         let addr = listener.local_addr().expect("addr");
         let stop = CancellationToken::new();
-        let task = tokio::spawn(sse_runtime::serve_with_shutdown(
+        let task = tokio::spawn(sse_runtime::serve::serve_with_shutdown(
             listener,
             app,
             stop.clone().cancelled_owned(),

@@ -19,7 +19,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use sse_runtime::{Manager, PollError, Polling, SseHandler, Stats, WriteDeadline};
+use sse_runtime::{Manager, PollError, SseHandler, WriteDeadline, polling::Polling, stats::Stats};
 
 fn env_number(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -103,7 +103,7 @@ async fn main() -> std::io::Result<()> {
                 .await
         }
         Ok("direct") | Err(_) => {
-            sse_runtime::serve_with_shutdown(listener, app, shutdown).await;
+            sse_runtime::serve::serve_with_shutdown(listener, app, shutdown).await;
             Ok(())
         }
         Ok(other) => panic!("SERVE must be `direct` or `axum`, got {other:?}"),

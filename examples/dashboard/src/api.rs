@@ -7,7 +7,7 @@ use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use sse_runtime::{Manager, Stats, TopicStats};
+use sse_runtime::{Manager, stats::Stats, stats::TopicStats};
 
 use crate::events::{self, Thresholds};
 

@@ -87,11 +87,11 @@ async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(address()).await?;
     let url = format!("http://{}/", listener.local_addr()?);
     println!("dashboard listening on {url}");
-    tracing::info!(%url, routes = ?sse_runtime::registered_routes().iter().map(|r| r.path).collect::<Vec<_>>(), "serving");
+    tracing::info!(%url, routes = ?sse_runtime::routes::registered_routes().iter().map(|r| r.path).collect::<Vec<_>>(), "serving");
     let deadline = Manager::global().heartbeat();
     // The framework's server: SSE streams go straight to the socket; stalled clients are closed
     // after the write deadline.
-    sse_runtime::serve_with_shutdown(
+    sse_runtime::serve::serve_with_shutdown(
         WriteDeadline::new(listener, deadline),
         app(),
         shutdown_signal(),

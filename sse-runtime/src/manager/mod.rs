@@ -199,4 +199,3 @@ impl fmt::Debug for Manager {
             .finish()
     }
 }
-

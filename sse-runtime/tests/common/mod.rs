@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use sse_runtime::Subscription;
+use sse_runtime::subscription::Subscription;
 
 /// One parsed SSE event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,7 +23,7 @@ impl Event {
         self.id
             .as_deref()
             .expect("event has an id")
-            .parse::<sse_runtime::EventId>()
+            .parse::<sse_runtime::event_id::EventId>()
             .expect("id parses")
             .sequence()
     }

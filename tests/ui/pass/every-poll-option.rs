@@ -56,6 +56,6 @@ async fn everything(headers: http::HeaderMap, cancel: CancellationToken) -> Resu
 }
 
 fn main() {
-    let _router = sse_runtime::router_with(&Manager::new());
-    assert_eq!(sse_runtime::registered_routes().len(), 7);
+    let _router = sse_runtime::routes::router_with(&Manager::new());
+    assert_eq!(sse_runtime::routes::registered_routes().len(), 7);
 }

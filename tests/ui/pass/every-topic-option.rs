@@ -30,8 +30,8 @@ pub enum Item {
 
 fn main() {
     let manager = Manager::new();
-    let _router = sse_runtime::router_with(&manager);
-    assert_eq!(sse_runtime::registered_routes().len(), 6);
+    let _router = sse_runtime::routes::router_with(&manager);
+    assert_eq!(sse_runtime::routes::registered_routes().len(), 6);
     publish_plain_to(&manager, &Plain);
     publish_with_path_to(&manager, &WithPath);
     publish_with_event_to(&manager, &WithEvent);
