@@ -250,21 +250,26 @@ async fn expect_100_continue_is_honoured() {
 async fn requests_it_cannot_serve_get_a_clear_status_and_a_close() {
     let manager = Manager::new();
     let server = start(&manager).await;
-    let cases: Vec<(Vec<u8>, &str)> = vec![
-        (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nping\r\n0\r\n\r\n".to_vec(), "501"),
-        (format!("GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(sse_runtime::serve::MAX_HEAD)).into_bytes(), "431"),
-        (b"GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".to_vec(), "400"),
-        (format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", sse_runtime::serve::MAX_BODY + 1).into_bytes(), "413"),
-        (b"GET /hello HTTP/1.1\r\nBad Header\r\n\r\n".to_vec(), "400"),
-        (b"GET /hello HTTP/2.0\r\n\r\n".to_vec(), "505"),
+    // Each refusal names its reason in the body, so the client's developer learns what to fix.
+    let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nping\r\n0\r\n\r\n".to_vec(), "501", "chunked request bodies"),
+        (format!("GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(sse_runtime::serve::MAX_HEAD)).into_bytes(), "431", "request head too large"),
+        (b"GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".to_vec(), "400", "Content-Length must be a single value"),
+        (format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", sse_runtime::serve::MAX_BODY + 1).into_bytes(), "413", "request body too large"),
+        (b"GET /hello HTTP/1.1\r\nBad Header\r\n\r\n".to_vec(), "400", "malformed request head"),
+        (b"GET /hello HTTP/2.0\r\n\r\n".to_vec(), "505", "only HTTP/1.0 and HTTP/1.1"),
     ];
-    for (request, status) in cases {
+    for (request, status, reason) in cases {
         let response = exchange(&server, &request).await;
         assert!(
             response.starts_with(&format!("HTTP/1.1 {status} ")),
             "{status}: {response}"
         );
         assert!(response.contains("connection: close"));
+        assert!(
+            response.contains(reason),
+            "{status} names {reason:?}: {response}"
+        );
     }
     assert_eq!(manager.stats().topics, 0);
 }

@@ -220,6 +220,58 @@ pub async fn serve_with_shutdown<L: Listener>(
         .await;
 }
 
+/// Why a request is refused before it reaches the router. The answer names the reason, and
+/// the connection closes after it: where the request ends can no longer be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// The head is over [`MAX_HEAD`], or has more than `MAX_HEADERS` fields.
+    HeadTooLarge,
+    /// The head does not parse (or a field is not a valid name or value).
+    Malformed,
+    /// Neither HTTP/1.0 nor HTTP/1.1.
+    Version,
+    /// `Transfer-Encoding` on a request: only `Content-Length` bodies are read here.
+    TransferEncoding,
+    /// A `Content-Length` that is not one value of digits only.
+    ContentLength,
+    /// A body over [`MAX_BODY`].
+    BodyTooLarge,
+}
+
+impl Refusal {
+    fn status(self) -> StatusCode {
+        match self {
+            Self::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Malformed | Self::ContentLength => StatusCode::BAD_REQUEST,
+            Self::Version => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            Self::TransferEncoding => StatusCode::NOT_IMPLEMENTED,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Self::HeadTooLarge => "request head too large",
+            Self::Malformed => "malformed request head",
+            Self::Version => "only HTTP/1.0 and HTTP/1.1 are served",
+            Self::TransferEncoding => {
+                "chunked request bodies are not supported here (Server::hyper supports them)"
+            }
+            Self::ContentLength => "Content-Length must be a single value of digits only",
+            Self::BodyTooLarge => "request body too large",
+        }
+    }
+}
+
+/// What reading the next request head gave.
+enum Incoming {
+    /// A complete head, and its length in the buffer.
+    Head(Head, usize),
+    /// The client closed the connection between requests.
+    Closed,
+    Refused(Refusal),
+}
+
 /// A request head, parsed.
 struct Head {
     method: Method,
@@ -247,16 +299,16 @@ where
         };
         let (head, head_len) = match next {
             Err(_elapsed) => return Ok(()),
-            Ok(result) => match result? {
-                Ok(None) => return Ok(()),
-                Ok(Some((head, len))) => (head, len),
-                Err(status) => return refuse(&mut io, status).await,
+            Ok(incoming) => match incoming? {
+                Incoming::Head(head, len) => (head, len),
+                Incoming::Closed => return Ok(()),
+                Incoming::Refused(refusal) => return refuse(&mut io, refusal).await,
             },
         };
         buf.advance(head_len);
         let length = match body_length(&head) {
             Ok(length) => length,
-            Err(status) => return refuse(&mut io, status).await,
+            Err(refusal) => return refuse(&mut io, refusal).await,
         };
         let keep_alive = wants_keep_alive(&head);
         let is_head = head.method == Method::HEAD;
@@ -327,12 +379,9 @@ where
     }
 }
 
-/// Reads until `buf` holds a complete request head: the head and its length, `None` when the
-/// client closed the connection between requests, `Err(status)` for a head to refuse.
-async fn read_head<I: AsyncRead + Unpin>(
-    io: &mut I,
-    buf: &mut BytesMut,
-) -> io::Result<Result<Option<(Head, usize)>, StatusCode>> {
+/// Reads until `buf` holds a complete request head (or the client closes, or the head is to be
+/// refused).
+async fn read_head<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut) -> io::Result<Incoming> {
     loop {
         // Leading empty lines between pipelined requests are allowed (RFC 9112 2.2).
         while buf.starts_with(b"\r\n") {
@@ -341,27 +390,28 @@ async fn read_head<I: AsyncRead + Unpin>(
         if !buf.is_empty() {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut request = httparse::Request::new(&mut headers);
-            match request.parse(buf) {
+            let refusal = match request.parse(buf) {
                 Ok(httparse::Status::Complete(len)) => {
-                    return Ok(parse_head(&request).map(|head| Some((head, len))));
+                    return Ok(match parse_head(&request) {
+                        Ok(head) => Incoming::Head(head, len),
+                        Err(refusal) => Incoming::Refused(refusal),
+                    });
                 }
-                Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-                    return Ok(Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => None,
+                Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                    Some(Refusal::HeadTooLarge)
                 }
-                Ok(httparse::Status::Partial) => {}
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Ok(Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
-                }
-                Err(httparse::Error::Version) => {
-                    return Ok(Err(StatusCode::HTTP_VERSION_NOT_SUPPORTED));
-                }
-                Err(_) => return Ok(Err(StatusCode::BAD_REQUEST)),
+                Err(httparse::Error::Version) => Some(Refusal::Version),
+                Err(_) => Some(Refusal::Malformed),
+            };
+            if let Some(refusal) = refusal {
+                return Ok(Incoming::Refused(refusal));
             }
         }
         buf.reserve(1024);
         if io.read_buf(buf).await? == 0 {
             return if buf.is_empty() {
-                Ok(Ok(None))
+                Ok(Incoming::Closed)
             } else {
                 Err(io::ErrorKind::UnexpectedEof.into())
             };
@@ -369,21 +419,21 @@ async fn read_head<I: AsyncRead + Unpin>(
     }
 }
 
-fn parse_head(request: &httparse::Request<'_, '_>) -> Result<Head, StatusCode> {
-    fn bad<E>(_: E) -> StatusCode {
-        StatusCode::BAD_REQUEST
+fn parse_head(request: &httparse::Request<'_, '_>) -> Result<Head, Refusal> {
+    fn bad<E>(_: E) -> Refusal {
+        Refusal::Malformed
     }
-    let method = Method::from_bytes(request.method.ok_or(StatusCode::BAD_REQUEST)?.as_bytes())
-        .map_err(bad)?;
+    let method =
+        Method::from_bytes(request.method.ok_or(Refusal::Malformed)?.as_bytes()).map_err(bad)?;
     let uri: Uri = request
         .path
-        .ok_or(StatusCode::BAD_REQUEST)?
+        .ok_or(Refusal::Malformed)?
         .parse()
         .map_err(bad)?;
     let version = match request.version {
         Some(0) => Version::HTTP_10,
         Some(1) => Version::HTTP_11,
-        _ => return Err(StatusCode::HTTP_VERSION_NOT_SUPPORTED),
+        _ => return Err(Refusal::Version),
     };
     let mut headers = HeaderMap::with_capacity(request.headers.len());
     for h in request.headers.iter() {
@@ -400,21 +450,21 @@ fn parse_head(request: &httparse::Request<'_, '_>) -> Result<Head, StatusCode> {
     })
 }
 
-/// The length of the request's body, or the status it is refused with. Only `Content-Length`
-/// framing is accepted, and only as plain digits: a sign, a second value or a second header is
-/// a `400` (a disagreement about where the body ends is how requests are smuggled).
-fn body_length(head: &Head) -> Result<u64, StatusCode> {
+/// The length of the request's body. Only `Content-Length` framing is accepted, and only as
+/// plain digits: a sign, a second value or a second header is refused (a disagreement about
+/// where the body ends is how requests are smuggled).
+fn body_length(head: &Head) -> Result<u64, Refusal> {
     if head.headers.contains_key(header::TRANSFER_ENCODING) {
-        return Err(StatusCode::NOT_IMPLEMENTED);
+        return Err(Refusal::TransferEncoding);
     }
     let mut values = head.headers.get_all(header::CONTENT_LENGTH).iter();
     let length = match (values.next(), values.next()) {
         (None, _) => 0,
-        (Some(value), None) => parse_length(value.as_bytes()).ok_or(StatusCode::BAD_REQUEST)?,
-        (Some(_), Some(_)) => return Err(StatusCode::BAD_REQUEST),
+        (Some(value), None) => parse_length(value.as_bytes()).ok_or(Refusal::ContentLength)?,
+        (Some(_), Some(_)) => return Err(Refusal::ContentLength),
     };
     if length > MAX_BODY as u64 {
-        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+        return Err(Refusal::BodyTooLarge);
     }
     Ok(length)
 }
@@ -442,12 +492,13 @@ fn has_token(headers: &HeaderMap, token: &str) -> bool {
     })
 }
 
-/// Answers a request that cannot be served, and closes.
-async fn refuse<I: AsyncWrite + Unpin>(io: &mut I, status: StatusCode) -> io::Result<()> {
-    let reason = status.canonical_reason().unwrap_or("");
-    let body = format!("{} {reason}\n", status.as_u16());
+/// Answers a request that cannot be served, saying why, and closes.
+async fn refuse<I: AsyncWrite + Unpin>(io: &mut I, refusal: Refusal) -> io::Result<()> {
+    let status = refusal.status();
+    let canonical = status.canonical_reason().unwrap_or("");
+    let body = format!("{} {canonical}: {}\n", status.as_u16(), refusal.reason());
     let response = format!(
-        "HTTP/1.1 {} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {canonical}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         status.as_u16(),
         body.len()
     );
@@ -455,7 +506,7 @@ async fn refuse<I: AsyncWrite + Unpin>(io: &mut I, status: StatusCode) -> io::Re
     io.shutdown().await
 }
 
-fn encode_head(response: &Response, framing: &[u8]) -> Vec<u8> {
+fn encode_head(response: &Response, framing: Framing) -> Vec<u8> {
     let status = response.status();
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
@@ -474,7 +525,7 @@ fn encode_head(response: &Response, framing: &[u8]) -> Vec<u8> {
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    head.extend_from_slice(framing);
+    head.extend_from_slice(framing.header());
     head.extend_from_slice(b"\r\n");
     head
 }
@@ -501,21 +552,17 @@ async fn write_response<I: AsyncWrite + Unpin>(
     if close {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let chunked = match exact {
-        _ if bodiless => false,
+    let framing = match exact {
+        _ if bodiless => Framing::Length,
         Some(length) => {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-            false
+            Framing::Length
         }
         None => {
             headers.remove(header::CONTENT_LENGTH);
-            version != Version::HTTP_10
+            // An HTTP/1.0 request is never kept alive: `close` is already set.
+            Framing::unknown_length(version)
         }
-    };
-    let framing: &[u8] = if chunked {
-        b"transfer-encoding: chunked\r\n"
-    } else {
-        b""
     };
     io.write_all(&encode_head(&response, framing)).await?;
     if bodiless {
@@ -523,19 +570,57 @@ async fn write_response<I: AsyncWrite + Unpin>(
     }
     let mut body = response.into_body();
     while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        let Ok(data) = frame.map_err(io::Error::other)?.into_data() else {
-            continue;
-        };
-        if chunked {
-            write_chunk(io, data).await?;
-        } else {
-            io.write_all(&data).await?;
+        if let Ok(data) = frame.map_err(io::Error::other)?.into_data() {
+            framing.write(io, data).await?;
         }
     }
-    if chunked {
-        io.write_all(b"0\r\n\r\n").await?;
-    }
+    framing.finish(io).await?;
     io.flush().await
+}
+
+/// How a response body is delimited on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// By the `Content-Length` in the headers (or there is no body).
+    Length,
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// By closing the connection: an HTTP/1.0 client cannot decode chunks.
+    Close,
+}
+
+impl Framing {
+    /// The framing of a body whose length is not known in advance.
+    fn unknown_length(version: Version) -> Self {
+        if version == Version::HTTP_10 {
+            Self::Close
+        } else {
+            Self::Chunked
+        }
+    }
+
+    /// The header line it needs, if any (`Close` relies on `connection: close`).
+    fn header(self) -> &'static [u8] {
+        match self {
+            Self::Chunked => b"transfer-encoding: chunked\r\n",
+            Self::Length | Self::Close => b"",
+        }
+    }
+
+    async fn write<I: AsyncWrite + Unpin>(self, io: &mut I, data: Bytes) -> io::Result<()> {
+        match self {
+            Self::Chunked => write_chunk(io, data).await,
+            Self::Length | Self::Close => io.write_all(&data).await,
+        }
+    }
+
+    /// Ends the body (the last chunk, for `Chunked`).
+    async fn finish<I: AsyncWrite + Unpin>(self, io: &mut I) -> io::Result<()> {
+        match self {
+            Self::Chunked => io.write_all(b"0\r\n\r\n").await,
+            Self::Length | Self::Close => Ok(()),
+        }
+    }
 }
 
 /// One chunk of a chunked body: size line, data, CRLF, in one vectored write when possible.
@@ -566,17 +651,15 @@ async fn write_chunk<I: AsyncWrite + Unpin>(io: &mut I, data: Bytes) -> io::Resu
 /// or the client goes away.
 async fn stream_sse<I: AsyncRead + AsyncWrite + Unpin>(
     mut io: I,
-    response: Response,
+    mut response: Response,
     mut stream: Pin<Box<SseStream>>,
     version: Version,
 ) -> io::Result<()> {
-    // HTTP/1.0 clients cannot decode chunks: their stream is delimited by the close.
-    let chunked = version != Version::HTTP_10;
-    let framing: &[u8] = if chunked {
-        b"transfer-encoding: chunked\r\n"
-    } else {
-        b"connection: close\r\n"
-    };
+    let framing = Framing::unknown_length(version);
+    if framing == Framing::Close {
+        let close = HeaderValue::from_static("close");
+        response.headers_mut().insert(header::CONNECTION, close);
+    }
     io.write_all(&encode_head(&response, framing)).await?;
     drop(response);
     loop {
@@ -620,12 +703,9 @@ async fn stream_sse<I: AsyncRead + AsyncWrite + Unpin>(
         })
         .await;
         match step {
-            Step::Data(data) if chunked => write_chunk(&mut io, data).await?,
-            Step::Data(data) => io.write_all(&data).await?,
+            Step::Data(data) => framing.write(&mut io, data).await?,
             Step::End => {
-                if chunked {
-                    io.write_all(b"0\r\n\r\n").await?;
-                }
+                framing.finish(&mut io).await?;
                 return io.shutdown().await;
             }
             Step::Hangup => return Ok(()),
