@@ -9,9 +9,7 @@ use axum::routing::get;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use sse_integration_tests::{CuttableListener, CuttingProxy, PATIENCE, SseClient, TestServer};
-use sse_runtime::{
-    Manager, SseHandler, WriteDeadline, event_id::EventId, subscription::SubscribeOptions,
-};
+use sse_runtime::{Manager, SseHandler, event_id::EventId, subscription::SubscribeOptions};
 
 fn feed(manager: &Manager) -> Router {
     Router::new().route("/feed", get(SseHandler::new(manager).topic("feed")))

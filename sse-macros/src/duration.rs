@@ -2,32 +2,19 @@
 
 use std::time::Duration;
 
-use syn::LitStr;
-
-use crate::ctxt::Ctxt;
-
-/// Parses a humantime-style duration (`"5s"`, `"250ms"`, `"1m 30s"`); it must be positive.
-pub(crate) fn parse(ctxt: &mut Ctxt, lit: &LitStr) -> Option<Duration> {
-    let text = lit.value();
-    match humantime::parse_duration(&text) {
-        Ok(duration) if duration.is_zero() => {
-            ctxt.error(
-                lit,
-                format!("interval {text:?} is zero; it must be positive, like \"5s\""),
-            );
-            None
-        }
+/// Parses a humantime-style duration (`"5s"`, `"250ms"`, `"1m 30s"`); it must be positive and
+/// fit in nanoseconds as a `u64`. The error is the message to show.
+pub(crate) fn parse(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err(format!(
+            "interval {text:?} is zero; it must be positive, like \"5s\""
+        )),
         Ok(duration) if u64::try_from(duration.as_nanos()).is_err() => {
-            ctxt.error(lit, format!("interval {text:?} is too long"));
-            None
+            Err(format!("interval {text:?} is too long"))
         }
-        Ok(duration) => Some(duration),
-        Err(error) => {
-            ctxt.error(
-                lit,
-                format!("invalid interval {text:?} ({error}); expected a positive duration with a unit, like \"5s\", \"250ms\" or \"1m 30s\""),
-            );
-            None
-        }
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(format!(
+            "invalid interval {text:?} ({error}); expected a positive duration with a unit, like \"5s\", \"250ms\" or \"1m 30s\""
+        )),
     }
 }

@@ -1,25 +1,23 @@
-//! Code generation. Everything generated names runtime items by absolute path through
-//! `::sse_runtime::__private`, so it works whatever the user imported.
+//! Code generation, from models the check pass accepted. Everything generated names runtime
+//! items by absolute path through `::sse_runtime::__private`, so it works whatever the user
+//! imported.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::poll::{Input, PollModel};
+use crate::ast::{self, Input, PollAttr, TopicAttr};
+use crate::duration;
 use crate::template;
-use crate::topic::{TopicModel, snake_case};
 
-pub(crate) fn topic(model: &TopicModel) -> TokenStream {
-    let TopicModel {
-        item,
-        ident,
-        vis,
-        topic,
-        params,
-        path,
-        event,
-        change_detection,
-    } = model;
+pub(crate) fn topic(model: &TopicAttr) -> TokenStream {
+    let item = &model.item;
+    let (ident, vis) = model.ident().expect("checked: a struct or an enum");
+    let topic = &model.topic_lit().expect("checked: a string literal");
+    let params = template::placeholders(&topic.value());
+    let path = model.path();
+    let event = &model.event;
+    let change_detection = model.change_detection.unwrap_or(false);
     let name = ident.to_string();
     let snake = snake_case(&name);
     let publish = format_ident!("publish_{}", snake);
@@ -30,7 +28,7 @@ pub(crate) fn topic(model: &TopicModel) -> TokenStream {
     };
     // Spanned on the type's name: "`Alarm` doesn't implement Serialize" points at `Alarm`.
     let implementation = quote_spanned! {ident.span()=>
-        impl ::sse_runtime::SseTopic for #ident {
+        impl ::sse_runtime::__private::SseTopic for #ident {
             const TOPIC: &'static str = #topic;
             const EVENT: ::core::option::Option<&'static str> = #event_opt;
             const PATH: &'static str = #path;
@@ -39,7 +37,7 @@ pub(crate) fn topic(model: &TopicModel) -> TokenStream {
     let param_idents: Vec<_> = params.iter().map(|p| format_ident!("{}", p)).collect();
     let (topic_expr, handler) = if params.is_empty() {
         (
-            quote!(<#ident as ::sse_runtime::SseTopic>::TOPIC),
+            quote!(<#ident as ::sse_runtime::__private::SseTopic>::TOPIC),
             quote!(::sse_runtime::__private::SseHandler::new(manager).topic(#topic)),
         )
     } else {
@@ -79,7 +77,7 @@ pub(crate) fn topic(model: &TopicModel) -> TokenStream {
             #(#param_idents: impl ::core::fmt::Display,)*
             value: &#ident,
         ) {
-            manager.publish_event(#topic_expr, <#ident as ::sse_runtime::SseTopic>::EVENT, value)
+            manager.publish_event(#topic_expr, <#ident as ::sse_runtime::__private::SseTopic>::EVENT, value)
         }
 
         const _: () = {
@@ -100,19 +98,23 @@ pub(crate) fn topic(model: &TopicModel) -> TokenStream {
     }
 }
 
-pub(crate) fn poll(model: &PollModel) -> TokenStream {
-    let PollModel {
-        function,
-        inputs,
-        output,
-        interval,
+pub(crate) fn poll(model: &PollAttr) -> TokenStream {
+    let function = model.function().expect("checked: an async fn");
+    let inputs = &ast::inputs(function);
+    let output = ast::output(function).expect("checked: it returns a type");
+    let interval = model
+        .interval
+        .as_ref()
+        .map(|lit| duration::parse(&lit.value()).expect("checked: a valid interval"));
+    let PollAttr {
         stop_when,
         on_stop,
-        path,
         topic,
         api_version,
-        change_detection,
+        ..
     } = model;
+    let path = model.path();
+    let change_detection = model.change_detection.unwrap_or(true);
     let ident = &function.sig.ident;
     let name = ident.to_string();
     let args: Vec<_> = (0..inputs.len())
@@ -203,5 +205,46 @@ pub(crate) fn poll(model: &PollModel) -> TokenStream {
                 )
             }
         };
+    }
+}
+
+/// `DeviceStatus` -> `device_status`, `HTTPError` -> `http_error`.
+fn snake_case(name: &str) -> String {
+    let name = name.trim_start_matches("r#");
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_uppercase() {
+            let prev = i.checked_sub(1).map(|p| chars[p]);
+            let next = chars.get(i + 1);
+            let boundary = prev.is_some_and(|p| p.is_lowercase() || p.is_ascii_digit())
+                || (prev.is_some_and(char::is_uppercase) && next.is_some_and(|n| n.is_lowercase()));
+            if boundary && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snake_case;
+
+    #[test]
+    fn snake_case_handles_words_acronyms_and_digits() {
+        for (input, expected) in [
+            ("Alarm", "alarm"),
+            ("DeviceStatus", "device_status"),
+            ("HTTPError", "http_error"),
+            ("Cpu2Load", "cpu2_load"),
+            ("already_snake", "already_snake"),
+            ("IOStats", "io_stats"),
+        ] {
+            assert_eq!(snake_case(input), expected);
+        }
     }
 }

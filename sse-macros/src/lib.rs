@@ -1,18 +1,26 @@
 //! Procedural macros of `sse-runtime`: `#[sse_topic]` and `#[sse_poll]`. Depend on
 //! `sse-runtime`, which re-exports them; the generated code refers to it.
 //!
-//! Each attribute is parsed into a checked model (modules `topic` and `poll`) that reports every error
-//! it finds, spanned on the offending token, before `expand` generates anything.
+//! Each attribute goes through three phases, as in serde_derive and thiserror:
+//!
+//! 1. `attr` and `ast` parse the arguments (against one option table shared by both
+//!    attributes) and the annotated item into a typed model;
+//! 2. `check` validates the whole model, recording every error in one `Ctxt`, each spanned on
+//!    the token it is about, so the user sees them all at once;
+//! 3. `expand` generates code from a model that passed, naming every runtime item through
+//!    `::sse_runtime::__private`.
 
 use proc_macro::TokenStream;
 
-mod args;
+use crate::ctxt::Ctxt;
+
+mod ast;
+mod attr;
+mod check;
 mod ctxt;
 mod duration;
 mod expand;
-mod poll;
 mod template;
-mod topic;
 
 /// Gives an event type (a struct or enum that implements `Serialize`) its topic, typed publish
 /// helpers and an SSE route.
@@ -66,11 +74,13 @@ mod topic;
 /// [`router`]: ../sse_runtime/fn.router.html
 #[proc_macro_attribute]
 pub fn sse_topic(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let original = proc_macro2::TokenStream::from(item.clone());
-    match topic::parse(attr.into(), item.into()) {
-        Ok(model) => expand::topic(&model).into(),
-        Err(error) => with_item(error, original),
-    }
+    pipeline(
+        attr,
+        item,
+        ast::TopicAttr::parse,
+        check::topic,
+        expand::topic,
+    )
 }
 
 /// Turns an async fn into a poller with its own SSE route: the function runs on an interval
@@ -120,10 +130,33 @@ pub fn sse_topic(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 #[proc_macro_attribute]
 pub fn sse_poll(attr: TokenStream, item: TokenStream) -> TokenStream {
+    pipeline(attr, item, ast::PollAttr::parse, check::poll, expand::poll)
+}
+
+/// Parse, check, expand. Every error of the first two phases is reported together; with any,
+/// nothing is generated.
+fn pipeline<M>(
+    attr: TokenStream,
+    item: TokenStream,
+    parse: fn(&mut Ctxt, proc_macro2::TokenStream, proc_macro2::TokenStream) -> syn::Result<M>,
+    check: fn(&mut Ctxt, &M),
+    expand: fn(&M) -> proc_macro2::TokenStream,
+) -> TokenStream {
     let original = proc_macro2::TokenStream::from(item.clone());
-    match poll::parse(attr.into(), item.into()) {
-        Ok(model) => expand::poll(&model).into(),
-        Err(error) => with_item(error, original),
+    let mut ctxt = Ctxt::default();
+    let model = parse(&mut ctxt, attr.into(), item.into());
+    if let Ok(model) = &model {
+        check(&mut ctxt, model);
+    }
+    match (model, ctxt.finish()) {
+        (Ok(model), Ok(())) => expand(&model).into(),
+        (Ok(_), Err(errors)) => with_item(errors, original),
+        (Err(mut error), errors) => {
+            if let Err(errors) = errors {
+                error.combine(errors);
+            }
+            with_item(error, original)
+        }
     }
 }
 

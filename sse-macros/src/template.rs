@@ -1,111 +1,133 @@
-//! Topic templates (`devices/{id}`) and the path parameters they must agree with.
+//! Topic and path templates (`devices/{id}`): the one scanner of `{name}` placeholders.
 
-use syn::LitStr;
+/// One piece of a template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Segment<'a> {
+    Literal(&'a str),
+    Placeholder(&'a str),
+}
 
-use crate::ctxt::Ctxt;
+/// What is wrong with a template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum TemplateError {
+    /// `{` inside a placeholder.
+    NestedBrace,
+    /// A `{` without its `}` or a `}` without its `{`.
+    Unbalanced,
+    /// A placeholder that is not a Rust identifier.
+    NotAnIdentifier(String),
+    /// The same placeholder twice.
+    Repeated(String),
+}
 
-/// Names the generated helpers use for their own parameters.
-const RESERVED: &[&str] = &["manager", "value"];
+impl TemplateError {
+    /// The message, for a template used as `what` ("topic", "path").
+    pub(crate) fn message(&self, what: &str) -> String {
+        match self {
+            Self::NestedBrace => format!("unbalanced `{{` in the {what}"),
+            Self::Unbalanced => {
+                format!("unbalanced braces in the {what}: placeholders look like `{{id}}`")
+            }
+            Self::NotAnIdentifier(name) => format!(
+                "`{{{name}}}` in the {what}: a placeholder must be a Rust identifier, like `{{id}}`"
+            ),
+            Self::Repeated(name) => format!("placeholder `{{{name}}}` appears twice in the {what}"),
+        }
+    }
+}
 
-/// The `{name}` placeholders of a template, in order; records errors for malformed ones.
-pub(crate) fn placeholders(ctxt: &mut Ctxt, lit: &LitStr, what: &str) -> Vec<String> {
-    let text = lit.value();
-    let mut names: Vec<String> = Vec::new();
-    let mut rest = text.as_str();
+/// Splits `template` into literal text and placeholders; every error it has, in order.
+pub(crate) fn scan(template: &str) -> (Vec<Segment<'_>>, Vec<TemplateError>) {
+    let mut segments = Vec::new();
+    let mut errors = Vec::new();
+    let mut rest = template;
     loop {
-        let open = rest.find('{');
-        let close = rest.find('}');
-        match (open, close) {
+        match (rest.find('{'), rest.find('}')) {
             (None, None) => break,
             (Some(open), Some(close)) if open < close => {
                 let name = &rest[open + 1..close];
                 if name.contains('{') {
-                    ctxt.error(lit, format!("unbalanced `{{` in the {what}"));
-                    break;
+                    errors.push(TemplateError::NestedBrace);
+                    return (segments, errors);
                 }
                 if syn::parse_str::<syn::Ident>(name).is_err() {
-                    ctxt.error(lit, format!("`{{{name}}}` in the {what}: a placeholder must be a Rust identifier, like `{{id}}`"));
-                } else if names.iter().any(|n| n == name) {
-                    ctxt.error(
-                        lit,
-                        format!("placeholder `{{{name}}}` appears twice in the {what}"),
-                    );
-                } else {
-                    names.push(name.to_owned());
+                    errors.push(TemplateError::NotAnIdentifier(name.to_owned()));
+                } else if segments.contains(&Segment::Placeholder(name)) {
+                    errors.push(TemplateError::Repeated(name.to_owned()));
                 }
+                if open > 0 {
+                    segments.push(Segment::Literal(&rest[..open]));
+                }
+                segments.push(Segment::Placeholder(name));
                 rest = &rest[close + 1..];
             }
             _ => {
-                ctxt.error(
-                    lit,
-                    format!("unbalanced braces in the {what}: placeholders look like `{{id}}`"),
-                );
-                break;
+                errors.push(TemplateError::Unbalanced);
+                return (segments, errors);
             }
+        }
+    }
+    if !rest.is_empty() {
+        segments.push(Segment::Literal(rest));
+    }
+    (segments, errors)
+}
+
+/// The placeholder names of a template, in order, once each.
+pub(crate) fn placeholders(template: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for segment in scan(template).0 {
+        if let Segment::Placeholder(name) = segment
+            && !names.iter().any(|n| n == name)
+        {
+            names.push(name.to_owned());
         }
     }
     names
 }
 
-/// Checks that a topic template's placeholders can be helper parameters.
-pub(crate) fn check_topic_params(ctxt: &mut Ctxt, lit: &LitStr, names: &[String]) {
-    for name in names {
-        if RESERVED.contains(&name.as_str()) {
-            ctxt.error(lit, format!("placeholder `{{{name}}}` clashes with a parameter of the generated publish helper; rename it"));
-        }
-    }
-}
-
-/// Checks that the route path captures exactly the topic template's placeholders.
-pub(crate) fn check_agreement(
-    ctxt: &mut Ctxt,
-    path: &LitStr,
-    path_names: &[String],
-    topic_names: &[String],
-) {
-    let missing: Vec<&String> = topic_names
-        .iter()
-        .filter(|n| !path_names.contains(n))
-        .collect();
-    let extra: Vec<&String> = path_names
-        .iter()
-        .filter(|n| !topic_names.contains(n))
-        .collect();
-    if !missing.is_empty() || !extra.is_empty() {
-        let list = |names: &[&String]| {
-            names
-                .iter()
-                .map(|n| format!("{{{n}}}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let mut message = String::from("template parameter mismatch between topic and path:");
-        if !missing.is_empty() {
-            message.push_str(&format!(" the path lacks {}", list(&missing)));
-        }
-        if !extra.is_empty() {
-            if !missing.is_empty() {
-                message.push(';');
-            }
-            message.push_str(&format!(" the topic lacks {}", list(&extra)));
-        }
-        message.push_str(". Every topic placeholder must be a path parameter and vice versa.");
-        ctxt.error(path, message);
-    }
-}
-
-/// A `format!` string for a template: placeholders become `{}`.
+/// A `format!` string for a checked template: literal text escaped, placeholders as `{}`.
 pub(crate) fn format_string(template: &str) -> String {
     let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        let close = rest[open..]
-            .find('}')
-            .map_or(rest.len() - 1, |at| open + at);
-        out.push_str(&rest[..open]);
-        out.push_str("{}");
-        rest = &rest[close + 1..];
+    for segment in scan(template).0 {
+        match segment {
+            Segment::Literal(text) => out.push_str(&text.replace('{', "{{").replace('}', "}}")),
+            Segment::Placeholder(_) => out.push_str("{}"),
+        }
     }
-    out.push_str(rest);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_and_literals_in_order() {
+        let (segments, errors) = scan("devices/{id}/x/{kind}");
+        assert!(errors.is_empty());
+        assert_eq!(
+            segments,
+            [
+                Segment::Literal("devices/"),
+                Segment::Placeholder("id"),
+                Segment::Literal("/x/"),
+                Segment::Placeholder("kind"),
+            ]
+        );
+        assert_eq!(format_string("devices/{id}/x/{kind}"), "devices/{}/x/{}");
+        assert_eq!(placeholders("{a}/{b}"), ["a", "b"]);
+    }
+
+    #[test]
+    fn every_kind_of_malformed_template_is_named() {
+        assert_eq!(scan("a/{id").1, [TemplateError::Unbalanced]);
+        assert_eq!(scan("a/id}").1, [TemplateError::Unbalanced]);
+        assert_eq!(scan("a/{{id}").1, [TemplateError::NestedBrace]);
+        assert_eq!(
+            scan("{1x}").1,
+            [TemplateError::NotAnIdentifier("1x".into())]
+        );
+        assert_eq!(scan("{a}/{a}").1, [TemplateError::Repeated("a".into())]);
+    }
 }

@@ -264,6 +264,10 @@ impl Refusal {
 }
 
 /// What reading the next request head gave.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per request and unpacked at once; boxing would allocate per request"
+)]
 enum Incoming {
     /// A complete head, and its length in the buffer.
     Head(Head, usize),

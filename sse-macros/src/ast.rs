@@ -1,0 +1,151 @@
+//! The typed models of both attributes: what the user wrote, parsed, not yet checked.
+//!
+//! A model is built even from arguments with errors (a missing value is `None`), so the check
+//! pass can report everything at once.
+
+use proc_macro2::TokenStream;
+use syn::{Expr, FnArg, Ident, Item, ItemFn, LitStr, ReturnType, Type};
+
+use crate::attr::{self, API_VERSION, Args, Attribute, CHANGE_DETECTION, EVENT, INTERVAL};
+use crate::attr::{ON_STOP, PATH, STOP_WHEN, TOPIC};
+use crate::ctxt::Ctxt;
+
+/// `#[sse_topic(...)]` and the item under it.
+pub(crate) struct TopicAttr {
+    pub(crate) item: Item,
+    /// The first positional argument, whatever it is (`check` wants a string literal).
+    pub(crate) topic: Option<Expr>,
+    /// Positional arguments after the topic.
+    pub(crate) extra: Vec<Expr>,
+    pub(crate) path: Option<LitStr>,
+    pub(crate) event: Option<LitStr>,
+    pub(crate) change_detection: Option<bool>,
+}
+
+/// `#[sse_poll(...)]` and the item under it.
+pub(crate) struct PollAttr {
+    pub(crate) item: Item,
+    pub(crate) positional: Vec<Expr>,
+    pub(crate) interval: Option<LitStr>,
+    pub(crate) stop_when: Option<Expr>,
+    pub(crate) on_stop: Option<Expr>,
+    pub(crate) path: Option<LitStr>,
+    pub(crate) topic: Option<LitStr>,
+    pub(crate) api_version: Option<LitStr>,
+    pub(crate) change_detection: Option<bool>,
+}
+
+/// One argument of the polled function.
+pub(crate) enum Input {
+    /// Built from the request by this axum extractor (`FromRequestParts`), once per request.
+    Extractor(Box<Type>),
+    /// The poll's cancellation token.
+    Cancellation,
+}
+
+impl TopicAttr {
+    pub(crate) fn parse(
+        ctxt: &mut Ctxt,
+        attr: TokenStream,
+        item: TokenStream,
+    ) -> syn::Result<Self> {
+        let args = Args::parse(ctxt, Attribute::Topic, attr)?;
+        let item = syn::parse2(item)?;
+        let mut positional = args.positional.clone().into_iter();
+        Ok(Self {
+            item,
+            topic: positional.next(),
+            extra: positional.collect(),
+            path: args.str(PATH),
+            event: args.str(EVENT),
+            change_detection: args.bool(CHANGE_DETECTION),
+        })
+    }
+
+    /// The topic, when it is a string literal.
+    pub(crate) fn topic_lit(&self) -> Option<LitStr> {
+        self.topic.as_ref().and_then(attr::lit_str)
+    }
+
+    /// The type's name and visibility (for a struct or an enum).
+    pub(crate) fn ident(&self) -> Option<(&Ident, &syn::Visibility)> {
+        match &self.item {
+            Item::Struct(s) => Some((&s.ident, &s.vis)),
+            Item::Enum(e) => Some((&e.ident, &e.vis)),
+            _ => None,
+        }
+    }
+
+    /// The route's path: the given one, or `/sse/<topic>`.
+    pub(crate) fn path(&self) -> String {
+        match (&self.path, self.topic_lit()) {
+            (Some(path), _) => path.value(),
+            (None, Some(topic)) => format!("/sse/{}", topic.value().trim_start_matches('/')),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+impl PollAttr {
+    pub(crate) fn parse(
+        ctxt: &mut Ctxt,
+        attr: TokenStream,
+        item: TokenStream,
+    ) -> syn::Result<Self> {
+        let args = Args::parse(ctxt, Attribute::Poll, attr)?;
+        Ok(Self {
+            item: syn::parse2(item)?,
+            positional: args.positional.clone(),
+            interval: args.str(INTERVAL),
+            stop_when: args.expr(STOP_WHEN),
+            on_stop: args.expr(ON_STOP),
+            path: args.str(PATH),
+            topic: args.str(TOPIC),
+            api_version: args.str(API_VERSION),
+            change_detection: args.bool(CHANGE_DETECTION),
+        })
+    }
+
+    /// The function, when the item is one.
+    pub(crate) fn function(&self) -> Option<&ItemFn> {
+        match &self.item {
+            Item::Fn(function) => Some(function),
+            _ => None,
+        }
+    }
+
+    /// The route's path: the given one, or `/sse/<fn name>`.
+    pub(crate) fn path(&self) -> String {
+        match (&self.path, self.function()) {
+            (Some(path), _) => path.value(),
+            (None, Some(function)) => format!("/sse/{}", function.sig.ident),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// The declared return type, if any.
+pub(crate) fn output(function: &ItemFn) -> Option<&Type> {
+    match &function.sig.output {
+        ReturnType::Type(_, ty) => Some(ty),
+        ReturnType::Default => None,
+    }
+}
+
+/// What each argument of the polled function is.
+pub(crate) fn inputs(function: &ItemFn) -> Vec<Input> {
+    function
+        .sig
+        .inputs
+        .iter()
+        .filter_map(|input| match input {
+            FnArg::Typed(typed) if is_cancellation_token(&typed.ty) => Some(Input::Cancellation),
+            FnArg::Typed(typed) => Some(Input::Extractor(typed.ty.clone())),
+            FnArg::Receiver(_) => None,
+        })
+        .collect()
+}
+
+fn is_cancellation_token(ty: &Type) -> bool {
+    matches!(ty, Type::Path(path) if path.path.segments.last().is_some_and(|s| s.ident == "CancellationToken"))
+}

@@ -1,0 +1,209 @@
+//! The validation pass: every rule about what the attributes' values mean, checked over the
+//! parsed models, each error recorded once, spanned on the token it is about.
+
+use syn::{Item, LitStr};
+
+use crate::ast::{self, PollAttr, TopicAttr};
+use crate::attr::{self, Attribute};
+use crate::ctxt::Ctxt;
+use crate::duration;
+use crate::template;
+
+/// Names the generated publish helpers use for their own parameters.
+const RESERVED: &[&str] = &["manager", "value"];
+
+pub(crate) fn topic(ctxt: &mut Ctxt, model: &TopicAttr) {
+    let topic = match (&model.topic, model.topic_lit()) {
+        (None, _) => {
+            ctxt.error_at(
+                attr::call_site(),
+                "missing topic: write `#[sse_topic(\"alarms\")]`",
+            );
+            None
+        }
+        (Some(value), None) => {
+            ctxt.error(
+                value,
+                "the topic must be a string literal, like `#[sse_topic(\"alarms\")]`",
+            );
+            None
+        }
+        (Some(_), Some(lit)) => Some(lit),
+    };
+    for value in &model.extra {
+        ctxt.error(
+            value,
+            format!(
+                "unexpected argument: after the topic, options are `key = value` with key one of {}",
+                Attribute::Topic.accepted()
+            ),
+        );
+    }
+    if let Some(topic) = &topic {
+        if topic.value().is_empty() {
+            ctxt.error(topic, "the topic must not be empty");
+        }
+        template_errors(ctxt, topic, "topic");
+        for name in template::placeholders(&topic.value()) {
+            if RESERVED.contains(&name.as_str()) {
+                ctxt.error(topic, format!("placeholder `{{{name}}}` clashes with a parameter of the generated publish helper; rename it"));
+            }
+        }
+    }
+    if let Some(path) = &model.path {
+        path_errors(ctxt, path);
+        if let Some(topic) = &topic {
+            agreement(ctxt, path, topic);
+        }
+    }
+    if let Some(lit) = &model.event {
+        let name = lit.value();
+        if name.is_empty() || name.contains(['\n', '\r']) {
+            ctxt.error(
+                lit,
+                "the event name must be non-empty and on one line, like `event = \"alarm\"`",
+            );
+        }
+    }
+    let generics = match &model.item {
+        Item::Struct(s) => Some(&s.generics),
+        Item::Enum(e) => Some(&e.generics),
+        Item::Union(u) => {
+            ctxt.error(
+                u.union_token,
+                "#[sse_topic] goes on a struct or an enum, not a union",
+            );
+            None
+        }
+        Item::Fn(f) => {
+            ctxt.error(f.sig.fn_token, "#[sse_topic] goes on a struct or an enum; for an async fn that produces events, use #[sse_poll]");
+            None
+        }
+        other => {
+            ctxt.error(other, "#[sse_topic] goes on a struct or an enum");
+            None
+        }
+    };
+    if let Some(generics) = generics
+        && !generics.params.is_empty()
+    {
+        ctxt.error(
+            generics,
+            "#[sse_topic] does not support generic types: a topic has one payload type",
+        );
+    }
+}
+
+pub(crate) fn poll(ctxt: &mut Ctxt, model: &PollAttr) {
+    for value in &model.positional {
+        ctxt.error(
+            value,
+            format!(
+                "#[sse_poll] takes `key = value` options only, with key one of {}",
+                Attribute::Poll.accepted()
+            ),
+        );
+    }
+    if let Some(lit) = &model.interval
+        && let Err(message) = duration::parse(&lit.value())
+    {
+        ctxt.error(lit, message);
+    }
+    if let Some(lit) = &model.topic
+        && lit.value().is_empty()
+    {
+        ctxt.error(
+            lit,
+            "the topic must not be empty; leave `topic` out to use the request's path and query",
+        );
+    }
+    let function = match &model.item {
+        Item::Fn(function) => function,
+        Item::Struct(s) => {
+            return ctxt.error(
+                s.struct_token,
+                "#[sse_poll] goes on an async fn; for an event type, use #[sse_topic]",
+            );
+        }
+        other => return ctxt.error(other, "#[sse_poll] goes on an async fn"),
+    };
+    let sig = &function.sig;
+    if sig.asyncness.is_none() {
+        ctxt.error(sig.fn_token, "#[sse_poll] needs an `async fn`");
+    }
+    if let Some(receiver) = sig.receiver() {
+        ctxt.error(
+            receiver,
+            "#[sse_poll] cannot be used on a method with `self`: use a free async fn",
+        );
+    }
+    if !sig.generics.params.is_empty() {
+        ctxt.error(
+            &sig.generics,
+            "#[sse_poll] does not support generic functions",
+        );
+    }
+    if ast::output(function).is_none() {
+        ctxt.error(&sig.ident, "an #[sse_poll] function must return `Result<T, E>` with `T: Serialize` and `E: Into<PollError>`");
+    }
+    if let Some(path) = &model.path {
+        path_errors(ctxt, path);
+    }
+}
+
+/// A route path: it starts with `/` and its placeholders are well formed.
+fn path_errors(ctxt: &mut Ctxt, path: &LitStr) {
+    let value = path.value();
+    if !value.starts_with('/') {
+        ctxt.error(
+            path,
+            format!(
+                "the path must start with `/`, like \"/{}\"",
+                value.trim_start_matches('/')
+            ),
+        );
+    }
+    template_errors(ctxt, path, "path");
+}
+
+fn template_errors(ctxt: &mut Ctxt, lit: &LitStr, what: &str) {
+    for error in template::scan(&lit.value()).1 {
+        ctxt.error(lit, error.message(what));
+    }
+}
+
+/// The route path captures exactly the topic template's placeholders.
+fn agreement(ctxt: &mut Ctxt, path: &LitStr, topic: &LitStr) {
+    let path_names = template::placeholders(&path.value());
+    let topic_names = template::placeholders(&topic.value());
+    let missing: Vec<&String> = topic_names
+        .iter()
+        .filter(|n| !path_names.contains(n))
+        .collect();
+    let extra: Vec<&String> = path_names
+        .iter()
+        .filter(|n| !topic_names.contains(n))
+        .collect();
+    if missing.is_empty() && extra.is_empty() {
+        return;
+    }
+    let list = |names: &[&String]| {
+        names
+            .iter()
+            .map(|n| format!("{{{n}}}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut message = String::from("template parameter mismatch between topic and path:");
+    if !missing.is_empty() {
+        message.push_str(&format!(" the path lacks {}", list(&missing)));
+    }
+    if !extra.is_empty() {
+        if !missing.is_empty() {
+            message.push(';');
+        }
+        message.push_str(&format!(" the topic lacks {}", list(&extra)));
+    }
+    message.push_str(". Every topic placeholder must be a path parameter and vice versa.");
+    ctxt.error(path, message);
+}
