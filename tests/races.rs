@@ -1,4 +1,4 @@
-//! One regression test per race class the Go package fixed over its history (DESIGN.md §5).
+//! One regression test per race class (docs/ARCHITECTURE.md, "Race classes").
 //! Concurrency classes run many iterations on a multi-threaded runtime.
 
 use std::sync::Arc;
@@ -8,7 +8,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use parking_lot::Mutex;
-use sse_integration_tests::{PATIENCE, RawClient, SseClient, TestServer};
+use sse_integration_tests::{
+    Frame, PATIENCE, RawClient, SseClient, TestServer, data_of, frames, sequences_of,
+};
 use sse_runtime::{
     Manager, PollError, SseHandler, polling::Polling, polling::PollingService, polling::Publisher,
     polling::StopFuture, polling::TopicPublisher, subscription::EndReason,
@@ -35,30 +37,6 @@ fn labelled(label: usize, starts: &Arc<AtomicUsize>) -> impl PollingService + us
         async move { Ok::<_, PollError>(label) }
     })
     .interval(Duration::from_millis(20))
-}
-
-fn data_of(chunk: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(chunk)
-        .split("\n\n")
-        .filter_map(|block| {
-            block
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .map(str::to_owned)
-        })
-        .collect()
-}
-
-fn ids_of(chunk: &[u8]) -> Vec<u64> {
-    String::from_utf8_lossy(chunk)
-        .lines()
-        .filter_map(|l| l.strip_prefix("id: "))
-        .map(|id| {
-            id.parse::<sse_runtime::event_id::EventId>()
-                .unwrap()
-                .sequence()
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -149,7 +127,7 @@ async fn race_03_change_detection_state_under_concurrent_publish_and_subscribe()
             let (mut ids, mut data) = (Vec::new(), Vec::new());
             while data.last().map(String::as_str) != Some("\"end\"") {
                 let chunk = within("end marker", sub.recv()).await.unwrap();
-                ids.extend(ids_of(&chunk));
+                ids.extend(sequences_of(&chunk));
                 data.extend(data_of(&chunk));
             }
             assert!(
@@ -494,49 +472,27 @@ async fn race_14_publishes_racing_the_last_unsubscribe_are_kept_for_the_returnin
                 }
             }
         });
-        let mut seen: Vec<(String, String)> = Vec::new();
+        let mut seen: Vec<Frame> = Vec::new();
         while seen.len() as u64 <= round % 5 {
             let chunk = within("live events", sub.recv()).await.unwrap();
-            seen.extend(events_of(&chunk));
+            seen.extend(frames(&chunk));
         }
         drop(sub);
         within("publisher", publisher).await.unwrap();
-        let last = seen.last().unwrap().0.clone();
+        let last = seen.last().unwrap().id.clone().unwrap();
         let mut back = manager
             .subscribe_with(&topic, SubscribeOptions::new().last_event_id(&last))
             .unwrap();
-        while seen.last().unwrap().1 != "200" {
+        while seen.last().unwrap().data != "200" {
             let chunk = within("replay", back.recv()).await.unwrap();
-            seen.extend(events_of(&chunk));
+            seen.extend(frames(&chunk));
         }
-        for (n, (id, data)) in seen.iter().enumerate() {
-            let sequence = id
-                .parse::<sse_runtime::event_id::EventId>()
-                .unwrap()
-                .sequence();
+        for (n, frame) in seen.iter().enumerate() {
             assert_eq!(
-                (sequence, data.as_str()),
+                (frame.sequence(), frame.data.as_str()),
                 (n as u64 + 1, n.to_string().as_str()),
                 "round {round}: no reset, no gap"
             );
         }
     }
-}
-
-/// (id, data) of each event in a chunk.
-fn events_of(chunk: &[u8]) -> Vec<(String, String)> {
-    String::from_utf8_lossy(chunk)
-        .split("\n\n")
-        .filter(|block| !block.is_empty())
-        .map(|block| {
-            let field = |name: &str| {
-                block
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            (field("id: "), field("data: "))
-        })
-        .collect()
 }

@@ -8,7 +8,9 @@ use axum::Router;
 use axum::routing::get;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use sse_integration_tests::{CuttableListener, CuttingProxy, PATIENCE, SseClient, TestServer};
+use sse_integration_tests::{
+    CuttableListener, CuttingProxy, PATIENCE, SseClient, TestServer, data_of, frames,
+};
 use sse_runtime::{Manager, SseHandler, event_id::EventId, subscription::SubscribeOptions};
 
 fn feed(manager: &Manager) -> Router {
@@ -125,10 +127,7 @@ async fn events_published_during_the_replay_are_neither_lost_nor_duplicated() {
         let mut first = manager.subscribe("t").unwrap();
         manager.publish("t", &0);
         let chunk = first.recv().await.unwrap();
-        let last = String::from_utf8_lossy(&chunk)
-            .lines()
-            .find_map(|l| l.strip_prefix("id: ").map(str::to_owned))
-            .unwrap();
+        let last = frames(&chunk)[0].id.clone().unwrap();
         let _anchor = manager.subscribe("t").unwrap();
         drop(first);
         for value in 1..=500 {
@@ -155,12 +154,7 @@ async fn events_published_during_the_replay_are_neither_lost_nor_duplicated() {
                 .await
                 .unwrap()
                 .unwrap();
-            values.extend(
-                String::from_utf8_lossy(&chunk)
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data: "))
-                    .map(|v| v.parse::<u32>().unwrap()),
-            );
+            values.extend(data_of(&chunk).iter().map(|v| v.parse::<u32>().unwrap()));
         }
         publisher.await.unwrap();
         assert_eq!(values, (1..=1500).collect::<Vec<_>>(), "round {round}");
@@ -178,10 +172,7 @@ async fn a_lagging_subscriber_is_disconnected_counted_and_resumes_without_loss()
     let _anchor = manager.subscribe("t").unwrap();
     manager.publish("t", &1);
     let chunk = slow.recv().await.unwrap();
-    let last = String::from_utf8_lossy(&chunk)
-        .lines()
-        .find_map(|l| l.strip_prefix("id: ").map(str::to_owned))
-        .unwrap();
+    let last = frames(&chunk)[0].id.clone().unwrap();
     for value in 2..=50 {
         manager.publish("t", &value);
     }
@@ -196,11 +187,7 @@ async fn a_lagging_subscriber_is_disconnected_counted_and_resumes_without_loss()
         .subscribe_with("t", SubscribeOptions::new().last_event_id(&last))
         .unwrap();
     let chunk = again.recv().await.unwrap();
-    let values: Vec<u32> = String::from_utf8_lossy(&chunk)
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let values: Vec<u32> = data_of(&chunk).iter().map(|v| v.parse().unwrap()).collect();
     assert_eq!(
         values,
         (2..=50).collect::<Vec<_>>(),
@@ -348,21 +335,13 @@ async fn change_detection_keeps_duplicates_out_of_the_history() {
     for value in ["a", "a", "b", "b", "c"] {
         manager.publish("t", &value);
     }
-    let first = String::from_utf8_lossy(&sub.recv().await.unwrap()).into_owned();
-    assert_eq!(first.matches("data: ").count(), 3, "a, b, c: {first}");
-    let first_id = first
-        .lines()
-        .find_map(|l| l.strip_prefix("id: "))
-        .unwrap()
-        .to_owned();
+    let first = frames(&sub.recv().await.unwrap());
+    assert_eq!(first.len(), 3, "a, b, c: {first:?}");
+    let first_id = first[0].id.clone().unwrap();
     let mut resumed = manager
         .subscribe_with("t", SubscribeOptions::new().last_event_id(&first_id))
         .unwrap();
-    let replay = String::from_utf8_lossy(&resumed.recv().await.unwrap()).into_owned();
-    let data: Vec<&str> = replay
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .collect();
+    let data = data_of(&resumed.recv().await.unwrap());
     assert_eq!(
         data,
         ["\"b\"", "\"c\""],

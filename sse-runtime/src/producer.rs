@@ -24,7 +24,7 @@ pub type StopFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 ///
 /// The manager calls [`start`](Self::start) once, when the first subscriber creates the topic's
 /// broadcaster, and [`stop`](Self::stop) once, off the unsubscribe path, when the last subscriber
-/// has left. [`Polling`] is the bundled implementation; implement this trait for other sources.
+/// has left. [`Polling`](crate::polling::Polling) is the bundled implementation; implement this trait for other sources.
 ///
 /// ```
 /// use std::sync::Arc;

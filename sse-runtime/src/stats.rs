@@ -34,7 +34,7 @@ pub struct Stats {
     /// Payloads that failed to serialize and were skipped.
     pub serialize_errors: u64,
     /// Events refused for being over
-    /// [`max_event_bytes`](crate::ManagerBuilder::max_event_bytes).
+    /// [`max_event_bytes`](crate::manager::ManagerBuilder::max_event_bytes).
     pub oversized: u64,
     /// Subscribers disconnected for falling too far behind.
     pub lagged: u64,

@@ -58,7 +58,7 @@ fn options_are_applied() {
 }
 
 /// A zero interval is a caller's value, not a reason to panic: it would poll in a busy loop,
-/// so it falls back to the default, as the Go package did, and polls go at that pace.
+/// so it falls back to the default, and polls go at that pace.
 #[tokio::test(start_paused = true)]
 async fn a_zero_interval_falls_back_to_the_default_instead_of_panicking() {
     let manager = Manager::new();
