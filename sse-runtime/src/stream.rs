@@ -47,7 +47,9 @@ pin_project! {
     /// ```
     pub struct SseStream {
         subscription: Subscription,
-        preamble: Option<Bytes>,
+        // Whether the preamble went out. It is made on the first poll, not kept from the start:
+        // an idle stream's size is every connection's cost.
+        started: bool,
         heartbeat_every: Duration,
         batch: Duration,
         last_write: Instant,
@@ -72,11 +74,10 @@ impl SseStream {
     }
 
     fn with_settings(subscription: Subscription, settings: StreamSettings) -> Self {
-        let preamble = preamble(&subscription, settings.retry);
         let now = Instant::now();
         Self {
             subscription,
-            preamble: Some(preamble),
+            started: false,
             heartbeat_every: settings.heartbeat,
             batch: settings.write_batch,
             last_write: now,
@@ -146,8 +147,10 @@ impl Body for SseStream {
         if *this.finished {
             return Poll::Ready(None);
         }
-        if let Some(preamble) = this.preamble.take() {
-            return Poll::Ready(Some(Ok(Frame::data(preamble))));
+        if !*this.started {
+            *this.started = true;
+            let retry = this.subscription.stream_settings().retry;
+            return Poll::Ready(Some(Ok(Frame::data(preamble(this.subscription, retry)))));
         }
         // Write batching: events that arrive within `batch` of the previous write wait for the
         // end of that window and go out together, one write instead of several. A stream that

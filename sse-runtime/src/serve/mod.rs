@@ -574,11 +574,14 @@ async fn write_response<I: AsyncWrite + Unpin>(
     }
     let mut body = response.into_body();
     while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        if let Ok(data) = frame.map_err(io::Error::other)?.into_data() {
-            framing.write(io, data).await?;
-        }
+        // `let else`, not `if let`: the scrutinee (a `Result` holding a trailers map) would
+        // live across the write and grow every connection's task.
+        let Ok(data) = frame.map_err(io::Error::other)?.into_data() else {
+            continue;
+        };
+        write_data(io, framing, data).await?;
     }
-    framing.finish(io).await?;
+    io.write_all(framing.last_chunk()).await?;
     io.flush().await
 }
 
@@ -611,34 +614,39 @@ impl Framing {
         }
     }
 
-    async fn write<I: AsyncWrite + Unpin>(self, io: &mut I, data: Bytes) -> io::Result<()> {
+    /// What ends the body: the last chunk, for `Chunked`.
+    fn last_chunk(self) -> &'static [u8] {
         match self {
-            Self::Chunked => write_chunk(io, data).await,
-            Self::Length | Self::Close => io.write_all(&data).await,
-        }
-    }
-
-    /// Ends the body (the last chunk, for `Chunked`).
-    async fn finish<I: AsyncWrite + Unpin>(self, io: &mut I) -> io::Result<()> {
-        match self {
-            Self::Chunked => io.write_all(b"0\r\n\r\n").await,
-            Self::Length | Self::Close => Ok(()),
+            Self::Chunked => b"0\r\n\r\n",
+            Self::Length | Self::Close => b"",
         }
     }
 }
 
-/// One chunk of a chunked body: size line, data, CRLF, in one vectored write when possible.
-async fn write_chunk<I: AsyncWrite + Unpin>(io: &mut I, data: Bytes) -> io::Result<()> {
+/// Writes body data as `framing` delimits it: for `Chunked`, one chunk (size line, data,
+/// CRLF), in one vectored write when possible. (One future for every framing: a connection's
+/// task is as large as its largest await point, and every idle connection pays for it.)
+async fn write_data<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    framing: Framing,
+    data: Bytes,
+) -> io::Result<()> {
     if data.is_empty() {
         return Ok(());
     }
     let mut digits = [0u8; 16];
-    let size = crate::event_id::hex(data.len() as u64, &mut digits);
+    let chunked = framing == Framing::Chunked;
+    let size: &[u8] = if chunked {
+        crate::event_id::hex(data.len() as u64, &mut digits)
+    } else {
+        b""
+    };
+    let crlf: &[u8] = if chunked { b"\r\n" } else { b"" };
     let mut parts = [
         IoSlice::new(size),
-        IoSlice::new(b"\r\n"),
+        IoSlice::new(crlf),
         IoSlice::new(&data),
-        IoSlice::new(b"\r\n"),
+        IoSlice::new(crlf),
     ];
     let mut slices: &mut [IoSlice<'_>] = &mut parts;
     while !slices.is_empty() {
@@ -707,9 +715,9 @@ async fn stream_sse<I: AsyncRead + AsyncWrite + Unpin>(
         })
         .await;
         match step {
-            Step::Data(data) => framing.write(&mut io, data).await?,
+            Step::Data(data) => write_data(&mut io, framing, data).await?,
             Step::End => {
-                framing.finish(&mut io).await?;
+                io.write_all(framing.last_chunk()).await?;
                 return io.shutdown().await;
             }
             Step::Hangup => return Ok(()),
