@@ -70,8 +70,8 @@ mod template;
 /// # }
 /// ```
 ///
-/// [`Manager::global`]: ../sse_runtime/struct.Manager.html#method.global
-/// [`router`]: ../sse_runtime/fn.router.html
+/// [`Manager::global`]: ../sse_runtime/manager/struct.Manager.html#method.global
+/// [`router`]: ../sse_runtime/routes/fn.router.html
 #[proc_macro_attribute]
 pub fn sse_topic(attr: TokenStream, item: TokenStream) -> TokenStream {
     pipeline(

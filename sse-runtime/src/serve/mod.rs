@@ -3,7 +3,7 @@
 //! `axum::serve` (hyper) keeps a read buffer and a write buffer for every connection and writes
 //! each body chunk through its dispatcher. For a server holding many long-lived SSE streams
 //! that is most of the memory and CPU per connection. [`serve`] runs every request through the
-//! same `Router`, but once a handler answers with an [`SseStream`](crate::SseStream) the
+//! same `Router`, but once a handler answers with an [`SseStream`] the
 //! connection keeps no buffers at all: frames go from the topic's log to the socket in one
 //! vectored write per wake-up.
 //!
@@ -180,7 +180,7 @@ impl Server {
 /// socket.
 ///
 /// Every request runs through the same axum `Router` as under `axum::serve`, but once a
-/// handler answers with an [`SseStream`](crate::SseStream) the connection keeps no buffers: its
+/// handler answers with an [`SseStream`] the connection keeps no buffers: its
 /// frames go from the topic's log to the socket in one vectored write per wake-up (a few KiB
 /// per idle connection instead of hyper's ~17 KiB, and about half the CPU per event).
 ///
