@@ -49,9 +49,9 @@ impl TopicAttr {
         attr: TokenStream,
         item: TokenStream,
     ) -> syn::Result<Self> {
-        let args = Args::parse(ctxt, Attribute::Topic, attr)?;
+        let mut args = Args::parse(ctxt, Attribute::Topic, attr)?;
         let item = syn::parse2(item)?;
-        let mut positional = args.positional.clone().into_iter();
+        let mut positional = std::mem::take(&mut args.positional).into_iter();
         Ok(Self {
             item,
             topic: positional.next(),
@@ -92,10 +92,10 @@ impl PollAttr {
         attr: TokenStream,
         item: TokenStream,
     ) -> syn::Result<Self> {
-        let args = Args::parse(ctxt, Attribute::Poll, attr)?;
+        let mut args = Args::parse(ctxt, Attribute::Poll, attr)?;
         Ok(Self {
             item: syn::parse2(item)?,
-            positional: args.positional.clone(),
+            positional: std::mem::take(&mut args.positional),
             interval: args.str(INTERVAL),
             stop_when: args.expr(STOP_WHEN),
             on_stop: args.expr(ON_STOP),

@@ -5,7 +5,7 @@
 //! written (an unknown or repeated key, a value of the wrong kind); what the values mean is
 //! checked later, in `check`.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
@@ -212,11 +212,6 @@ pub(crate) fn lit_str(value: &Expr) -> Option<LitStr> {
         }) => Some(lit.clone()),
         _ => None,
     }
-}
-
-/// The span of the attribute itself, for errors about something missing from it.
-pub(crate) fn call_site() -> Span {
-    Span::call_site()
 }
 
 enum Arg {

@@ -1,10 +1,11 @@
 //! The validation pass: every rule about what the attributes' values mean, checked over the
 //! parsed models, each error recorded once, spanned on the token it is about.
 
+use proc_macro2::Span;
 use syn::{Item, LitStr};
 
 use crate::ast::{self, PollAttr, TopicAttr};
-use crate::attr::{self, Attribute};
+use crate::attr::Attribute;
 use crate::ctxt::Ctxt;
 use crate::duration;
 use crate::template;
@@ -16,7 +17,7 @@ pub(crate) fn topic(ctxt: &mut Ctxt, model: &TopicAttr) {
     let topic = match (&model.topic, model.topic_lit()) {
         (None, _) => {
             ctxt.error_at(
-                attr::call_site(),
+                Span::call_site(),
                 "missing topic: write `#[sse_topic(\"alarms\")]`",
             );
             None

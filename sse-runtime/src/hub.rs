@@ -81,11 +81,7 @@ pub(crate) struct ShutDown;
 impl Registry {
     /// Keeps an emptied topic's history until its retention time has passed.
     fn retain(&mut self, topic: &Topic, now: Instant) {
-        let retention = topic.retention();
-        if retention.is_zero() {
-            return;
-        }
-        if let Some(history) = topic.take_history() {
+        if let Some((history, retention)) = topic.take_history() {
             self.retained.insert(
                 topic.name.clone(),
                 Retained {

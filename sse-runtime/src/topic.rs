@@ -201,22 +201,25 @@ impl Topic {
         }
     }
 
-    /// How long this topic's history outlives its last subscriber.
-    pub(crate) fn retention(&self) -> std::time::Duration {
-        self.state.read().history.limits.retention
-    }
-
-    /// Moves the history out of a closed topic, for retention. `None` when there is nothing
-    /// worth keeping (no event sent, so no client holds an id of it; or history disabled).
-    pub(crate) fn take_history(&self) -> Option<History> {
+    /// Moves the history out of a closed topic, for retention, with how long to keep it.
+    /// `None` when there is nothing worth keeping (no event sent, so no client holds an id of
+    /// it; history disabled; or no retention).
+    pub(crate) fn take_history(&self) -> Option<(History, std::time::Duration)> {
         let mut state = self.state.write();
         debug_assert!(state.closed);
         let history = &state.history;
-        if history.log.last_seq().is_none() || history.limits.history_events == 0 {
+        let limits = history.limits;
+        if history.log.last_seq().is_none()
+            || limits.history_events == 0
+            || limits.retention.is_zero()
+        {
             return None;
         }
-        let empty = History::new(history.epoch, history.change_detection, history.limits);
-        Some(std::mem::replace(&mut state.history, empty))
+        let empty = History::new(history.epoch, history.change_detection, limits);
+        Some((
+            std::mem::replace(&mut state.history, empty),
+            limits.retention,
+        ))
     }
 
     /// Events and bytes currently in the log.
