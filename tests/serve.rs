@@ -48,10 +48,15 @@ async fn start(manager: &Manager) -> TestServer {
 async fn exchange(server: &TestServer, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     stream.write_all(request).await.unwrap();
+    read_to_close(&mut stream).await
+}
+
+/// Everything the server sends until it closes the connection.
+async fn read_to_close(stream: &mut TcpStream) -> String {
     let mut response = Vec::new();
     tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response))
         .await
-        .unwrap()
+        .expect("the server answers and closes")
         .unwrap();
     String::from_utf8_lossy(&response).into_owned()
 }
@@ -200,25 +205,13 @@ async fn http_1_0_clients_get_bodies_of_unknown_length_and_sse_streams_without_c
     let response = exchange(&server, b"GET /stream HTTP/1.0\r\n\r\n").await;
     assert!(!response.contains("transfer-encoding"), "{response}");
     assert!(response.ends_with("\r\n\r\none two three"), "{response:?}");
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    stream
-        .write_all(b"GET /alarms HTTP/1.0\r\n\r\n")
-        .await
-        .unwrap();
+    let mut raw = RawClient::send(server.addr, b"GET /alarms HTTP/1.0\r\n\r\n").await;
     manager.wait_until(|s| s.subscribers == 1).await;
     manager.publish("alarms", &1);
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).ends_with("data: 1\n\n") {
-        let mut chunk = [0u8; 1024];
-        let n = tokio::time::timeout(PATIENCE, stream.read(&mut chunk))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&chunk[..n]);
-    }
+    let mut seen = raw.head.clone().into_bytes();
+    seen.extend(raw.read_until_contains(b"data: 1\n\n").await);
     manager.shutdown();
-    stream.read_to_end(&mut seen).await.unwrap(); // the close ends the stream
+    raw.reader.read_to_end(&mut seen).await.unwrap(); // the close ends the stream
     let response = String::from_utf8_lossy(&seen);
     assert!(!response.contains("transfer-encoding"), "{response}");
     assert!(response.contains("\r\n\r\nretry: "), "{response:?}");
@@ -304,12 +297,7 @@ async fn exchange_and_close(server: &TestServer, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     stream.write_all(request).await.unwrap();
     stream.shutdown().await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response))
-        .await
-        .expect("the server answers and closes")
-        .unwrap();
-    String::from_utf8_lossy(&response).into_owned()
+    read_to_close(&mut stream).await
 }
 
 /// Spec: `HEAD` on an SSE route gets the stream's headers and no body, subscribes to nothing,
@@ -351,12 +339,8 @@ async fn a_handler_that_does_not_read_the_body_answers_without_waiting_for_it() 
         .write_all(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1000000\r\n\r\n")
         .await
         .unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response))
-        .await
-        .expect("answered without the body")
-        .unwrap();
-    let response = String::from_utf8_lossy(&response);
+    // Answered without the body.
+    let response = read_to_close(&mut stream).await;
     assert!(response.starts_with("HTTP/1.1 404 "), "{response}");
     assert!(!response.contains("100 Continue"), "{response}");
     assert!(response.contains("connection: close"), "{response}");
@@ -394,12 +378,7 @@ async fn continue_is_sent_when_the_handler_reads_and_never_to_http_1_0() {
         .await
         .unwrap();
     stream.write_all(b"ng").await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    let response = String::from_utf8_lossy(&response);
+    let response = read_to_close(&mut stream).await;
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     assert!(response.ends_with("ping"), "{response}");
 }

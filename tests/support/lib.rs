@@ -399,13 +399,15 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn get(addr: SocketAddr, path: &str) -> Self {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("send request");
+        Self::send(addr, request.as_bytes()).await
+    }
+
+    /// Sends `request` as written (any method, version and headers) and reads the head.
+    pub async fn send(addr: SocketAddr, request: &[u8]) -> Self {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request).await.expect("send request");
         let mut reader = BufReader::new(stream);
         let mut head = String::new();
         loop {
