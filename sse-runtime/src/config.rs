@@ -183,6 +183,9 @@ pub enum ConfigError {
     MaxLagBytes(usize),
     /// [`max_event_bytes`](crate::manager::ManagerBuilder::max_event_bytes) of 0.
     MaxEventBytes(usize),
+    /// A [`backplane`](crate::manager::ManagerBuilder::backplane) was given outside a tokio
+    /// runtime: its connections need one.
+    NoRuntime,
 }
 
 impl fmt::Display for ConfigError {
@@ -208,6 +211,9 @@ impl fmt::Display for ConfigError {
             ),
             Self::MaxEventBytes(value) => {
                 write!(f, "max_event_bytes must be at least 1, got {value}")
+            }
+            Self::NoRuntime => {
+                f.write_str("a backplane needs a tokio runtime: build the manager inside one")
             }
         }
     }

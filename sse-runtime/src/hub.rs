@@ -15,10 +15,13 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::backplane::{Backplane, Broker, Leased};
 use crate::config::{Config, HistoryOverrides};
 use crate::producer::{self, PollingService, TopicPublisher};
+use crate::publish::{Outcome, PublishError};
+use crate::remote::Outgoing;
 use crate::stats::{Counters, Stats, TopicStats};
-use crate::topic::{History, Membership, Published, Start, Topic};
+use crate::topic::{History, Membership, Published, Recorded, Start, Topic};
 
 type Map<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
 
@@ -32,9 +35,12 @@ pub(crate) struct Hub {
     next_epoch: AtomicU64,
     pub(crate) counters: Arc<Counters>,
     /// Signalled on every lifecycle change (topic, subscriber or poller count).
-    changed: Notify,
+    changed: Arc<Notify>,
     /// Whether the task relaying the parent token's cancellation has been spawned.
     watching: AtomicBool,
+    /// With a backplane: the broker that numbers, records and fans out every event. Topics
+    /// are then caches of the broker's, listened to while they have local subscribers.
+    broker: Option<Arc<dyn Broker>>,
 }
 
 /// Live topics, and the histories of recently emptied ones.
@@ -111,20 +117,24 @@ impl Registry {
 }
 
 impl Hub {
-    pub(crate) fn new(mut config: Config) -> Self {
+    /// A hub over `backplane`, if given (whose engine starts here: inside a tokio runtime).
+    pub(crate) fn new(mut config: Config, backplane: Option<&Backplane>) -> Self {
         // A child token: our own shutdown and our drop must not cancel the caller's token.
         config.token = config.token.child_token();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
+        let counters = Arc::<Counters>::default();
+        let changed = Arc::new(Notify::new());
         Self {
             config,
             registry: RwLock::new(Registry::default()),
             // Microseconds since 1970: later processes start above every epoch handed out by
             // earlier ones, unless one created a topic more often than once a microsecond.
             next_epoch: AtomicU64::new(now.as_micros() as u64),
-            counters: Arc::default(),
-            changed: Notify::new(),
+            broker: backplane.map(|backplane| backplane.connect(counters.clone(), changed.clone())),
+            counters,
+            changed,
             watching: AtomicBool::new(false),
         }
     }
@@ -148,6 +158,24 @@ impl Hub {
             }
             let (topic, poller) = match registry.live.get(name) {
                 Some(live) => (live.topic.clone(), None),
+                None if self.broker.is_some() => {
+                    let broker = self.broker.as_ref().expect("checked");
+                    let name: Arc<str> = Arc::from(name);
+                    let limits = join.history.apply(self.config.limits);
+                    let topic =
+                        Arc::new(Topic::unsynced(name.clone(), join.change_detection, limits));
+                    // Ordered with the unwatch of a previous incarnation by the registry lock.
+                    broker.watch(&topic);
+                    let poller = join.poller.map(|poller| {
+                        Arc::new(Leased::new(poller, broker.clone())) as Arc<dyn PollingService>
+                    });
+                    let live = Live {
+                        topic: topic.clone(),
+                        poller: poller.clone(),
+                    };
+                    registry.live.insert(name, live);
+                    (topic, poller)
+                }
                 None => {
                     let name: Arc<str> = Arc::from(name);
                     let limits = join.history.apply(self.config.limits);
@@ -205,7 +233,10 @@ impl Hub {
                     .live
                     .remove(&topic.name)
                     .and_then(|live| live.poller);
-                if !self.is_shut_down() {
+                if let Some(broker) = &self.broker {
+                    // The broker keeps the history; this instance stops listening.
+                    broker.unwatch(topic);
+                } else if !self.is_shut_down() {
                     registry.retain(topic, Instant::now());
                 }
             }
@@ -219,26 +250,83 @@ impl Hub {
         tracing::debug!(topic = %topic.name, emptied, "unsubscribed");
     }
 
-    /// Publishes to the topic called `name`, wherever its history is; `encode` runs only when
-    /// the event will be recorded.
+    /// Publishes to the topic called `name`, wherever its history is (with a backplane: through
+    /// the broker, fire-and-forget); `encode` runs only when the event will be recorded.
     pub(crate) fn publish(
         &self,
         name: &str,
         event: Option<&str>,
-        encode: impl FnOnce() -> Option<Bytes>,
+        encode: impl FnOnce() -> Result<Bytes, PublishError>,
     ) {
+        match &self.broker {
+            Some(broker) => {
+                if let Ok(message) = self.outgoing(name, event, encode) {
+                    broker.publish(message);
+                }
+            }
+            None => {
+                let _ = self.publish_here(name, event, encode);
+            }
+        }
+    }
+
+    /// Publishes and reports what became of the event.
+    pub(crate) async fn publish_confirmed(
+        &self,
+        name: &str,
+        event: Option<&str>,
+        encode: impl FnOnce() -> Result<Bytes, PublishError>,
+    ) -> Result<Outcome, PublishError> {
+        match &self.broker {
+            Some(broker) => {
+                let message = self.outgoing(name, event, encode)?;
+                broker.publish_confirmed(message).await
+            }
+            None => self.publish_here(name, event, encode),
+        }
+    }
+
+    /// An event for the broker, under the settings of the local topic if there is one (else
+    /// the manager's). An event over the size limit is counted and refused here.
+    fn outgoing(
+        &self,
+        name: &str,
+        event: Option<&str>,
+        encode: impl FnOnce() -> Result<Bytes, PublishError>,
+    ) -> Result<Outgoing, PublishError> {
+        let live = self.registry.read().live.get(name).map(|l| l.topic.clone());
+        let (change_detection, limits) = match &live {
+            Some(topic) => topic.settings(),
+            None => (false, self.config.limits),
+        };
+        let data = encode()?;
+        let topic = live.map_or_else(|| Arc::from(name), |topic| topic.name.clone());
+        let mut message = Outgoing::new(topic, event, &data, limits).inspect_err(|error| {
+            if let PublishError::TooLarge { size, .. } = error {
+                producer::tally(&self.counters, name, Recorded::TooLarge(*size));
+            }
+        })?;
+        message.dedup = change_detection;
+        Ok(message)
+    }
+
+    /// Publishes in this process: to the live topic, or its retained history, or nowhere.
+    fn publish_here(
+        &self,
+        name: &str,
+        event: Option<&str>,
+        encode: impl FnOnce() -> Result<Bytes, PublishError>,
+    ) -> Result<Outcome, PublishError> {
         let now = Instant::now();
         let live = match self.find(name, now) {
             Found::Live(topic) => Some(topic),
             Found::Retained => None,
-            Found::Nowhere => return,
+            Found::Nowhere => return Ok(Outcome::Unwatched),
         };
-        let Some(mut data) = encode() else { return };
+        let mut data = encode()?;
         if let Some(topic) = live {
             match topic.publish(event, data) {
-                Published::Recorded(recorded) => {
-                    return producer::tally(&self.counters, name, recorded);
-                }
+                Published::Recorded(recorded) => return self.recorded(name, recorded),
                 Published::Closed(returned) => data = returned,
             }
         }
@@ -247,11 +335,25 @@ impl Hub {
         let registry = self.registry.read();
         if let Some(live) = registry.live.get(name) {
             if let Published::Recorded(recorded) = live.topic.publish(event, data) {
-                producer::tally(&self.counters, name, recorded);
+                return self.recorded(name, recorded);
             }
         } else if let Some(retained) = registry.retained.get(name).filter(|r| r.until > now) {
             let recorded = retained.history.lock().record(event, data);
-            producer::tally(&self.counters, name, recorded);
+            return self.recorded(name, recorded);
+        }
+        Ok(Outcome::Unwatched)
+    }
+
+    /// Counts what became of a recorded event, as an outcome.
+    fn recorded(&self, name: &str, recorded: Recorded) -> Result<Outcome, PublishError> {
+        producer::tally(&self.counters, name, recorded);
+        match recorded {
+            Recorded::Appended(id) => Ok(Outcome::Sent(id)),
+            Recorded::Duplicate => Ok(Outcome::Duplicate),
+            Recorded::TooLarge(size) => Err(PublishError::TooLarge {
+                size,
+                limit: self.config.limits.max_event_bytes,
+            }),
         }
     }
 
@@ -276,6 +378,9 @@ impl Hub {
                 .values_mut()
                 .filter_map(|live| {
                     live.topic.close();
+                    if let Some(broker) = &self.broker {
+                        broker.unwatch(&live.topic);
+                    }
                     live.poller.take()
                 })
                 .collect()
@@ -334,8 +439,19 @@ impl Hub {
             .values()
             .map(|r| r.history.lock().bytes())
             .sum();
-        self.counters
-            .snapshot(registry.live.len(), registry.retained.len(), retained_bytes)
+        let mut stats =
+            self.counters
+                .snapshot(registry.live.len(), registry.retained.len(), retained_bytes);
+        stats.backplane = self.broker.as_ref().map(|broker| {
+            let mut backplane = broker.stats();
+            backplane.synced = registry
+                .live
+                .values()
+                .filter(|l| l.topic.is_synced())
+                .count();
+            backplane
+        });
+        stats
     }
 
     /// One entry per live topic, sorted by name.

@@ -54,6 +54,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backplane;
 pub mod config;
 pub mod deadline;
 pub mod event_id;
@@ -64,6 +65,8 @@ mod log;
 pub mod manager;
 pub mod polling;
 mod producer;
+pub mod publish;
+mod remote;
 pub mod routes;
 pub mod serve;
 pub mod stats;

@@ -62,6 +62,27 @@ impl Log {
         }
     }
 
+    /// An empty log whose first event will be `seq` (a cache of a broker's log that starts
+    /// there).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) const fn starting_at(seq: u64) -> Self {
+        let mut log = Self::new();
+        log.first_seq = seq;
+        log.next_seq = seq;
+        log
+    }
+
+    /// Drops every event and continues at `seq` (above `next_seq`): the events in between are
+    /// gone for good, so a subscriber still before `seq` has fallen out of the log.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn restart_at(&mut self, seq: u64) {
+        debug_assert!(seq >= self.next_seq);
+        self.entries.clear();
+        self.bytes = 0;
+        self.first_seq = seq;
+        self.next_seq = seq;
+    }
+
     /// Sequence number the next appended event gets.
     pub(crate) fn next_seq(&self) -> u64 {
         self.next_seq

@@ -229,6 +229,11 @@ async fn poll_loop<F, Fut, T, E>(
             () = token.cancelled() => return,
             _ = ticks.tick() => {}
         }
+        if !publisher.may_poll() {
+            // With a backplane: the lease lapsed (a pause, a partition); the lease keeper
+            // stops this run or wins the lease back. Never poll without it.
+            continue;
+        }
         let outcome = tokio::select! {
             biased;
             () = token.cancelled() => return,

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::Serialize;
 
+use crate::publish::PublishError;
+use crate::remote::{Lease, Outgoing, Publish};
 use crate::stats::Counters;
 use crate::topic::{Published, Recorded, Topic};
 
@@ -70,6 +72,8 @@ pub trait Publisher {
 pub struct TopicPublisher {
     topic: Weak<Topic>,
     counters: Arc<Counters>,
+    /// With a backplane: the broker that numbers the events, and the lease they are fenced by.
+    remote: Option<(Arc<dyn Publish>, Arc<Lease>)>,
 }
 
 impl TopicPublisher {
@@ -77,7 +81,27 @@ impl TopicPublisher {
         Self {
             topic: Arc::downgrade(topic),
             counters: counters.clone(),
+            remote: None,
         }
+    }
+
+    /// The same publisher sending to `broker` under `lease`: once the lease is lost its
+    /// publishes are refused by the broker, and [`may_poll`](Self::may_poll) says stop.
+    pub(crate) fn fenced(&self, broker: Arc<dyn Publish>, lease: Arc<Lease>) -> Self {
+        Self {
+            remote: Some((broker, lease)),
+            ..self.clone()
+        }
+    }
+
+    /// Whether a poll may run now: the topic is live and, with a backplane, this instance
+    /// still holds the topic's lease (so two instances never poll at once).
+    pub(crate) fn may_poll(&self) -> bool {
+        !self.is_closed()
+            && self
+                .remote
+                .as_ref()
+                .is_none_or(|(_, lease)| lease.is_held())
     }
 
     /// The topic this publisher feeds, while its broadcaster is alive.
@@ -104,11 +128,32 @@ impl Publisher for TopicPublisher {
     fn publish<T: Serialize + ?Sized>(&self, value: &T) {
         // Live topic only: once it has closed, its poller is stopping and what it still
         // produces belongs to nobody (a new broadcaster for the name has its own poller).
-        if let Some(topic) = self.topic.upgrade()
-            && let Some(data) = encode(&self.counters, &topic.name, value)
-            && let Published::Recorded(recorded) = topic.publish(None, data)
-        {
-            tally(&self.counters, &topic.name, recorded);
+        let Some(topic) = self.topic.upgrade() else {
+            return;
+        };
+        let Ok(data) = encode(&self.counters, &topic.name, value) else {
+            return;
+        };
+        match &self.remote {
+            None => {
+                if let Published::Recorded(recorded) = topic.publish(None, data) {
+                    tally(&self.counters, &topic.name, recorded);
+                }
+            }
+            Some((broker, lease)) => {
+                let (change_detection, limits) = topic.settings();
+                match Outgoing::new(topic.name.clone(), None, &data, limits) {
+                    Ok(mut message) => {
+                        message.dedup = change_detection;
+                        message.fence = Some(lease.clone());
+                        broker.publish(message);
+                    }
+                    Err(PublishError::TooLarge { size, .. }) => {
+                        tally(&self.counters, &topic.name, Recorded::TooLarge(size));
+                    }
+                    Err(_) => {}
+                }
+            }
         }
     }
 }
@@ -199,13 +244,13 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     counters: &Counters,
     topic: &str,
     value: &T,
-) -> Option<Bytes> {
+) -> Result<Bytes, PublishError> {
     match serde_json::to_vec(value) {
-        Ok(data) => Some(Bytes::from(data)),
+        Ok(data) => Ok(Bytes::from(data)),
         Err(error) => {
             counters.serialize_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(%topic, %error, "event payload failed to serialize; skipped");
-            None
+            Err(PublishError::Serialize(error.to_string()))
         }
     }
 }
@@ -213,7 +258,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
 /// Counts what became of a published event (and logs a refusal).
 pub(crate) fn tally(counters: &Counters, topic: &str, recorded: Recorded) {
     match recorded {
-        Recorded::Appended => {
+        Recorded::Appended(_) => {
             counters.published.fetch_add(1, Ordering::Relaxed);
         }
         Recorded::Duplicate => {

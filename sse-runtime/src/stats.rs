@@ -38,6 +38,35 @@ pub struct Stats {
     pub oversized: u64,
     /// Subscribers disconnected for falling too far behind.
     pub lagged: u64,
+    /// The broker connection's state, with a [`Backplane`](crate::backplane::Backplane).
+    pub backplane: Option<BackplaneStats>,
+}
+
+/// The state of a manager's backplane, as seen by this instance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct BackplaneStats {
+    /// Whether the pub/sub connection is up (it reconnects by itself).
+    pub connected: bool,
+    /// Topics this instance listens to (those with local subscribers).
+    pub watched: usize,
+    /// Live topics whose broker view (epoch, sequence, history) is in; subscribers of the
+    /// others wait for it.
+    pub synced: usize,
+    /// Poll leases this instance holds: the polled topics polled here.
+    pub leases: usize,
+    /// Publishes waiting for the broker.
+    pub queued: usize,
+    /// Broker calls that failed (publishes included).
+    pub failures: u64,
+    /// Publishes dropped because the queue was full.
+    pub overflows: u64,
+    /// Poller publishes refused because their lease had passed to another instance.
+    pub fenced: u64,
+    /// Times the pub/sub connection was re-established.
+    pub reconnects: u64,
+    /// Gap repairs and resyncs from the broker's history.
+    pub resyncs: u64,
 }
 
 /// One live topic.
@@ -94,6 +123,7 @@ impl Counters {
             serialize_errors: self.serialize_errors.load(Ordering::Relaxed),
             oversized: self.oversized.load(Ordering::Relaxed),
             lagged: self.lagged.load(Ordering::Relaxed),
+            backplane: None,
         }
     }
 }

@@ -50,6 +50,9 @@ pin_project! {
         // Whether the preamble went out. It is made on the first poll, not kept from the start:
         // an idle stream's size is every connection's cost.
         started: bool,
+        // Whether how the subscription joined is known and, if it was a reset, was sent. With a
+        // backplane it may become known only after the preamble (once the topic has synced).
+        announced: bool,
         heartbeat_every: Duration,
         batch: Duration,
         last_write: Instant,
@@ -78,6 +81,7 @@ impl SseStream {
         Self {
             subscription,
             started: false,
+            announced: false,
             heartbeat_every: settings.heartbeat,
             batch: settings.write_batch,
             last_write: now,
@@ -103,17 +107,26 @@ impl From<Subscription> for SseStream {
 
 /// What a stream sends before any event: the `retry:` hint (plus up to half of it as jitter, so
 /// the clients of a restarting server do not all come back in the same instant), then a `reset`
-/// event if the subscription could not resume from the client's last event id.
+/// event if the subscription could not resume from the client's last event id (when that is
+/// already known).
 fn preamble(subscription: &Subscription, retry: Duration) -> Bytes {
     let base = retry.as_millis() as u64;
     let jitter = std::hash::RandomState::new().hash_one(subscription.topic()) % (base / 2).max(1);
     let retry = frame::retry(base + jitter);
-    match subscription.joined() {
+    match announcement(subscription.joined()) {
+        Some(reset) => [retry, reset].concat().into(),
+        None => retry,
+    }
+}
+
+/// The frame that tells the client how it joined: a `reset` event, or nothing.
+fn announcement(joined: Option<Joined>) -> Option<Bytes> {
+    match joined? {
         Joined::Reset {
             reason,
             continue_from,
-        } => [retry, reset_event(reason, continue_from)].concat().into(),
-        _ => retry,
+        } => Some(reset_event(reason, continue_from)),
+        _ => None,
     }
 }
 
@@ -149,8 +162,22 @@ impl Body for SseStream {
         }
         if !*this.started {
             *this.started = true;
+            *this.announced = this.subscription.joined().is_some();
             let retry = this.subscription.stream_settings().retry;
             return Poll::Ready(Some(Ok(Frame::data(preamble(this.subscription, retry)))));
+        }
+        // Nothing is read before the client is told how it joined: a reset goes first.
+        let mut waiting = false;
+        if !*this.announced {
+            match this.subscription.poll_joined(cx) {
+                Poll::Ready(joined) => {
+                    *this.announced = true;
+                    if let Some(reset) = announcement(joined) {
+                        return Poll::Ready(Some(Ok(Frame::data(reset))));
+                    }
+                }
+                Poll::Pending => waiting = true,
+            }
         }
         // Write batching: events that arrive within `batch` of the previous write wait for the
         // end of that window and go out together, one write instead of several. A stream that
@@ -166,7 +193,11 @@ impl Body for SseStream {
             ready!(this.heartbeat.as_mut().poll(cx));
             *this.holding = false;
         }
-        match this.subscription.poll_recv(cx) {
+        match if waiting {
+            Poll::Pending
+        } else {
+            this.subscription.poll_recv(cx)
+        } {
             Poll::Ready(Some(chunk)) => {
                 // The timer is not reset per event (that would cost a timer-wheel update per
                 // event per subscriber); when it fires, it checks the time of the last write.

@@ -11,7 +11,7 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let manager = Manager::new();
 //! let mut sub = manager.subscribe_with("t", SubscribeOptions::new().history(16)).unwrap();
-//! assert_eq!(sub.joined(), Joined::Live);
+//! assert_eq!(sub.joined(), Some(Joined::Live));
 //! manager.publish("t", &1);
 //! assert!(sub.recv().await.unwrap().ends_with(b"data: 1\n\n"));
 //! # }
@@ -215,7 +215,10 @@ pub struct Subscription {
     topic: Arc<Topic>,
     subscriber: Arc<Subscriber>,
     key: usize,
-    joined: Joined,
+    /// `None` until the topic has synced with its broker (never, in-process).
+    joined: Option<Joined>,
+    /// Where it asked to start, kept until `joined` is known.
+    start: Start,
     exempt_until: u64,
     ended: Option<EndReason>,
 }
@@ -227,9 +230,9 @@ impl Subscription {
         name: &str,
         options: SubscribeOptions,
     ) -> Result<Self, SubscribeError> {
-        let (topic, membership) = hub
-            .join(name, options.into_join())
-            .map_err(|_| SubscribeError::ShutDown)?;
+        let join = options.into_join();
+        let start = join.start;
+        let (topic, membership) = hub.join(name, join).map_err(|_| SubscribeError::ShutDown)?;
         let Membership {
             key,
             subscriber,
@@ -242,6 +245,7 @@ impl Subscription {
             subscriber,
             key,
             joined,
+            start,
             exempt_until,
             ended: None,
         })
@@ -254,8 +258,46 @@ impl Subscription {
 
     /// How this subscription joined its topic: live, resumed after the client's last event id,
     /// or reset because that id could not be resumed from.
-    pub fn joined(&self) -> Joined {
+    ///
+    /// `None` while a manager with a backplane waits for the broker's view of the topic (the ids,
+    /// the history): nothing is sent before, and [`ready`](Self::ready) waits for it. In a single
+    /// process it is always known when the subscription is made.
+    pub fn joined(&self) -> Option<Joined> {
         self.joined
+    }
+
+    /// Waits until [`joined`](Self::joined) is known and returns it (at once in-process). Ends
+    /// early, with `None`, if the subscription ends first.
+    ///
+    /// ```
+    /// use sse_runtime::Manager;
+    /// use sse_runtime::subscription::Joined;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let manager = Manager::new();
+    /// let mut sub = manager.subscribe("t").unwrap();
+    /// assert_eq!(sub.ready().await, Some(Joined::Live));
+    /// # }
+    /// ```
+    pub async fn ready(&mut self) -> Option<Joined> {
+        std::future::poll_fn(|cx| self.poll_joined(cx)).await
+    }
+
+    /// Polls for [`joined`](Self::joined): ready once known (or with `None` once ended).
+    pub(crate) fn poll_joined(&mut self, cx: &Context<'_>) -> Poll<Option<Joined>> {
+        if self.joined.is_none() && self.ended.is_none() {
+            match self.topic.resolve(&self.subscriber, self.start, cx.waker()) {
+                Some((joined, exempt_until)) => {
+                    self.joined = Some(joined);
+                    self.exempt_until = exempt_until;
+                }
+                None if self.topic.is_closed() || self.hub.is_shut_down() => {
+                    return Poll::Ready(None);
+                }
+                None => return Poll::Pending,
+            }
+        }
+        Poll::Ready(self.joined)
     }
 
     /// How the manager wants this subscription streamed.
@@ -286,6 +328,9 @@ impl Subscription {
         }
         if self.hub.is_shut_down() {
             return self.end(EndReason::ShutDown);
+        }
+        if self.joined.is_none() && self.poll_joined(cx).is_pending() {
+            return Poll::Pending;
         }
         match self
             .topic

@@ -13,6 +13,7 @@
 //! client reconnects and resumes from the log. A topic knows nothing of who produces its events
 //! (the registry keeps a topic's poller next to it) nor of how its events reach the wire.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,6 +44,43 @@ struct State {
     /// handle (a poller still stopping, a publish that raced the unsubscribe) finds the topic
     /// closed and does nothing, and can never revive it.
     closed: bool,
+    /// False while a broker-backed topic waits for its first snapshot. Subscribers that join
+    /// meanwhile are pending (cursor [`PENDING`]) and resolve where they start once it is in;
+    /// nothing is ever numbered or sent before, so no id can be wrong. Always true in-process.
+    synced: bool,
+    /// Broker frames that cannot be appended yet (before the first snapshot, or beyond a gap),
+    /// by sequence. Bounded by the log's event limit: what does not fit is fetched again.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    early: BTreeMap<u64, (u64, Bytes)>,
+    /// A gap repair (or resync) is on its way: one fetch per topic, not one per frame or client.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    repairing: bool,
+}
+
+/// The cursor of a subscriber whose start is not resolved yet: above every sequence, so it
+/// reads nothing and never counts as lagging.
+const PENDING: u64 = u64::MAX;
+
+/// What a broker-backed topic was told by a snapshot: its epoch, the newest sequence the broker
+/// has numbered, and the frames it still holds from the requested point on, oldest first.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct Snapshot {
+    pub(crate) epoch: u64,
+    pub(crate) last_seq: u64,
+    pub(crate) frames: Vec<(u64, Bytes)>,
+}
+
+/// What a broker-backed topic needs after a frame or snapshot was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) enum Applied {
+    Done,
+    /// A gap: fetch what the broker holds after this sequence.
+    Repair {
+        after: u64,
+    },
+    /// The epoch changed (the broker lost the topic): fetch a whole new snapshot.
+    Resync,
 }
 
 /// What a topic records: its epoch, its log, and the rules it records by. It lives in the
@@ -60,7 +98,7 @@ pub(crate) struct History {
 /// What became of a published event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Recorded {
-    Appended,
+    Appended(EventId),
     /// Same payload as the previous event (change detection): not recorded.
     Duplicate,
     /// Its encoded frame is over the size limit: not recorded. Carries the frame's size.
@@ -98,10 +136,10 @@ pub(crate) enum Start {
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let manager = Manager::new();
 /// let sub = manager.subscribe("t").unwrap();
-/// assert_eq!(sub.joined(), Joined::Live);
+/// assert_eq!(sub.joined(), Some(Joined::Live));
 /// let stale = sse_runtime::subscription::SubscribeOptions::new().last_event_id("nonsense");
 /// let reset = manager.subscribe_with("t", stale).unwrap();
-/// assert!(matches!(reset.joined(), Joined::Reset { reason: ResetReason::Malformed, .. }));
+/// assert!(matches!(reset.joined(), Some(Joined::Reset { reason: ResetReason::Malformed, .. })));
 /// # }
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,7 +202,8 @@ pub(crate) struct Membership {
     /// Its key among the topic's subscribers.
     pub(crate) key: usize,
     pub(crate) subscriber: Arc<Subscriber>,
-    pub(crate) joined: Joined,
+    /// `None` while the topic waits for its broker snapshot.
+    pub(crate) joined: Option<Joined>,
     /// Lag is not held against the subscriber while its cursor is below this: a resumed
     /// subscriber's backlog (the topic's head when it joined). 0 for the others.
     pub(crate) exempt_until: u64,
@@ -197,8 +236,19 @@ impl Topic {
                 history,
                 subscribers: Slab::new(),
                 closed: false,
+                synced: true,
+                early: BTreeMap::new(),
+                repairing: false,
             }),
         }
+    }
+
+    /// A broadcaster fed by a broker: it numbers nothing itself, and its subscribers wait for
+    /// the first [`merge`](Self::merge).
+    pub(crate) fn unsynced(name: Arc<str>, change_detection: bool, limits: Limits) -> Self {
+        let topic = Self::new(name, History::new(0, change_detection, limits));
+        topic.state.write().synced = false;
+        topic
     }
 
     /// Moves the history out of a closed topic, for retention, with how long to keep it.
@@ -222,6 +272,12 @@ impl Topic {
         ))
     }
 
+    /// Whether the topic detects changes, and the limits it records by.
+    pub(crate) fn settings(&self) -> (bool, Limits) {
+        let state = self.state.read();
+        (state.history.change_detection, state.history.limits)
+    }
+
     /// Events and bytes currently in the log.
     pub(crate) fn log_size(&self) -> (usize, usize) {
         let state = self.state.read();
@@ -231,31 +287,153 @@ impl Topic {
     /// Registers a subscriber. Callers hold the registry lock, so the topic cannot be removed
     /// between its lookup and this call (it may be closed by a concurrent shutdown; the new
     /// subscriber then ends at once).
+    ///
+    /// Until a broker-backed topic has synced, the subscriber is pending: `joined` is `None`
+    /// and [`resolve`](Self::resolve) places it later.
     pub(crate) fn subscribe(&self, start: Start) -> Membership {
         let mut state = self.state.write();
-        let history = &state.history;
-        let live = history.log.next_seq();
-        let (cursor, joined) = match start {
-            Start::Live => (live, Joined::Live),
-            Start::After(id) => match history.resume_point(id) {
-                Ok(cursor) => (cursor, Joined::Resumed),
-                Err(reason) => (live, history.reset(reason)),
-            },
-            Start::Malformed => (live, history.reset(ResetReason::Malformed)),
+        let (cursor, joined, exempt_until) = if state.synced {
+            let (cursor, joined, exempt) = state.history.start(start);
+            (cursor, Some(joined), exempt)
+        } else {
+            (PENDING, None, 0)
         };
-        let resumed = joined == Joined::Resumed;
         let subscriber = Arc::new(Subscriber {
             waker: AtomicWaker::new(),
             cursor: AtomicU64::new(cursor),
-            fresh: AtomicBool::new(!resumed),
+            fresh: AtomicBool::new(joined != Some(Joined::Resumed)),
         });
         let key = state.subscribers.insert(subscriber.clone());
         Membership {
             key,
             subscriber,
             joined,
-            exempt_until: if resumed { live } else { 0 },
+            exempt_until,
         }
+    }
+
+    /// Places a pending subscriber once the topic has synced: how it joined and its lag
+    /// exemption, or `None` (waker registered) while the topic still waits for its snapshot.
+    pub(crate) fn resolve(
+        &self,
+        subscriber: &Subscriber,
+        start: Start,
+        waker: &std::task::Waker,
+    ) -> Option<(Joined, u64)> {
+        subscriber.waker.register(waker);
+        let state = self.state.read();
+        if !state.synced {
+            return None;
+        }
+        let (cursor, joined, exempt) = state.history.start(start);
+        subscriber.cursor.store(cursor, Ordering::Relaxed);
+        subscriber
+            .fresh
+            .store(joined != Joined::Resumed, Ordering::Relaxed);
+        Some((joined, exempt))
+    }
+
+    /// Appends one frame the broker numbered `id` (published anywhere in the cluster), in
+    /// sequence order, and wakes every subscriber. A frame beyond a gap waits for the repair.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn apply(&self, id: EventId, frame: Bytes) -> Applied {
+        let mut guard = self.state.write();
+        let state = &mut *guard;
+        if state.closed {
+            return Applied::Done;
+        }
+        if !state.synced {
+            state.hold(id, frame);
+            return Applied::Done;
+        }
+        if id.epoch() != state.history.epoch {
+            return state.request(Applied::Resync);
+        }
+        let next = state.history.log.next_seq();
+        if id.sequence() < next {
+            return Applied::Done;
+        }
+        if id.sequence() > next {
+            state.hold(id, frame);
+            return state.request(Applied::Repair { after: next - 1 });
+        }
+        state.history.log.append(frame, &state.history.limits);
+        state.drain_early();
+        let state = RwLockWriteGuard::downgrade(guard);
+        state.wake_all();
+        Applied::Done
+    }
+
+    /// The broker skipped a duplicate (change detection): subscribers that have sent nothing
+    /// yet are owed the newest event, as in-process.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn touch(&self, id: EventId) {
+        let mut state = self.state.write();
+        let log = &state.history.log;
+        if state.synced
+            && id.epoch() == state.history.epoch
+            && log.last_seq() == Some(id.sequence())
+        {
+            state.redeliver_newest_to_fresh();
+        }
+    }
+
+    /// Brings the topic in line with the broker: the first snapshot numbers it, a later one
+    /// fills a gap or catches up after an outage. A new epoch (the broker lost the topic)
+    /// starts a new log and ends every placed subscriber, so its client reconnects and gets one
+    /// `reset`; events the broker no longer holds end the subscribers that needed them.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn merge(&self, snapshot: Snapshot) -> Applied {
+        let mut guard = self.state.write();
+        let state = &mut *guard;
+        if state.closed {
+            return Applied::Done;
+        }
+        if !state.synced || snapshot.epoch != state.history.epoch {
+            if state.synced {
+                state.evict_placed();
+            }
+            let start = snapshot
+                .frames
+                .first()
+                .map_or(snapshot.last_seq + 1, |(seq, _)| *seq);
+            state.history.epoch = snapshot.epoch;
+            state.history.log = Log::starting_at(start);
+            state.synced = true;
+        }
+        for (seq, frame) in snapshot.frames {
+            state.append_numbered(seq, frame);
+        }
+        let next = state.history.log.next_seq();
+        if snapshot.last_seq >= next {
+            // Numbered but no longer held (trimmed while we were away).
+            state.history.log.restart_at(snapshot.last_seq + 1);
+        }
+        state.drain_early();
+        state.repairing = false;
+        let applied = match state.early.first_key_value() {
+            Some(_) => state.request(Applied::Repair {
+                after: state.history.log.next_seq() - 1,
+            }),
+            None => Applied::Done,
+        };
+        state.wake_all();
+        applied
+    }
+
+    /// Whether the topic has its numbering (always, in-process).
+    pub(crate) fn is_synced(&self) -> bool {
+        self.state.read().synced
+    }
+
+    /// Where a resync continues from: the newest id held, `None` before the first snapshot.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn sync_point(&self) -> Option<EventId> {
+        let state = self.state.read();
+        let history = &state.history;
+        state
+            .synced
+            .then(|| EventId::new(history.epoch, history.log.next_seq() - 1))
     }
 
     /// Removes a subscriber; the last one out closes the topic. Returns whether it did.
@@ -277,12 +455,7 @@ impl Topic {
         }
         let recorded = state.history.record(event, data);
         match recorded {
-            Recorded::Appended => {
-                let state = RwLockWriteGuard::downgrade(state);
-                for (_, subscriber) in &state.subscribers {
-                    subscriber.waker.wake();
-                }
-            }
+            Recorded::Appended(_) => RwLockWriteGuard::downgrade(state).wake_all(),
             Recorded::Duplicate => state.redeliver_newest_to_fresh(),
             Recorded::TooLarge(_) => {}
         }
@@ -400,7 +573,21 @@ impl History {
         if self.change_detection {
             self.last_payload = Some(data);
         }
-        Recorded::Appended
+        Recorded::Appended(id)
+    }
+
+    /// Where a subscriber asking for `start` begins: its cursor, how it joined, and below which
+    /// cursor lag is not held against it (a resumed subscriber's backlog; 0 for the others).
+    fn start(&self, start: Start) -> (u64, Joined, u64) {
+        let live = self.log.next_seq();
+        match start {
+            Start::Live => (live, Joined::Live, 0),
+            Start::After(id) => match self.resume_point(id) {
+                Ok(cursor) => (cursor, Joined::Resumed, live),
+                Err(reason) => (live, self.reset(reason), 0),
+            },
+            Start::Malformed => (live, self.reset(ResetReason::Malformed), 0),
+        }
     }
 
     fn reset(&self, reason: ResetReason) -> Joined {
@@ -426,6 +613,72 @@ impl History {
 }
 
 impl State {
+    fn wake_all(&self) {
+        for (_, subscriber) in &self.subscribers {
+            subscriber.waker.wake();
+        }
+    }
+
+    /// Keeps a broker frame that cannot be appended yet, while there is room.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn hold(&mut self, id: EventId, frame: Bytes) {
+        if self.early.len() < self.history.limits.retained_events() {
+            self.early.insert(id.sequence(), (id.epoch(), frame));
+        }
+    }
+
+    /// Asks the broker for a repair or resync unless one is already on its way.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn request(&mut self, applied: Applied) -> Applied {
+        if std::mem::replace(&mut self.repairing, true) {
+            Applied::Done
+        } else {
+            applied
+        }
+    }
+
+    /// Appends a frame the broker numbered `seq`: an old one is skipped, one beyond the head
+    /// means the events between are gone for good.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn append_numbered(&mut self, seq: u64, frame: Bytes) {
+        let log = &mut self.history.log;
+        if seq < log.next_seq() {
+            return;
+        }
+        if seq > log.next_seq() {
+            log.restart_at(seq);
+        }
+        log.append(frame, &self.history.limits);
+    }
+
+    /// Appends the held frames that now continue the log; drops stale ones.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn drain_early(&mut self) {
+        while let Some(entry) = self.early.first_entry() {
+            let seq = *entry.key();
+            let next = self.history.log.next_seq();
+            if entry.get().0 != self.history.epoch || seq < next {
+                entry.remove();
+            } else if seq == next {
+                let (_, frame) = entry.remove();
+                self.history.log.append(frame, &self.history.limits);
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Ends every placed subscriber (its cursor falls out of any log): used when the epoch
+    /// changes under them, so each reconnects and is told with one `reset`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn evict_placed(&mut self) {
+        for (_, subscriber) in &self.subscribers {
+            if subscriber.cursor.load(Ordering::Relaxed) != PENDING {
+                subscriber.cursor.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Change detection skipped a duplicate; subscribers that have sent nothing yet are owed
     /// it, and the newest logged event has exactly that payload, so they rewind onto it.
     fn redeliver_newest_to_fresh(&mut self) {

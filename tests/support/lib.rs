@@ -521,3 +521,6 @@ pub fn rss_kib() -> i64 {
         .expect("VmRSS");
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+mod redis_server;
+pub use redis_server::RedisServer;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backplane::Backplane;
 use crate::config::{Config, ConfigError, Limits, StreamSettings};
 use crate::hub::Hub;
 use crate::manager::Manager;
@@ -28,6 +29,7 @@ pub struct ManagerBuilder {
     stream: StreamSettings,
     limits: Limits,
     token: Option<CancellationToken>,
+    backplane: Option<Backplane>,
 }
 
 impl ManagerBuilder {
@@ -122,6 +124,28 @@ impl ManagerBuilder {
         self
     }
 
+    /// Runs the manager as one hub with every other instance on the same broker: ids, history
+    /// and fan-out go through the broker, polled topics are polled by one instance at a time.
+    /// See [`backplane`](crate::backplane). The manager must then be built inside a tokio
+    /// runtime.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "redis")]
+    /// # #[tokio::main] async fn main() {
+    /// use sse_runtime::{Manager, backplane::Backplane};
+    ///
+    /// let manager = Manager::builder()
+    ///     .backplane(Backplane::redis("redis://127.0.0.1:6379").unwrap())
+    ///     .build()
+    ///     .unwrap();
+    /// # }
+    /// # #[cfg(not(feature = "redis"))] fn main() {}
+    /// ```
+    pub fn backplane(mut self, backplane: Backplane) -> Self {
+        self.backplane = Some(backplane);
+        self
+    }
+
     /// Checks the settings and builds the manager.
     ///
     /// # Errors
@@ -133,6 +157,9 @@ impl ManagerBuilder {
             token: self.token.unwrap_or_default(),
         };
         config.validate()?;
-        Ok(Manager::from_hub(Hub::new(config)))
+        if self.backplane.is_some() && tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConfigError::NoRuntime);
+        }
+        Ok(Manager::from_hub(Hub::new(config, self.backplane.as_ref())))
     }
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::hub::Hub;
 use crate::producer;
+use crate::publish::{Outcome, PublishError};
 use crate::stats::{Stats, TopicStats};
 use crate::subscription::{SubscribeError, SubscribeOptions, Subscription};
 
@@ -102,7 +103,45 @@ impl Manager {
     /// Publishes data that is already encoded (for example JSON received from elsewhere). Lines
     /// of `data` become `data:` lines of the event.
     pub fn publish_raw(&self, topic: &str, event: Option<&str>, data: impl Into<Bytes>) {
-        self.hub.publish(topic, event, || Some(data.into()));
+        self.hub.publish(topic, event, || Ok(data.into()));
+    }
+
+    /// Publishes `value` to `topic` and waits for what became of it: the id it was sent
+    /// under, or why not. In-process this answers at once; with a
+    /// [`backplane`](crate::backplane) it takes one broker round trip, and never longer than
+    /// the broker's response timeout.
+    ///
+    /// ```
+    /// use sse_runtime::{Manager, publish::Outcome};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let manager = Manager::new();
+    /// let _sub = manager.subscribe("t").unwrap();
+    /// let Ok(Outcome::Sent(id)) = manager.publish_confirmed("t", &"hello").await else {
+    ///     panic!("a subscribed topic records the event");
+    /// };
+    /// assert_eq!(manager.topics()[0].last_event_id, Some(id));
+    /// # }
+    /// ```
+    pub async fn publish_confirmed<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        value: &T,
+    ) -> Result<Outcome, PublishError> {
+        self.publish_event_confirmed(topic, None, value).await
+    }
+
+    /// [`publish_confirmed`](Self::publish_confirmed) with an event name.
+    pub async fn publish_event_confirmed<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: Option<&str>,
+        value: &T,
+    ) -> Result<Outcome, PublishError> {
+        let counters = &self.hub.counters;
+        self.hub
+            .publish_confirmed(topic, event, || producer::encode(counters, topic, value))
+            .await
     }
 
     /// Subscribes to `topic`, creating its broadcaster if this is the first subscriber.

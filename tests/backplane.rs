@@ -1,0 +1,262 @@
+//! Scale-out over Redis: several instances (managers with their own listeners and their own
+//! broker connections) on one real `redis-server` of the test's own act as one hub. A publish
+//! on any instance reaches the subscribers of every instance exactly once, in order, under the
+//! same ids; a client resumes on another instance; Redis going away and coming back (or its
+//! pub/sub connection being killed) never ends a stream, and delivery recovers by itself;
+//! clients whose history was lost get exactly one `reset`; when everyone has left, nothing is
+//! held anywhere and every Redis key has a TTL.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use sse_integration_tests::{PATIENCE, RedisServer, SseClient, TestServer};
+use sse_runtime::backplane::Backplane;
+use sse_runtime::publish::Outcome;
+use sse_runtime::{Manager, SseHandler};
+
+/// One instance: a manager over `redis` and its own HTTP listener serving `/feed`.
+struct Instance {
+    manager: Manager,
+    server: TestServer,
+}
+
+impl Instance {
+    async fn start(redis: &RedisServer) -> Self {
+        Self::start_with(redis, |builder| builder).await
+    }
+
+    async fn start_with(
+        redis: &RedisServer,
+        configure: impl FnOnce(
+            sse_runtime::manager::ManagerBuilder,
+        ) -> sse_runtime::manager::ManagerBuilder,
+    ) -> Self {
+        let backplane = Backplane::redis(&redis.url()).unwrap().key_prefix("test:");
+        let manager = configure(Manager::builder().backplane(backplane))
+            .heartbeat(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .route("/feed", get(SseHandler::new(&manager).topic("feed")))
+            .route("/other", get(SseHandler::new(&manager).topic("other")));
+        let server = TestServer::start_direct(app, PATIENCE).await;
+        Self { manager, server }
+    }
+
+    fn url(&self) -> String {
+        self.server.url("/feed")
+    }
+
+    /// Waits until `n` local topics have their broker view (ids, history): from then on every
+    /// event published anywhere reaches their subscribers.
+    async fn synced(&self, n: usize) {
+        tokio::time::timeout(
+            PATIENCE,
+            self.manager
+                .wait_until(|s| s.backplane.is_some_and(|b| b.synced >= n) && s.subscribers >= n),
+        )
+        .await
+        .expect("topics sync with the broker in time");
+    }
+}
+
+async fn values(client: &mut SseClient, n: usize) -> Vec<(String, u64)> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let event = client.event().await;
+        assert_ne!(event.event, "reset", "no reset expected: {event:?}");
+        out.push((event.id, event.data.parse().expect("a number")));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_on_one_instance_reaches_every_instance_once_in_order_with_the_same_ids() {
+    let redis = RedisServer::start().await;
+    let instances = [
+        Instance::start(&redis).await,
+        Instance::start(&redis).await,
+        Instance::start(&redis).await,
+    ];
+    let mut clients = Vec::new();
+    for instance in &instances {
+        clients.push(SseClient::connect(&instance.url()).await);
+        instance.synced(1).await;
+    }
+    for n in 0..200u64 {
+        instances[0].manager.publish("feed", &n);
+    }
+    let mut seen = Vec::new();
+    for client in &mut clients {
+        seen.push(values(client, 200).await);
+    }
+    let expected: Vec<u64> = (0..200).collect();
+    for received in &seen {
+        assert_eq!(
+            received.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+            expected
+        );
+        assert_eq!(received, &seen[0], "same ids on every instance");
+    }
+    let sequences: Vec<u64> = seen[0]
+        .iter()
+        .map(|(id, _)| {
+            id.parse::<sse_runtime::event_id::EventId>()
+                .unwrap()
+                .sequence()
+        })
+        .collect();
+    assert_eq!(sequences, (1..=200).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_from_three_instances_reach_everyone_in_one_order() {
+    let redis = RedisServer::start().await;
+    let instances = [
+        Instance::start(&redis).await,
+        Instance::start(&redis).await,
+        Instance::start(&redis).await,
+    ];
+    let mut clients = Vec::new();
+    for instance in &instances {
+        clients.push(SseClient::connect(&instance.url()).await);
+        instance.synced(1).await;
+    }
+    const EACH: u64 = 300;
+    let publishers: Vec<_> = instances
+        .iter()
+        .enumerate()
+        .map(|(i, instance)| {
+            let manager = instance.manager.clone();
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    manager.publish("feed", &(i as u64 * 1_000_000 + n));
+                    if n % 50 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    let total = 3 * EACH as usize;
+    let mut seen = Vec::new();
+    for client in &mut clients {
+        seen.push(values(client, total).await);
+    }
+    for received in &seen {
+        assert_eq!(
+            received, &seen[0],
+            "every subscriber: the same events, ids and order"
+        );
+    }
+    for i in 0..3u64 {
+        let own: Vec<u64> = seen[0]
+            .iter()
+            .map(|(_, v)| *v)
+            .filter(|v| v / 1_000_000 == i)
+            .collect();
+        assert_eq!(
+            own,
+            (0..EACH).map(|n| i * 1_000_000 + n).collect::<Vec<_>>(),
+            "each publisher's events in its order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_instance_with_exactly_what_it_missed() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (Instance::start(&redis).await, Instance::start(&redis).await);
+    let mut client = SseClient::connect(&a.url()).await;
+    a.synced(1).await;
+    for n in 0..10u64 {
+        a.manager.publish("feed", &n);
+    }
+    let first = values(&mut client, 10).await;
+    drop(client);
+    tokio::time::timeout(PATIENCE, a.manager.wait_until(|s| s.subscribers == 0))
+        .await
+        .unwrap();
+    // Nobody listens now; the history is retained in Redis. Published on B, which has no
+    // subscriber of the topic either.
+    for n in 10..25u64 {
+        assert!(matches!(
+            b.manager.publish_confirmed("feed", &n).await,
+            Ok(Outcome::Sent(_))
+        ));
+    }
+    let last = &first.last().unwrap().0;
+    let mut resumed = SseClient::connect_with(&b.url(), Some(last)).await;
+    let rest = values(&mut resumed, 15).await;
+    assert_eq!(
+        rest.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+        (10..25).collect::<Vec<_>>()
+    );
+    // And live from there, published on A.
+    b.synced(1).await;
+    a.manager.publish("feed", &25u64);
+    assert_eq!(values(&mut resumed, 1).await[0].1, 25);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_to_a_topic_nobody_watches_records_nothing() {
+    let redis = RedisServer::start().await;
+    let a = Instance::start(&redis).await;
+    assert_eq!(
+        a.manager.publish_confirmed("nobody", &1).await,
+        Ok(Outcome::Unwatched)
+    );
+    let keys = redis.command(&["KEYS", "*"]).await.unwrap();
+    assert_eq!(keys, "*0\r\n", "no key was created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_everyone_leaves_nothing_is_held_and_every_key_expires() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (Instance::start(&redis).await, Instance::start(&redis).await);
+    let mut clients = vec![
+        SseClient::connect(&a.url()).await,
+        SseClient::connect(&b.url()).await,
+    ];
+    a.synced(1).await;
+    b.synced(1).await;
+    a.manager.publish("feed", &1);
+    for client in &mut clients {
+        assert_eq!(values(client, 1).await[0].1, 1);
+    }
+    drop(clients);
+    for instance in [&a, &b] {
+        tokio::time::timeout(
+            PATIENCE,
+            instance
+                .manager
+                .wait_until(|s| s.topics == 0 && s.backplane.unwrap().watched == 0),
+        )
+        .await
+        .expect("the topic and its broker subscription are gone");
+    }
+    // The unsubscribes are confirmed before `watched` drops; the channel has no subscriber.
+    let channels = redis
+        .command(&["PUBSUB", "CHANNELS", "test:{*"])
+        .await
+        .unwrap();
+    assert_eq!(channels, "*0\r\n");
+    let keys = redis.command(&["KEYS", "test:*"]).await.unwrap();
+    let keys: Vec<&str> = keys
+        .lines()
+        .filter(|l| !l.starts_with(['*', '$']))
+        .collect();
+    assert!(
+        !keys.is_empty(),
+        "the history is retained for the retention time"
+    );
+    for key in keys {
+        let ttl = redis.command(&["PTTL", key]).await.unwrap();
+        let ttl: i64 = ttl.trim_start_matches(':').trim().parse().unwrap();
+        assert!(ttl > 0, "{key} has a TTL, got {ttl}");
+    }
+}
