@@ -32,6 +32,10 @@ impl Instance {
             sse_runtime::manager::ManagerBuilder,
         ) -> sse_runtime::manager::ManagerBuilder,
     ) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
         let backplane = Backplane::redis(&redis.url()).unwrap().key_prefix("test:");
         let manager = configure(Manager::builder().backplane(backplane))
             .heartbeat(Duration::from_millis(200))
@@ -258,5 +262,150 @@ async fn after_everyone_leaves_nothing_is_held_and_every_key_expires() {
         let ttl = redis.command(&["PTTL", key]).await.unwrap();
         let ttl: i64 = ttl.trim_start_matches(':').trim().parse().unwrap();
         assert!(ttl > 0, "{key} has a TTL, got {ttl}");
+    }
+}
+
+/// What a reconnecting client saw, in order.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Connected,
+    Reset,
+    Value(u64),
+}
+
+/// A client that follows `url` as a browser does: on every end of the stream it reconnects
+/// (at once) with the last id it received, a reset's included.
+fn follower(url: String) -> tokio::sync::mpsc::UnboundedReceiver<Seen> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut last_id: Option<String> = None;
+        loop {
+            let mut client = SseClient::connect_with(&url, last_id.as_deref()).await;
+            if tx.send(Seen::Connected).is_err() {
+                return;
+            }
+            while let Some(Ok(event)) = client.next_raw().await {
+                last_id = Some(event.id.clone());
+                let seen = if event.event == "reset" {
+                    Seen::Reset
+                } else {
+                    Seen::Value(event.data.parse().expect("a number"))
+                };
+                if tx.send(seen).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+async fn expect(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>, seen: Seen) {
+    let got = tokio::time::timeout(PATIENCE, rx.recv())
+        .await
+        .expect("the follower goes on in time");
+    assert_eq!(got, Some(seen));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_keeps_streams_open_and_clients_whose_history_was_lost_get_one_reset() {
+    let mut redis = RedisServer::start().await;
+    let fast_retry = |b: sse_runtime::manager::ManagerBuilder| b.retry(Duration::from_millis(50));
+    let a = Instance::start_with(&redis, fast_retry).await;
+    let b = Instance::start_with(&redis, fast_retry).await;
+    let mut followers = [follower(a.url()), follower(b.url())];
+    for f in &mut followers {
+        expect(f, Seen::Connected).await;
+    }
+    a.synced(1).await;
+    b.synced(1).await;
+    for n in 0..10u64 {
+        a.manager.publish("feed", &n);
+    }
+    for f in &mut followers {
+        for n in 0..10 {
+            expect(f, Seen::Value(n)).await;
+        }
+    }
+
+    redis.kill();
+    // A publish while the broker is away fails fast, and the streams stay open (heartbeats).
+    let during = tokio::time::timeout(PATIENCE, a.manager.publish_confirmed("feed", &99u64))
+        .await
+        .expect("publish_confirmed never hangs");
+    assert!(during.is_err(), "{during:?}");
+    tokio::time::timeout(
+        PATIENCE,
+        a.manager.wait_until(|s| !s.backplane.unwrap().connected),
+    )
+    .await
+    .expect("the lost connection is noticed");
+    for f in &mut followers {
+        assert!(
+            f.try_recv().is_err(),
+            "nothing happened to the stream while Redis was away"
+        );
+    }
+
+    redis.restart().await;
+    // Redis came back empty: the topic's epoch is new, so each client is told once.
+    for f in &mut followers {
+        expect(f, Seen::Connected).await;
+        expect(f, Seen::Reset).await;
+    }
+    for n in 10..20u64 {
+        b.manager.publish("feed", &n);
+    }
+    for f in &mut followers {
+        for n in 10..20 {
+            expect(f, Seen::Value(n)).await;
+        }
+        assert!(f.try_recv().is_err(), "one reset, no other event");
+    }
+    let stats = a.manager.stats().backplane.unwrap();
+    assert!(stats.connected && stats.reconnects >= 1, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_pubsub_connection_recovers_without_losing_or_resetting_anything() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (Instance::start(&redis).await, Instance::start(&redis).await);
+    let mut followers = [follower(a.url()), follower(b.url())];
+    for f in &mut followers {
+        expect(f, Seen::Connected).await;
+    }
+    a.synced(1).await;
+    b.synced(1).await;
+    a.manager.publish("feed", &0u64);
+    for f in &mut followers {
+        expect(f, Seen::Value(0)).await;
+    }
+    let killed = redis
+        .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .await
+        .unwrap();
+    assert!(
+        killed.starts_with(":2"),
+        "both instances' pub/sub connections: {killed}"
+    );
+    // Published while nobody listens: recorded in the topic's stream all the same.
+    for n in 1..=20u64 {
+        let outcome = b.manager.publish_confirmed("feed", &n).await;
+        assert!(matches!(outcome, Ok(Outcome::Sent(_))), "{outcome:?}");
+    }
+    for f in &mut followers {
+        for n in 1..=20 {
+            expect(f, Seen::Value(n)).await;
+        }
+    }
+    for instance in [&a, &b] {
+        let stats = instance.manager.stats().backplane.unwrap();
+        assert!(stats.reconnects >= 1, "{stats:?}");
+    }
+    for f in &mut followers {
+        assert!(
+            f.try_recv().is_err(),
+            "the stream was never cut, nothing was reset"
+        );
     }
 }

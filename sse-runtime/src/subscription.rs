@@ -217,8 +217,6 @@ pub struct Subscription {
     key: usize,
     /// `None` until the topic has synced with its broker (never, in-process).
     joined: Option<Joined>,
-    /// Where it asked to start, kept until `joined` is known.
-    start: Start,
     exempt_until: u64,
     ended: Option<EndReason>,
 }
@@ -230,9 +228,9 @@ impl Subscription {
         name: &str,
         options: SubscribeOptions,
     ) -> Result<Self, SubscribeError> {
-        let join = options.into_join();
-        let start = join.start;
-        let (topic, membership) = hub.join(name, join).map_err(|_| SubscribeError::ShutDown)?;
+        let (topic, membership) = hub
+            .join(name, options.into_join())
+            .map_err(|_| SubscribeError::ShutDown)?;
         let Membership {
             key,
             subscriber,
@@ -245,7 +243,6 @@ impl Subscription {
             subscriber,
             key,
             joined,
-            start,
             exempt_until,
             ended: None,
         })
@@ -286,7 +283,7 @@ impl Subscription {
     /// Polls for [`joined`](Self::joined): ready once known (or with `None` once ended).
     pub(crate) fn poll_joined(&mut self, cx: &Context<'_>) -> Poll<Option<Joined>> {
         if self.joined.is_none() && self.ended.is_none() {
-            match self.topic.resolve(&self.subscriber, self.start, cx.waker()) {
+            match self.topic.resolve(&self.subscriber, self.key, cx.waker()) {
                 Some((joined, exempt_until)) => {
                     self.joined = Some(joined);
                     self.exempt_until = exempt_until;

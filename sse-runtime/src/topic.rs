@@ -52,6 +52,13 @@ struct State {
     /// by sequence. Bounded by the log's event limit: what does not fit is fetched again.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     early: BTreeMap<u64, (u64, Bytes)>,
+    /// Subscribers that joined before the first snapshot, by key, with where they asked to
+    /// start: placed by that snapshot, all at once, so none misses what follows it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pending: Vec<(usize, Start)>,
+    /// How those subscribers joined, until each one's connection collects it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    placed: Vec<(usize, Joined, u64)>,
     /// A gap repair (or resync) is on its way: one fetch per topic, not one per frame or client.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     repairing: bool,
@@ -238,6 +245,8 @@ impl Topic {
                 closed: false,
                 synced: true,
                 early: BTreeMap::new(),
+                pending: Vec::new(),
+                placed: Vec::new(),
                 repairing: false,
             }),
         }
@@ -304,6 +313,9 @@ impl Topic {
             fresh: AtomicBool::new(joined != Some(Joined::Resumed)),
         });
         let key = state.subscribers.insert(subscriber.clone());
+        if joined.is_none() {
+            state.pending.push((key, start));
+        }
         Membership {
             key,
             subscriber,
@@ -312,24 +324,18 @@ impl Topic {
         }
     }
 
-    /// Places a pending subscriber once the topic has synced: how it joined and its lag
-    /// exemption, or `None` (waker registered) while the topic still waits for its snapshot.
+    /// How a pending subscriber joined and its lag exemption, once the first snapshot has
+    /// placed it; `None` (waker registered) until then.
     pub(crate) fn resolve(
         &self,
         subscriber: &Subscriber,
-        start: Start,
+        key: usize,
         waker: &std::task::Waker,
     ) -> Option<(Joined, u64)> {
         subscriber.waker.register(waker);
-        let state = self.state.read();
-        if !state.synced {
-            return None;
-        }
-        let (cursor, joined, exempt) = state.history.start(start);
-        subscriber.cursor.store(cursor, Ordering::Relaxed);
-        subscriber
-            .fresh
-            .store(joined != Joined::Resumed, Ordering::Relaxed);
+        let mut state = self.state.write();
+        let index = state.placed.iter().position(|(k, ..)| *k == key)?;
+        let (_, joined, exempt) = state.placed.swap_remove(index);
         Some((joined, exempt))
     }
 
@@ -409,6 +415,7 @@ impl Topic {
             // Numbered but no longer held (trimmed while we were away).
             state.history.log.restart_at(snapshot.last_seq + 1);
         }
+        state.place_pending();
         state.drain_early();
         state.repairing = false;
         let applied = match state.early.first_key_value() {
@@ -440,6 +447,9 @@ impl Topic {
     pub(crate) fn unsubscribe(&self, key: usize) -> bool {
         let mut state = self.state.write();
         state.subscribers.try_remove(key);
+        // Keys are reused: a placement must not outlive its subscriber.
+        state.pending.retain(|(k, _)| *k != key);
+        state.placed.retain(|(k, ..)| *k != key);
         let emptied = state.subscribers.is_empty();
         if emptied {
             state.closed = true;
@@ -616,6 +626,23 @@ impl State {
     fn wake_all(&self) {
         for (_, subscriber) in &self.subscribers {
             subscriber.waker.wake();
+        }
+    }
+
+    /// Places every subscriber that joined before the snapshot, where it asked to start, before
+    /// any later frame is appended: a live one gets everything after the snapshot.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn place_pending(&mut self) {
+        for (key, start) in std::mem::take(&mut self.pending) {
+            let Some(subscriber) = self.subscribers.get(key) else {
+                continue;
+            };
+            let (cursor, joined, exempt) = self.history.start(start);
+            subscriber.cursor.store(cursor, Ordering::Relaxed);
+            subscriber
+                .fresh
+                .store(joined != Joined::Resumed, Ordering::Relaxed);
+            self.placed.push((key, joined, exempt));
         }
     }
 

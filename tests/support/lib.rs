@@ -302,6 +302,14 @@ impl SseClient {
         }
     }
 
+    /// The next event or transport error, however long it takes (heartbeats are skipped);
+    /// `None` at the end. For clients that, like a browser, wait as long as the stream is open.
+    pub async fn next_raw(
+        &mut self,
+    ) -> Option<Result<Event, eventsource_stream::EventStreamError<reqwest::Error>>> {
+        self.events.next().await
+    }
+
     /// The next event, which must exist.
     pub async fn event(&mut self) -> Event {
         self.next().await.expect("stream still open")

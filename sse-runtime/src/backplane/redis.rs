@@ -760,6 +760,7 @@ async fn listening(
         };
         backoff = BACKOFF_MIN;
         shared.connected.store(true, Ordering::Relaxed);
+        shared.changed.notify_waiters();
         if !first {
             shared.reconnects.fetch_add(1, Ordering::Relaxed);
             tracing::info!(topics = watched.len(), "backplane: reconnected; resyncing");
@@ -822,6 +823,7 @@ async fn listening(
             }
         };
         shared.connected.store(false, Ordering::Relaxed);
+        shared.changed.notify_waiters();
         tracing::warn!(error = %lost, "backplane: pub/sub connection lost; reconnecting");
     }
 }
