@@ -4,14 +4,17 @@
 //! - `GET /sse/{topic}`: an SSE stream of the topic;
 //! - `POST /publish/{topic}` with a JSON body: publishes it to the topic, `204 No Content`;
 //! - `GET /stats`: `{"topics": .., "subscribers": .., ...}`;
-//! - `GET /poll/{topic}`: a polled topic (a counter, every 100 ms, while subscribed), for the
-//!   subscribe/unsubscribe churn scenario.
+//! - `GET /poll/{topic}`: a polled topic (`{"n": <counter>, "port": <this server's port>}`,
+//!   every 100 ms, while subscribed), for the subscribe/unsubscribe churn scenario and, with a
+//!   backplane, to see which instance polls.
 //!
 //! Environment: `PORT` (default 8080; listens on 127.0.0.1), `HEARTBEAT_MS` (default 30000),
 //! `HISTORY` (events kept per topic for resume; default the runtime's), `BATCH_MS` (write
 //! batching window; default 0, off), `SERVE` (`direct`, the default: `sse_runtime::serve`, which
-//! writes SSE streams straight to the socket; `axum`: `axum::serve`). Exits cleanly on SIGTERM
-//! or SIGINT.
+//! writes SSE streams straight to the socket; `axum`: `axum::serve`), `BACKPLANE` (a
+//! `redis://host:port` URL: run as one hub with every instance on that Redis; unset: in-process),
+//! `LEASE_MS` (the poll lease's TTL with a backplane). Prints `bench-server listening on
+//! http://ADDR` once it accepts (`PORT=0` picks a free port). Exits cleanly on SIGTERM or SIGINT.
 
 use std::time::Duration;
 
@@ -19,6 +22,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use sse_runtime::backplane::Backplane;
 use sse_runtime::{Manager, PollError, SseHandler, WriteDeadline, polling::Polling, stats::Stats};
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -58,17 +62,27 @@ async fn main() -> std::io::Result<()> {
     if let Ok(history) = std::env::var("HISTORY") {
         builder = builder.history(history.parse().expect("HISTORY must be an integer"));
     }
+    if let Ok(url) = std::env::var("BACKPLANE") {
+        let mut backplane = Backplane::redis(&url).unwrap_or_else(|e| panic!("BACKPLANE: {e}"));
+        if let Ok(ms) = std::env::var("LEASE_MS") {
+            let ms = ms.parse().expect("LEASE_MS must be an integer");
+            backplane = backplane.lease_ttl(Duration::from_millis(ms));
+        }
+        builder = builder.backplane(backplane);
+    }
     let manager = builder.build().unwrap_or_else(|e| panic!("{e}"));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port as u16)).await?;
+    let port = listener.local_addr()?.port();
 
     let app = Router::new()
         .route("/sse/{topic}", get(SseHandler::new(&manager)))
         .route(
             "/poll/{topic}",
-            get(SseHandler::new(&manager).polling(|_request| {
+            get(SseHandler::new(&manager).polling(move |_request| {
                 let polls = std::sync::atomic::AtomicU64::new(0);
                 Polling::new(move |_cancel| {
                     let n = polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    async move { Ok::<_, PollError>(n) }
+                    async move { Ok::<_, PollError>(serde_json::json!({ "n": n, "port": port })) }
                 })
                 .interval(Duration::from_millis(100))
             })),
@@ -77,7 +91,6 @@ async fn main() -> std::io::Result<()> {
         .route("/stats", get(stats))
         .with_state(manager.clone());
 
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port as u16)).await?;
     println!(
         "bench-server listening on http://{}",
         listener.local_addr()?
