@@ -100,6 +100,10 @@ pub(crate) struct History {
     last_payload: Option<Bytes>,
     change_detection: bool,
     limits: Limits,
+    /// How far past its newest event a client's last id may be and still resume: 0 in-process;
+    /// with a broker, the log is one instance's cache and may trail the instance the client came
+    /// from, so such a client waits for the events after its id instead of being reset.
+    ahead: u64,
 }
 
 /// What became of a published event.
@@ -255,7 +259,11 @@ impl Topic {
     /// A broadcaster fed by a broker: it numbers nothing itself, and its subscribers wait for
     /// the first [`merge`](Self::merge).
     pub(crate) fn unsynced(name: Arc<str>, change_detection: bool, limits: Limits) -> Self {
-        let topic = Self::new(name, History::new(0, change_detection, limits));
+        let mut history = History::new(0, change_detection, limits);
+        // Another instance may have sent a client events this one has not applied yet: up to a
+        // history's worth (an instance further behind than that is resynced anyway).
+        history.ahead = limits.history_events.max(limits.max_lag_events) as u64;
+        let topic = Self::new(name, history);
         topic.state.write().synced = false;
         topic
     }
@@ -543,6 +551,7 @@ impl History {
             epoch,
             log: Log::new(),
             last_payload: None,
+            ahead: 0,
             change_detection,
             limits,
         }
@@ -613,12 +622,17 @@ impl History {
         if last.epoch() != self.epoch {
             return Err(ResetReason::UnknownEpoch);
         }
-        self.log
+        match self
+            .log
             .resume_point(last.sequence(), self.limits.history_events)
-            .map_err(|gap| match gap {
-                Gap::Evicted => ResetReason::HistoryExceeded,
-                Gap::Ahead => ResetReason::FromTheFuture,
-            })
+        {
+            Ok(cursor) => Ok(cursor),
+            Err(Gap::Evicted) => Err(ResetReason::HistoryExceeded),
+            Err(Gap::Ahead) if last.sequence() < self.log.next_seq() + self.ahead => {
+                Ok(last.sequence() + 1)
+            }
+            Err(Gap::Ahead) => Err(ResetReason::FromTheFuture),
+        }
     }
 }
 
