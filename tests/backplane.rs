@@ -77,19 +77,25 @@ async fn values(client: &mut SseClient, n: usize) -> Vec<(String, u64)> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publish_on_one_instance_reaches_every_instance_once_in_order_with_the_same_ids() {
-    let redis = RedisServer::start().await;
+/// Three instances, each with one client of `/feed` whose subscription is placed.
+async fn three_with_a_client_each(redis: &RedisServer) -> ([Instance; 3], Vec<SseClient>) {
     let instances = [
-        Instance::start(&redis).await,
-        Instance::start(&redis).await,
-        Instance::start(&redis).await,
+        Instance::start(redis).await,
+        Instance::start(redis).await,
+        Instance::start(redis).await,
     ];
     let mut clients = Vec::new();
     for instance in &instances {
         clients.push(SseClient::connect(&instance.url()).await);
         instance.synced(1).await;
     }
+    (instances, clients)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_on_one_instance_reaches_every_instance_once_in_order_with_the_same_ids() {
+    let redis = RedisServer::start().await;
+    let (instances, mut clients) = three_with_a_client_each(&redis).await;
     for n in 0..200u64 {
         instances[0].manager.publish("feed", &n);
     }
@@ -119,16 +125,7 @@ async fn a_publish_on_one_instance_reaches_every_instance_once_in_order_with_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishes_from_three_instances_reach_everyone_in_one_order() {
     let redis = RedisServer::start().await;
-    let instances = [
-        Instance::start(&redis).await,
-        Instance::start(&redis).await,
-        Instance::start(&redis).await,
-    ];
-    let mut clients = Vec::new();
-    for instance in &instances {
-        clients.push(SseClient::connect(&instance.url()).await);
-        instance.synced(1).await;
-    }
+    let (instances, mut clients) = three_with_a_client_each(&redis).await;
     const EACH: u64 = 300;
     let publishers: Vec<_> = instances
         .iter()
