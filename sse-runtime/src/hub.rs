@@ -295,19 +295,13 @@ impl Hub {
         encode: impl FnOnce() -> Result<Bytes, PublishError>,
     ) -> Result<Outgoing, PublishError> {
         let live = self.registry.read().live.get(name).map(|l| l.topic.clone());
-        let (change_detection, limits) = match &live {
+        let settings = match &live {
             Some(topic) => topic.settings(),
             None => (false, self.config.limits),
         };
         let data = encode()?;
         let topic = live.map_or_else(|| Arc::from(name), |topic| topic.name.clone());
-        let mut message = Outgoing::new(topic, event, &data, limits).inspect_err(|error| {
-            if let PublishError::TooLarge { size, .. } = error {
-                producer::tally(&self.counters, name, Recorded::TooLarge(*size));
-            }
-        })?;
-        message.dedup = change_detection;
-        Ok(message)
+        producer::outgoing(&self.counters, topic, event, &data, settings)
     }
 
     /// Publishes in this process: to the live topic, or its retained history, or nowhere.

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::Serialize;
 
+use crate::config::Limits;
 use crate::publish::PublishError;
 use crate::remote::{Lease, Outgoing, Publish};
 use crate::stats::Counters;
@@ -141,17 +142,11 @@ impl Publisher for TopicPublisher {
                 }
             }
             Some((broker, lease)) => {
-                let (change_detection, limits) = topic.settings();
-                match Outgoing::new(topic.name.clone(), None, &data, limits) {
-                    Ok(mut message) => {
-                        message.dedup = change_detection;
-                        message.fence = Some(lease.clone());
-                        broker.publish(message);
-                    }
-                    Err(PublishError::TooLarge { size, .. }) => {
-                        tally(&self.counters, &topic.name, Recorded::TooLarge(size));
-                    }
-                    Err(_) => {}
+                let settings = topic.settings();
+                let outgoing = outgoing(&self.counters, topic.name.clone(), None, &data, settings);
+                if let Ok(mut message) = outgoing {
+                    message.fence = Some(lease.clone());
+                    broker.publish(message);
                 }
             }
         }
@@ -251,6 +246,29 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
             counters.serialize_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(%topic, %error, "event payload failed to serialize; skipped");
             Err(PublishError::Serialize(error.to_string()))
+        }
+    }
+}
+
+/// An event for the broker under a topic's settings (change detection, limits); one over the
+/// size limit is counted and logged here, as [`tally`] does in-process.
+pub(crate) fn outgoing(
+    counters: &Counters,
+    topic: Arc<str>,
+    event: Option<&str>,
+    data: &[u8],
+    (change_detection, limits): (bool, Limits),
+) -> Result<Outgoing, PublishError> {
+    match Outgoing::new(topic.clone(), event, data, limits) {
+        Ok(mut message) => {
+            message.dedup = change_detection;
+            Ok(message)
+        }
+        Err(error) => {
+            if let PublishError::TooLarge { size, .. } = error {
+                tally(counters, &topic, Recorded::TooLarge(size));
+            }
+            Err(error)
         }
     }
 }

@@ -82,12 +82,10 @@ pub(crate) struct Snapshot {
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) enum Applied {
     Done,
-    /// A gap: fetch what the broker holds after this sequence.
-    Repair {
-        after: u64,
-    },
-    /// The epoch changed (the broker lost the topic): fetch a whole new snapshot.
-    Resync,
+    /// A gap, or a new epoch (the broker lost the topic): fetch a snapshot. Where it starts
+    /// follows from [`Topic::sync_point`]: after the newest event held, or the whole tail when
+    /// the epoch differs.
+    Fetch,
 }
 
 /// What a topic records: its epoch, its log, and the rules it records by. It lives in the
@@ -361,7 +359,7 @@ impl Topic {
             return Applied::Done;
         }
         if id.epoch() != state.history.epoch {
-            return state.request(Applied::Resync);
+            return state.request();
         }
         let next = state.history.log.next_seq();
         if id.sequence() < next {
@@ -369,7 +367,7 @@ impl Topic {
         }
         if id.sequence() > next {
             state.hold(id, frame);
-            return state.request(Applied::Repair { after: next - 1 });
+            return state.request();
         }
         state.history.log.append(frame, &state.history.limits);
         state.drain_early();
@@ -426,11 +424,10 @@ impl Topic {
         state.place_pending();
         state.drain_early();
         state.repairing = false;
-        let applied = match state.early.first_key_value() {
-            Some(_) => state.request(Applied::Repair {
-                after: state.history.log.next_seq() - 1,
-            }),
-            None => Applied::Done,
+        let applied = if state.early.is_empty() {
+            Applied::Done
+        } else {
+            state.request()
         };
         state.wake_all();
         applied
@@ -668,13 +665,13 @@ impl State {
         }
     }
 
-    /// Asks the broker for a repair or resync unless one is already on its way.
+    /// Asks the broker for a snapshot unless one is already on its way.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    fn request(&mut self, applied: Applied) -> Applied {
+    fn request(&mut self) -> Applied {
         if std::mem::replace(&mut self.repairing, true) {
             Applied::Done
         } else {
-            applied
+            Applied::Fetch
         }
     }
 

@@ -34,7 +34,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::Broker;
 use crate::config::Limits;
-use crate::event_id::{EventId, IdBuf};
+use crate::event_id::EventId;
 use crate::publish::{Outcome, PublishError};
 use crate::remote::{Outgoing, Publish, frame_id};
 use crate::stats::{BackplaneStats, Counters};
@@ -244,11 +244,7 @@ fn new_epoch() -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_micros() as u64;
-    let mut buf = IdBuf::new();
-    let id = EventId::new(micros, 0).encode(&mut buf);
-    id.split_once('-')
-        .map_or("1", |(epoch, _)| epoch)
-        .to_owned()
+    format!("{micros:x}") // an id's epoch: lower-case hex
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -616,15 +612,8 @@ async fn sync(shared: Arc<Shared>, topic: Arc<Topic>) {
     while !topic.is_closed() {
         let (_, limits) = topic.settings();
         let point = topic.sync_point();
-        let mut epoch_buf = IdBuf::new();
         let (after, epoch) = match point {
-            Some(id) => (
-                (id.sequence() + 1).to_string(),
-                id.encode(&mut epoch_buf)
-                    .split_once('-')
-                    .map_or("", |(e, _)| e)
-                    .to_owned(),
-            ),
+            Some(id) => ((id.sequence() + 1).to_string(), format!("{:x}", id.epoch())),
             None => (String::new(), String::new()),
         };
         let reply: Result<Value, _> = shared
@@ -645,7 +634,7 @@ async fn sync(shared: Arc<Shared>, topic: Arc<Topic>) {
                     shared.changed.notify_waiters();
                     return;
                 }
-                Applied::Repair { .. } | Applied::Resync => {
+                Applied::Fetch => {
                     shared.resyncs.fetch_add(1, Ordering::Relaxed);
                 }
             },
@@ -859,7 +848,7 @@ fn dispatch(shared: &Arc<Shared>, topic: &Arc<Topic>, payload: &[u8]) {
             };
             match topic.apply(id, Bytes::copy_from_slice(payload)) {
                 Applied::Done => {}
-                Applied::Repair { .. } | Applied::Resync => {
+                Applied::Fetch => {
                     shared.resyncs.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(sync(shared.clone(), topic.clone()));
                 }
