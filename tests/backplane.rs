@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
+use sse_integration_tests::faults::{
+    assert_followed_everything, cut_until_done, follow, publish_paced,
+};
 use sse_integration_tests::{PATIENCE, RedisServer, SseClient, TestServer};
 use sse_runtime::backplane::Backplane;
 use sse_runtime::publish::Outcome;
@@ -409,51 +410,6 @@ async fn a_killed_pubsub_connection_recovers_without_losing_or_resetting_anythin
     }
 }
 
-/// A client that follows `/feed` until it has `total` events, reconnecting with its last id to
-/// a random one of `urls` whenever its connection drops. Returns the values, connections made
-/// and resets.
-async fn follow_anywhere(
-    urls: Vec<String>,
-    total: usize,
-    mut seed: u64,
-) -> (Vec<u64>, usize, usize) {
-    let http = reqwest::Client::new();
-    let (mut values, mut connections, mut resets) = (Vec::with_capacity(total), 0, 0);
-    let mut last_id: Option<String> = None;
-    while values.len() < total {
-        // splitmix64: every instance is as likely, from the first connection on.
-        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        let url = &urls[((z ^ (z >> 31)) % urls.len() as u64) as usize];
-        let mut request = http.get(url);
-        if let Some(id) = &last_id {
-            request = request.header("last-event-id", id);
-        }
-        // A connection cut before its response came back is simply tried again.
-        let Ok(response) = request.send().await else {
-            continue;
-        };
-        assert_eq!(response.status(), 200);
-        connections += 1;
-        let mut events = response.bytes_stream().eventsource();
-        while let Some(Ok(event)) = events.next().await {
-            last_id = Some(event.id.clone());
-            if event.event == "reset" {
-                eprintln!("reset after {} values: {}", values.len(), event.data);
-                resets += 1;
-                continue;
-            }
-            values.push(event.data.parse().expect("a number"));
-            if values.len() == total {
-                break;
-            }
-        }
-    }
-    (values, connections, resets)
-}
-
 /// 100 clients follow 10 000 events published on one instance while a random 10 % of the
 /// connections of every instance is cut every 100 ms; each reconnects to a random instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,7 +436,7 @@ async fn clients_cut_at_random_resume_on_random_instances_with_everything_in_ord
         instances.push((manager, server, anchor));
     }
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|i| tokio::spawn(follow_anywhere(urls.clone(), EVENTS, i as u64)))
+        .map(|i| tokio::spawn(follow(urls.clone(), EVENTS, i as u64)))
         .collect();
     for (manager, ..) in &instances {
         tokio::time::timeout(
@@ -498,36 +454,10 @@ async fn clients_cut_at_random_resume_on_random_instances_with_everything_in_ord
             panic!("clients connect to every instance ({dead} clients ended): {all:?}")
         });
     }
-    let publisher = tokio::spawn({
-        let manager = instances[0].0.clone();
-        async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
-            for value in 1..=EVENTS {
-                manager.publish("feed", &value);
-                if value % 5 == 0 {
-                    tick.tick().await;
-                }
-            }
-        }
-    });
-    let mut cuts = 0;
-    let mut every = tokio::time::interval(Duration::from_millis(100));
-    every.tick().await;
-    while !clients.iter().all(|c| c.is_finished()) {
-        every.tick().await;
-        for cutter in &cutters {
-            cuts += cutter.cut_random(0.10);
-        }
-    }
+    let publisher = publish_paced(instances[0].0.clone(), "feed", EVENTS);
+    let cuts = cut_until_done(&cutters, &clients).await;
     publisher.await.unwrap();
-    let expected: Vec<u64> = (1..=EVENTS as u64).collect();
-    let mut reconnects = 0;
-    for client in clients {
-        let (values, connections, resets) = client.await.unwrap();
-        assert_eq!(resets, 0, "everything missed was still in the history");
-        assert!(values == expected, "complete, in order, once");
-        reconnects += connections - 1;
-    }
+    let reconnects = assert_followed_everything(clients, EVENTS).await;
     eprintln!(
         "{CLIENTS} clients x {EVENTS} events over 3 instances: {cuts} cuts, {reconnects} reconnects"
     );

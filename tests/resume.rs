@@ -8,6 +8,9 @@ use axum::Router;
 use axum::routing::get;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
+use sse_integration_tests::faults::{
+    assert_followed_everything, cut_until_done, follow, publish_paced,
+};
 use sse_integration_tests::{
     CuttableListener, CuttingProxy, PATIENCE, SseClient, TestServer, data_of, frames,
 };
@@ -15,38 +18,6 @@ use sse_runtime::{Manager, SseHandler, event_id::EventId, subscription::Subscrib
 
 fn feed(manager: &Manager) -> Router {
     Router::new().route("/feed", get(SseHandler::new(manager).topic("feed")))
-}
-
-/// A client that follows `url` until it has `total` events, reconnecting with its last id
-/// whenever the connection drops. Returns the values received, connections made and resets.
-async fn follow(url: String, total: usize) -> (Vec<u64>, usize, usize) {
-    let client = reqwest::Client::new();
-    let (mut values, mut connections, mut resets) = (Vec::with_capacity(total), 0, 0);
-    let mut last_id: Option<String> = None;
-    while values.len() < total {
-        let mut request = client.get(&url);
-        if let Some(id) = &last_id {
-            request = request.header("last-event-id", id);
-        }
-        let Ok(response) = request.send().await else {
-            continue;
-        };
-        assert_eq!(response.status(), 200);
-        connections += 1;
-        let mut events = response.bytes_stream().eventsource();
-        while let Some(Ok(event)) = events.next().await {
-            if event.event == "reset" {
-                resets += 1;
-                continue;
-            }
-            last_id = Some(event.id);
-            values.push(event.data.parse().expect("a number"));
-            if values.len() == total {
-                break;
-            }
-        }
-    }
-    (values, connections, resets)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,40 +44,14 @@ async fn fault_injection(direct: bool) {
     };
 
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| tokio::spawn(follow(server.url("/feed"), EVENTS)))
+        .map(|i| tokio::spawn(follow(vec![server.url("/feed")], EVENTS, i as u64)))
         .collect();
     manager.wait_until(|s| s.subscribers == CLIENTS + 1).await;
 
-    let publisher = tokio::spawn({
-        let manager = manager.clone();
-        async move {
-            // 5 000 events per second: the cuts below land all through the run.
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
-            for value in 1..=EVENTS {
-                manager.publish("feed", &value);
-                if value % 5 == 0 {
-                    tick.tick().await;
-                }
-            }
-        }
-    });
-    let mut cuts = 0;
-    let mut every = tokio::time::interval(Duration::from_millis(100));
-    every.tick().await;
-    while !clients.iter().all(|c| c.is_finished()) {
-        every.tick().await;
-        cuts += cutter.cut_random(0.10);
-    }
+    let publisher = publish_paced(manager.clone(), "feed", EVENTS);
+    let cuts = cut_until_done(&[cutter], &clients).await;
     publisher.await.unwrap();
-
-    let expected: Vec<u64> = (1..=EVENTS as u64).collect();
-    let mut reconnects = 0;
-    for client in clients {
-        let (values, connections, resets) = client.await.unwrap();
-        assert_eq!(resets, 0, "everything missed was still in the history");
-        assert!(values == expected, "complete, in order, once");
-        reconnects += connections - 1;
-    }
+    let reconnects = assert_followed_everything(clients, EVENTS).await;
     eprintln!(
         "{CLIENTS} clients x {EVENTS} events: {cuts} connections cut, {reconnects} reconnects"
     );
