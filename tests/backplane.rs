@@ -13,6 +13,7 @@ use axum::routing::get;
 use sse_integration_tests::faults::{
     assert_followed_everything, cut_until_done, follow, publish_paced,
 };
+use sse_integration_tests::proxy::Proxy;
 use sse_integration_tests::{PATIENCE, RedisServer, SseClient, TestServer};
 use sse_runtime::backplane::Backplane;
 use sse_runtime::publish::Outcome;
@@ -35,11 +36,21 @@ impl Instance {
             sse_runtime::manager::ManagerBuilder,
         ) -> sse_runtime::manager::ManagerBuilder,
     ) -> Self {
+        Self::start_at(&redis.url(), configure).await
+    }
+
+    /// On the Redis at `url` (e.g. through a proxy).
+    async fn start_at(
+        url: &str,
+        configure: impl FnOnce(
+            sse_runtime::manager::ManagerBuilder,
+        ) -> sse_runtime::manager::ManagerBuilder,
+    ) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
-        let backplane = Backplane::redis(&redis.url()).unwrap().key_prefix("test:");
+        let backplane = Backplane::redis(url).unwrap().key_prefix("test:");
         let manager = configure(Manager::builder().backplane(backplane))
             .heartbeat(Duration::from_millis(200))
             .build()
@@ -408,6 +419,45 @@ async fn a_killed_pubsub_connection_recovers_without_losing_or_resetting_anythin
             "the stream was never cut, nothing was reset"
         );
     }
+}
+
+/// A connection that dies without a word (no FIN, no RST: a NAT entry dropped, a middlebox
+/// gone) is found by the liveness probe on the pub/sub connection: B, whose connections to
+/// Redis go through a proxy that falls silent, reconnects by itself and its client gets every
+/// event published meanwhile on A, in order, without a reset or a reconnect of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_connection_is_found_by_the_probe_and_nothing_is_lost() {
+    let redis = RedisServer::start().await;
+    let proxy = Proxy::start(([127, 0, 0, 1], redis.port()).into()).await;
+    let a = Instance::start(&redis).await;
+    let b = Instance::start_at(&format!("redis://{}", proxy.addr()), |builder| builder).await;
+    let mut follower = follower(b.url());
+    expect(&mut follower, Seen::Connected).await;
+    b.synced(1).await;
+    a.manager.publish("feed", &0u64);
+    expect(&mut follower, Seen::Value(0)).await;
+
+    let before = proxy.connections();
+    proxy.freeze();
+    for n in 1..=20u64 {
+        let outcome = a.manager.publish_confirmed("feed", &n).await;
+        assert!(matches!(outcome, Ok(Outcome::Sent(_))), "{outcome:?}");
+    }
+    // The probe (a PING a second, 2 s to answer) notices; B reconnects through the proxy and
+    // catches up from the topic's stream.
+    for n in 1..=20 {
+        expect(&mut follower, Seen::Value(n)).await;
+    }
+    let stats = b.manager.stats().backplane.unwrap();
+    assert!(stats.connected && stats.reconnects >= 1, "{stats:?}");
+    assert!(
+        proxy.connections() > before,
+        "B made new connections to Redis"
+    );
+    assert!(
+        follower.try_recv().is_err(),
+        "the client's stream was never cut, nothing was reset"
+    );
 }
 
 /// 100 clients follow 10 000 events published on one instance while a random 10 % of the

@@ -533,3 +533,4 @@ pub fn rss_kib() -> i64 {
 mod redis_server;
 pub use redis_server::RedisServer;
 pub mod faults;
+pub mod proxy;
