@@ -6,6 +6,13 @@
 #
 #   bash bench/run.sh                  # all scenarios, 3 rounds
 #   ROUNDS=5 SCENARIOS="S1 S2" bash bench/run.sh
+#
+# With SETUPS, it measures the Redis backplane instead: bench-server alone in-process
+# (`inproc`), one instance on Redis (`redis1`) and three instances on one Redis (`redis3`,
+# subscribers spread over the three, publisher on the first), each run on a fresh
+# redis-server of its own, and the table compares every setup with `inproc`:
+#
+#   SETUPS="inproc redis1 redis3" SCENARIOS="S1 S1c L1k S3c U" bash bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,8 +34,73 @@ args_for() {
     S4a)    echo "--connections 10000 --topics 1 --events 0 --hold 20 --sources 4" ;;
     S4b)    echo "--connections 19000 --topics 1 --events 0 --hold 20 --sources 4" ;;
     S5)     echo "--connections 500 --topics 50 --churn 20 --sources 2" ;;
+    # S1 and S3 with every publish confirmed: a publisher that waits for the broker.
+    S1c)    echo "--connections 1000 --topics 1 --events 2000 --payload 64 --confirm" ;;
+    S3c)    echo "--connections 1000 --topics 1000 --events 200 --payload 64 --publishers 4 --confirm" ;;
+    # Latency below saturation: 1 000 events/s to 100 subscribers.
+    L1k)    echo "--connections 100 --topics 1 --events 3000 --payload 64 --rate 1000" ;;
+    # Publishes that reach no one: 1 000 topics nobody watches, 20 000 publishes.
+    U)      echo "--connections 0 --topics 1000 --events 20 --payload 64 --publishers 4 --unwatched" ;;
   esac
 }
+
+wait_ready() { # PORT: until GET /stats answers
+  for _ in $(seq 1 200); do
+    curl -sf "http://127.0.0.1:$1/stats" >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "the server on port $1 never answered" >&2
+  return 1
+}
+
+if [[ -n ${SETUPS:-} ]]; then
+  command -v redis-server >/dev/null || { echo "SETUPS needs redis-server on the PATH" >&2; exit 1; }
+  pids=()
+  # Never leave a server or a Redis behind (they would hold their ports) if something fails.
+  trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' EXIT
+  for round in $(seq 1 "$ROUNDS"); do
+    order=$SETUPS
+    if (( round % 2 == 0 )); then order=$(echo "$SETUPS" | tr ' ' '\n' | tac | tr '\n' ' '); fi
+    for scenario in $SCENARIOS; do
+      for setup in $order; do
+        case $setup in
+          inproc) instances=1; broker= ;;
+          redis1) instances=1; broker=yes ;;
+          redis3) instances=3; broker=yes ;;
+          *) echo "unknown setup $setup (inproc, redis1, redis3)" >&2; exit 1 ;;
+        esac
+        pids=(); addrs=(); server_pids=(); broker_args=()
+        env_backplane=()
+        if [[ -n $broker ]]; then
+          PORT=$((PORT + 1)); redis_port=$PORT
+          redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+            --daemonize no >/dev/null 2>&1 &
+          pids+=($!)
+          for _ in $(seq 1 100); do
+            redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+            sleep 0.05
+          done
+          env_backplane=(BACKPLANE="redis://127.0.0.1:$redis_port")
+          broker_args=(--broker "127.0.0.1:$redis_port")
+        fi
+        for _ in $(seq 1 "$instances"); do
+          PORT=$((PORT + 1))
+          env PORT=$PORT "${env_backplane[@]}" target/release/bench-server >/dev/null 2>&1 &
+          pids+=($!); server_pids+=($!); addrs+=("127.0.0.1:$PORT")
+        done
+        for addr in "${addrs[@]}"; do wait_ready "${addr##*:}"; done
+        # shellcheck disable=SC2046
+        line=$(target/release/loadgen --addr "$(IFS=,; echo "${addrs[*]}")" \
+          --pid "$(IFS=,; echo "${server_pids[*]}")" "${broker_args[@]}" \
+          $(args_for "$scenario") --label "$scenario")
+        kill -TERM "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
+        echo "{\"round\":$round,\"server\":\"$setup\",\"scenario\":\"$scenario\",\"result\":$line}" | tee -a "$OUT"
+      done
+    done
+  done
+  python3 bench/summarize.py "$OUT" inproc
+  exit 0
+fi
 
 for round in $(seq 1 "$ROUNDS"); do
   # Alternate the order each round so neither server always runs on a warmer machine.
@@ -46,10 +118,7 @@ for round in $(seq 1 "$ROUNDS"); do
       pid=$!
       # Never leave a server behind (it would hold its port) if the load generator fails.
       trap 'kill -TERM "$pid" 2>/dev/null || true' EXIT
-      for _ in $(seq 1 100); do
-        curl -sf "http://127.0.0.1:$PORT/stats" >/dev/null 2>&1 && break
-        sleep 0.05
-      done
+      wait_ready "$PORT"
       # shellcheck disable=SC2046
       line=$(target/release/loadgen --addr "127.0.0.1:$PORT" --pid "$pid" $(args_for "$scenario") --label "$scenario")
       kill -TERM "$pid"; wait "$pid" || true

@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 """Medians per scenario and server from a bench/run.sh results file, as a Markdown table,
-with the framework's figures as ratios against the baseline of the same run."""
+with the framework's figures as ratios against the baseline of the same run.
+
+    python3 bench/summarize.py RESULTS.jsonl [REFERENCE]
+
+REFERENCE names the server the others are compared with (default `baseline-server`; the
+backplane runs use `inproc`)."""
 import json
 import statistics
 import sys
 from collections import defaultdict
 
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+REFERENCE = sys.argv[2] if len(sys.argv) > 2 else "baseline-server"
 by = defaultdict(list)
 for row in rows:
     by[(row["scenario"], row["server"])].append(row["result"])
@@ -27,24 +33,42 @@ METRICS = [
     ("p50 ms", ("latency_us", "p50"), "{:.1f}", "lower"),
     ("p99 ms", ("latency_us", "p99"), "{:.1f}", "lower"),
     ("RSS/conn KiB", ("server_rss_per_connection_bytes",), "{:.1f}", "lower"),
+    ("p50 ms, same instance", ("latency_same_instance_us", "p50"), "{:.2f}", "lower"),
+    ("p50 ms, cross instance", ("latency_cross_instance_us", "p50"), "{:.2f}", "lower"),
+    ("p99 ms, cross instance", ("latency_cross_instance_us", "p99"), "{:.2f}", "lower"),
+    ("publishes/s (HTTP)", ("publishes_per_sec",), "{:,.0f}", "higher"),
+    ("publishes/s through Redis", ("broker", "publishes_per_sec"), "{:,.0f}", "higher"),
+    ("server CPU µs/publish", ("server_cpu_us_per_publish",), "{:.1f}", "lower"),
+    ("Redis scripts/publish", ("broker", "scripts_per_publish"), "{:.2f}", "lower"),
+    ("Redis commands/publish", ("broker", "calls_per_publish"), "{:.2f}", "lower"),
+    ("Redis CPU µs/publish", ("broker", "cpu_us_per_publish"), "{:.1f}", "lower"),
     ("lost", ("lost",), "{:.0f}", "lower"),
+    ("duplicated", ("duplicated",), "{:.0f}", "lower"),
+    ("out of order", ("out_of_order",), "{:.0f}", "lower"),
     ("pollers started/stopped", ("pollers",), "{}", None),
 ]
 scenarios = sorted({s for s, _ in by}, key=lambda s: (s[:2], s))
-print(f"rounds: {max(r['round'] for r in rows)}  (medians; ratio = framework / baseline)\n")
-servers = sorted({srv for _, srv in by if srv != "baseline-server"})
-print("| scenario | metric | " + " | ".join(servers) + " | baseline | " + " | ".join(f"{s} / baseline" for s in servers) + " |")
+servers = sorted({srv for _, srv in by if srv != REFERENCE})
+# Figures that only some servers report (the backplane's) are shown for those alone; figures
+# only meaningful for the backplane runs are left out of the others' tables.
+BACKPLANE_ONLY = ("same instance", "cross instance", "Redis", "publish", "duplicated", "out of order")
+backplane_run = REFERENCE == "inproc"
+ref_name = "baseline" if REFERENCE == "baseline-server" else REFERENCE
+print(f"rounds: {max(r['round'] for r in rows)}  (medians; ratio = server / {ref_name} of the same run)\n")
+print("| scenario | metric | " + " | ".join(servers) + f" | {ref_name} | " + " | ".join(f"{s} / {ref_name}" for s in servers) + " |")
 print("|---|---|" + "---:|" * (2 * len(servers) + 1))
 for scenario in scenarios:
-    base = by.get((scenario, "baseline-server"), [])
+    base = by.get((scenario, REFERENCE), [])
     for name, path, fmt, _ in METRICS:
+        if not backplane_run and any(k in name for k in BACKPLANE_ONLY):
+            continue
         ours = [median(by.get((scenario, srv), []), path) for srv in servers]
         b = median(base, path)
         if all(v is None for v in ours) and b is None:
             continue
-        if name != "lost" and all(v in (0, None) for v in ours) and b in (0, None):
+        if name not in ("lost", "duplicated", "out of order") and all(v in (0, None) for v in ours) and b in (0, None):
             continue
-        scale = 1000.0 if name.startswith("p") and "ms" in name else (1024.0 if "KiB" in name else 1.0)
+        scale = 1000.0 if name.startswith("p") and " ms" in name else (1024.0 if "KiB" in name else 1.0)
         show = lambda v: "–" if v is None else (fmt.format(v / scale) if isinstance(v, (int, float)) else str(v))
         ratio = lambda a: f"{a / b:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "–"
         print(f"| {scenario} | {name} | " + " | ".join(show(a) for a in ours) + f" | {show(b)} | " + " | ".join(ratio(a) for a in ours) + " |")

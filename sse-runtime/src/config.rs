@@ -186,6 +186,10 @@ pub enum ConfigError {
     /// A [`backplane`](crate::manager::ManagerBuilder::backplane) was given outside a tokio
     /// runtime: its connections need one.
     NoRuntime,
+    /// [`install`](crate::manager::ManagerBuilder::install) after the global manager was
+    /// already created (by an earlier `install`, [`Manager::global`](crate::Manager::global),
+    /// [`router`](crate::router) or a `publish_*` helper).
+    GlobalInUse,
 }
 
 impl fmt::Display for ConfigError {
@@ -215,6 +219,10 @@ impl fmt::Display for ConfigError {
             Self::NoRuntime => {
                 f.write_str("a backplane needs a tokio runtime: build the manager inside one")
             }
+            Self::GlobalInUse => f.write_str(
+                "the global manager is already in use: install it once, before the first \
+                 router(), publish_* or Manager::global()",
+            ),
         }
     }
 }

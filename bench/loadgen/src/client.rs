@@ -305,16 +305,19 @@ pub struct Publisher {
     stream: TcpStream,
     addr: SocketAddr,
     buf: Vec<u8>,
+    query: &'static str,
 }
 
 impl Publisher {
-    pub async fn connect(addr: SocketAddr) -> Self {
+    /// `confirm`: ask the server to answer only once the event is sent (`?confirm`).
+    pub async fn connect(addr: SocketAddr, confirm: bool) -> Self {
         let stream = TcpStream::connect(addr).await.expect("publisher connects");
         stream.set_nodelay(true).unwrap();
         Self {
             stream,
             addr,
             buf: vec![0; 4096],
+            query: if confirm { "?confirm" } else { "" },
         }
     }
 
@@ -324,7 +327,8 @@ impl Publisher {
         let pad = payload.saturating_sub(body.len());
         body.insert_str(body.len() - 2, &"x".repeat(pad));
         let request = format!(
-            "POST /publish/{topic} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /publish/{topic}{} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.query,
             self.addr,
             body.len()
         );
@@ -353,13 +357,32 @@ impl Publisher {
     }
 }
 
-/// Polls `GET /stats` until the server reports `wanted` subscribers (the server is a separate
-/// process: there is no event to await).
-pub async fn wait_for_subscribers(addr: SocketAddr, wanted: usize) {
-    wait_for_stats(addr, |s| {
-        s["subscribers"].as_u64().unwrap_or(0) as usize >= wanted
-    })
-    .await;
+/// Polls `GET /stats` of every instance until together they report `wanted` subscribers and,
+/// with a backplane, every instance has synced every topic it watches (the servers are separate
+/// processes: there is no event to await).
+pub async fn wait_for_subscribers(addrs: &[SocketAddr], wanted: usize) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let mut subscribers = 0;
+        let mut synced = true;
+        for &addr in addrs {
+            if let Ok(s) = stats(addr).await {
+                subscribers += s["subscribers"].as_u64().unwrap_or(0) as usize;
+                let backplane = &s["backplane"];
+                synced &= backplane.is_null() || backplane["synced"] == backplane["watched"];
+            } else {
+                synced = false;
+            }
+        }
+        if subscribers >= wanted && synced {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the servers never reported {wanted} subscribers"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Polls `GET /stats` until `condition` holds; returns those stats.

@@ -9,7 +9,18 @@
 //! publish-to-receive latency, and the server's CPU time and RSS read from /proc/`--pid`.
 //!
 //! `--events 0 --hold SECS` measures idle connections instead.
+//!
+//! Several instances of one hub (a backplane): `--addr A,B,C` spreads the subscribers over them
+//! round-robin and puts publisher `p` on instance `p % n` (with one publisher, all on the first);
+//! `--pid` takes their pids, comma-separated (CPU and memory are summed); latency is also split
+//! into subscribers on the publisher's instance and subscribers on others. `--broker HOST:PORT`
+//! reads the Redis behind them before and after the publishes (commands and CPU per publish,
+//! publishes per second through it). `--unwatched` publishes to topics nobody subscribes to
+//! (`--connections 0`): the cost of a publish that reaches no one. `--confirm` asks the server to
+//! answer each publish only once it is sent (with a backplane: once the broker has it), which
+//! slows a publisher to what the broker takes.
 
+mod broker;
 mod client;
 mod proc_stats;
 
@@ -23,8 +34,11 @@ use serde_json::json;
 
 #[derive(Clone, Debug)]
 struct Options {
-    addr: SocketAddr,
-    pid: Option<u32>,
+    addrs: Vec<SocketAddr>,
+    pids: Vec<u32>,
+    broker: Option<SocketAddr>,
+    unwatched: bool,
+    confirm: bool,
     connections: usize,
     topics: usize,
     events: u64,
@@ -39,8 +53,11 @@ struct Options {
 
 fn parse_options() -> Options {
     let mut o = Options {
-        addr: "127.0.0.1:8080".parse().unwrap(),
-        pid: None,
+        addrs: vec!["127.0.0.1:8080".parse().unwrap()],
+        pids: Vec::new(),
+        broker: None,
+        unwatched: false,
+        confirm: false,
         connections: 100,
         topics: 1,
         events: 100,
@@ -54,13 +71,32 @@ fn parse_options() -> Options {
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--unwatched" => o.unwatched = true,
+            "--confirm" => o.confirm = true,
+            _ => {}
+        }
+        if matches!(flag.as_str(), "--unwatched" | "--confirm") {
+            continue;
+        }
         let mut value = || {
             args.next()
                 .unwrap_or_else(|| panic!("{flag} needs a value"))
         };
         match flag.as_str() {
-            "--addr" => o.addr = value().parse().expect("--addr HOST:PORT"),
-            "--pid" => o.pid = Some(value().parse().expect("--pid N")),
+            "--addr" => {
+                o.addrs = value()
+                    .split(',')
+                    .map(|a| a.parse().expect("--addr HOST:PORT[,HOST:PORT...]"))
+                    .collect()
+            }
+            "--pid" => {
+                o.pids = value()
+                    .split(',')
+                    .map(|p| p.parse().expect("--pid N[,N...]"))
+                    .collect()
+            }
+            "--broker" => o.broker = Some(value().parse().expect("--broker HOST:PORT")),
             "--connections" => o.connections = value().parse().expect("--connections N"),
             "--topics" => o.topics = value().parse().expect("--topics N"),
             "--events" => o.events = value().parse().expect("--events N"),
@@ -77,8 +113,12 @@ fn parse_options() -> Options {
         }
     }
     assert!(
-        o.topics >= 1 && o.connections >= o.topics,
+        o.topics >= 1 && (o.unwatched || o.connections >= o.topics),
         "need at least one connection per topic"
+    );
+    assert!(
+        !o.unwatched || o.connections == 0,
+        "--unwatched publishes to topics nobody watches: --connections 0"
     );
     o.publishers = o.publishers.clamp(1, o.topics);
     o
@@ -107,6 +147,39 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// The servers under test, read together from /proc: CPU seconds and RSS summed over every pid.
+struct Servers(Vec<proc_stats::Process>);
+
+impl Servers {
+    fn cpu_seconds(&self) -> Option<f64> {
+        (!self.0.is_empty()).then(|| self.0.iter().map(|p| p.cpu_seconds()).sum())
+    }
+
+    fn rss_kib(&self) -> Option<u64> {
+        (!self.0.is_empty()).then(|| self.0.iter().map(|p| p.rss_kib()).sum())
+    }
+}
+
+/// The instance publisher `p` of `publishers` posts to.
+fn publisher_instance(p: usize, instances: usize) -> usize {
+    p % instances
+}
+
+/// The publisher of topic `t`.
+fn publisher_of(t: usize, o: &Options) -> usize {
+    t / o.topics.div_ceil(o.publishers)
+}
+
+fn latency_summary(mut latencies: Vec<u32>) -> serde_json::Value {
+    latencies.sort_unstable();
+    json!({
+        "count": latencies.len(),
+        "p50": percentile(&latencies, 0.5),
+        "p99": percentile(&latencies, 0.99),
+        "max": latencies.last().copied().unwrap_or(0),
+    })
+}
+
 #[tokio::main(worker_threads = 2)]
 async fn main() {
     let o = parse_options();
@@ -115,19 +188,29 @@ async fn main() {
         return churn(&o).await;
     }
     let base = Instant::now();
-    let server = o.pid.map(proc_stats::Process::new);
-    let rss_before = server.as_ref().map(|s| s.rss_kib());
+    let instances = o.addrs.len();
+    let servers = Servers(
+        o.pids
+            .iter()
+            .map(|&p| proc_stats::Process::new(p))
+            .collect(),
+    );
+    let rss_before = servers.rss_kib();
 
-    // Connect every subscriber, spread over source addresses 127.0.0.1, .2, ...
+    // Connect every subscriber, spread over the instances and over source addresses 127.0.0.1,
+    // .2, ...; remember which ones share an instance with their topic's publisher.
     let received = Arc::new(AtomicU64::new(0));
     let mut subscribers = Vec::with_capacity(o.connections);
+    let mut same_instance = Vec::with_capacity(o.connections);
     for i in 0..o.connections {
         let source = IpAddr::from([127, 0, 0, 1 + (i % o.sources) as u8]);
-        let topic = format!("t{}", i % o.topics);
+        let t = i % o.topics;
+        let instance = i % instances;
+        same_instance.push(instance == publisher_instance(publisher_of(t, &o), instances));
         subscribers.push(Subscriber::spawn(
-            o.addr,
+            o.addrs[instance],
             source,
-            topic,
+            format!("t{t}"),
             o.events,
             base,
             received.clone(),
@@ -137,21 +220,27 @@ async fn main() {
         }
     }
     let connect_started = Instant::now();
-    client::wait_for_subscribers(o.addr, o.connections).await;
+    client::wait_for_subscribers(&o.addrs, o.connections).await;
     let connect_seconds = connect_started.elapsed().as_secs_f64();
-    let rss_idle = server.as_ref().map(|s| s.rss_kib());
-    let cpu_before = server.as_ref().map(|s| s.cpu_seconds());
+    let rss_idle = servers.rss_kib();
+    let cpu_before = servers.cpu_seconds();
+    let broker_before = match o.broker {
+        Some(addr) => Some(broker::read(addr).await.expect("INFO from the broker")),
+        None => None,
+    };
 
     let started = Instant::now();
+    let prefix = if o.unwatched { "u" } else { "t" };
     if o.events > 0 {
         let per_publisher = o.topics.div_ceil(o.publishers);
         let rate_each = o.rate.map(|r| r / o.publishers as f64);
         let mut tasks = Vec::new();
         for p in 0..o.publishers {
             let topics: Vec<String> = (p * per_publisher..((p + 1) * per_publisher).min(o.topics))
-                .map(|t| format!("t{t}"))
+                .map(|t| format!("{prefix}{t}"))
                 .collect();
-            let mut publisher = Publisher::connect(o.addr).await;
+            let mut publisher =
+                Publisher::connect(o.addrs[publisher_instance(p, instances)], o.confirm).await;
             let (events, payload) = (o.events, o.payload);
             tasks.push(tokio::spawn(async move {
                 let mut pacing =
@@ -173,6 +262,7 @@ async fn main() {
         tokio::time::sleep(o.hold).await;
     }
     let publish_seconds = started.elapsed().as_secs_f64();
+    let publishes = o.events * o.topics as u64;
 
     // Wait for the stragglers: until everything arrived, or nothing moved for 5 s.
     let expected = o.events * o.connections as u64;
@@ -186,7 +276,26 @@ async fn main() {
             break;
         }
     }
-    let seconds = if o.events > 0 {
+    // `publish` is fire-and-forget: the broker has done its part once it ran one script call
+    // per publish (or nothing moved for 5 s).
+    let broker_after = match (o.broker, &broker_before) {
+        (Some(addr), Some(before)) => {
+            let mut progress = (0, Instant::now());
+            loop {
+                let now = broker::read(addr).await.expect("INFO from the broker");
+                let scripts = now.calls_of("evalsha") - before.calls_of("evalsha");
+                if scripts >= publishes || progress.1.elapsed() > Duration::from_secs(5) {
+                    break Some((now, started.elapsed().as_secs_f64()));
+                }
+                if scripts != progress.0 {
+                    progress = (scripts, Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        _ => None,
+    };
+    let seconds = if o.events > 0 && o.connections > 0 {
         last.1
             .duration_since(started)
             .as_secs_f64()
@@ -194,34 +303,56 @@ async fn main() {
     } else {
         publish_seconds
     };
-    let cpu_after = server.as_ref().map(|s| s.cpu_seconds());
-    let rss_end = server.as_ref().map(|s| s.rss_kib());
+    let cpu_after = servers.cpu_seconds();
+    let rss_end = servers.rss_kib();
 
     let mut totals = client::Totals::default();
-    let mut latencies = Vec::new();
-    for subscriber in subscribers {
+    let (mut same, mut cross) = (Vec::new(), Vec::new());
+    for (subscriber, same_instance) in subscribers.into_iter().zip(same_instance) {
         let report = subscriber.finish();
         totals.add(&report.totals);
-        latencies.extend(report.latencies_us);
+        if same_instance { &mut same } else { &mut cross }.extend(report.latencies_us);
     }
-    latencies.sort_unstable();
+    let latency_same = latency_summary(same.clone());
+    let latency_cross = latency_summary(cross.clone());
+    same.extend(cross);
+    let latency = latency_summary(same);
     let delivered = totals.delivered;
     let server_cpu = match (cpu_before, cpu_after) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
     let rss_per_connection = match (rss_before, rss_idle) {
-        (Some(a), Some(b)) => Some((b as f64 - a as f64) * 1024.0 / o.connections as f64),
+        (Some(a), Some(b)) if o.connections > 0 => {
+            Some((b as f64 - a as f64) * 1024.0 / o.connections as f64)
+        }
         _ => None,
+    };
+    let broker = match (broker_before, broker_after) {
+        (Some(before), Some((after, seconds))) => {
+            let per_publish = |n: f64| (publishes > 0).then(|| n / publishes as f64);
+            let scripts = after.calls_of("evalsha") - before.calls_of("evalsha");
+            json!({
+                "scripts": scripts,
+                "scripts_per_publish": per_publish(scripts as f64),
+                "calls_per_publish": per_publish((after.work_calls() - before.work_calls()) as f64),
+                "cpu_us_per_publish": per_publish((after.cpu_seconds - before.cpu_seconds) * 1e6),
+                "publishes_per_sec": scripts as f64 / seconds,
+            })
+        }
+        _ => serde_json::Value::Null,
     };
     let line = json!({
         "label": o.label,
+        "instances": instances,
         "connections": o.connections,
         "topics": o.topics,
         "events_per_topic": o.events,
         "publishers": o.publishers,
         "rate": o.rate,
         "payload_bytes": o.payload,
+        "unwatched": o.unwatched,
+        "confirm": o.confirm,
         "expected": expected,
         "delivered": delivered,
         "lost": expected.saturating_sub(delivered),
@@ -231,9 +362,14 @@ async fn main() {
         "connect_seconds": connect_seconds,
         "seconds": seconds,
         "deliveries_per_sec": if seconds > 0.0 { delivered as f64 / seconds } else { 0.0 },
-        "latency_us": { "p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99), "max": latencies.last().copied().unwrap_or(0) },
+        "publishes_per_sec": if publish_seconds > 0.0 { publishes as f64 / publish_seconds } else { 0.0 },
+        "latency_us": latency,
+        "latency_same_instance_us": latency_same,
+        "latency_cross_instance_us": latency_cross,
+        "broker": broker,
         "server_cpu_s": server_cpu,
         "server_cpu_us_per_delivery": server_cpu.filter(|_| delivered > 0).map(|c| c * 1e6 / delivered as f64),
+        "server_cpu_us_per_publish": server_cpu.filter(|_| publishes > 0).map(|c| c * 1e6 / publishes as f64),
         "server_rss_kib": { "before": rss_before, "idle": rss_idle, "end": rss_end },
         "server_rss_per_connection_bytes": rss_per_connection,
         "fd_limit": fd_limit,
@@ -247,7 +383,7 @@ async fn churn(o: &Options) {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..o.connections {
-        let (addr, rounds) = (o.addr, o.churn);
+        let (addr, rounds) = (o.addrs[i % o.addrs.len()], o.churn);
         let source = IpAddr::from([127, 0, 0, 1 + (i % o.sources) as u8]);
         let path = format!("/poll/t{}", i % o.topics);
         tasks.push(tokio::spawn(async move {
@@ -266,7 +402,7 @@ async fn churn(o: &Options) {
     }
     let seconds = started.elapsed().as_secs_f64();
     let stats =
-        client::wait_for_stats(o.addr, |s| s["pollers"] == 0 && s["subscribers"] == 0).await;
+        client::wait_for_stats(o.addrs[0], |s| s["pollers"] == 0 && s["subscribers"] == 0).await;
     let line = json!({
         "label": o.label,
         "connections": o.connections,

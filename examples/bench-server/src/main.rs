@@ -2,7 +2,9 @@
 //! a user would. Other tools drive it, so its protocol is fixed:
 //!
 //! - `GET /sse/{topic}`: an SSE stream of the topic;
-//! - `POST /publish/{topic}` with a JSON body: publishes it to the topic, `204 No Content`;
+//! - `POST /publish/{topic}` with a JSON body: publishes it to the topic (fire-and-forget),
+//!   `204 No Content`; with `?confirm`, answers once it is sent (`413` if too large, `503` with
+//!   the reason if the broker did not take it);
 //! - `GET /stats`: `{"topics": .., "subscribers": .., ...}`;
 //! - `GET /poll/{topic}`: a polled topic (`{"n": <counter>, "port": <this server's port>}`,
 //!   every 100 ms, while subscribed), for the subscribe/unsubscribe churn scenario and, with a
@@ -18,11 +20,12 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sse_runtime::backplane::Backplane;
+use sse_runtime::publish::PublishError;
 use sse_runtime::{Manager, PollError, SseHandler, WriteDeadline, polling::Polling, stats::Stats};
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -34,13 +37,28 @@ fn env_number(name: &str, default: u64) -> u64 {
     }
 }
 
+/// Fire-and-forget, the way the `publish_*` helpers publish; with `?confirm`, answers once the
+/// event is sent (in-process at once; with a backplane once the broker has it), so a client
+/// publishing as fast as it can is slowed to what the broker takes instead of overflowing the
+/// fire-and-forget queue.
 async fn publish(
     State(manager): State<Manager>,
     Path(topic): Path<String>,
+    RawQuery(query): RawQuery,
     Json(value): Json<serde_json::Value>,
-) -> StatusCode {
-    manager.publish(&format!("/sse/{topic}"), &value);
-    StatusCode::NO_CONTENT
+) -> Result<StatusCode, (StatusCode, String)> {
+    let topic = format!("/sse/{topic}");
+    if query.as_deref() != Some("confirm") {
+        manager.publish(&topic, &value);
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    match manager.publish_confirmed(&topic, &value).await {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Err(error @ PublishError::TooLarge { .. }) => {
+            Err((StatusCode::PAYLOAD_TOO_LARGE, error.to_string()))
+        }
+        Err(error) => Err((StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
+    }
 }
 
 async fn stats(State(manager): State<Manager>) -> Json<Stats> {

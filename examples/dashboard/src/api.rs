@@ -11,8 +11,16 @@ use sse_runtime::{Manager, stats::Stats, stats::TopicStats};
 
 use crate::events::{self, Thresholds};
 
-pub async fn get_thresholds() -> Json<Thresholds> {
-    Json(events::thresholds())
+/// The thresholds store (Redis, with `--redis`) did not answer.
+fn unavailable(error: sse_runtime::PollError) -> Response {
+    (error.status(), error.message().to_owned()).into_response()
+}
+
+pub async fn get_thresholds() -> Response {
+    match events::thresholds().await {
+        Ok(thresholds) => Json(thresholds).into_response(),
+        Err(error) => unavailable(error),
+    }
 }
 
 pub async fn set_thresholds(Json(thresholds): Json<Thresholds>) -> Response {
@@ -26,8 +34,10 @@ pub async fn set_thresholds(Json(thresholds): Json<Thresholds>) -> Response {
         )
             .into_response();
     }
-    events::set_thresholds(thresholds);
-    Json(thresholds).into_response()
+    match events::set_thresholds(thresholds).await {
+        Ok(()) => Json(thresholds).into_response(),
+        Err(error) => unavailable(error),
+    }
 }
 
 /// This server's own pid: the process view's default.

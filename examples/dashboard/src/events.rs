@@ -1,6 +1,8 @@
 //! What the dashboard streams: a polled system topic, a polled per-process topic (one per
 //! `?pid=`), and alarms raised when a reading crosses its threshold.
 
+use std::sync::OnceLock;
+
 use axum::extract::Query;
 use axum::http::StatusCode;
 use parking_lot::Mutex;
@@ -27,37 +29,94 @@ pub struct Thresholds {
     pub load: f64,
 }
 
-struct AlarmState {
-    thresholds: Thresholds,
-    /// Which metrics are above their threshold now; an alarm fires on the way up only.
-    above: [bool; 3],
+/// Where the thresholds live. In one process, in memory; with several instances on one Redis
+/// (`--redis`), in Redis, so that whichever instance polls raises alarms against the thresholds
+/// set on any of them. A version number counts the changes.
+enum Store {
+    Memory(Mutex<(Thresholds, u64)>),
+    Redis(redis::aio::ConnectionManager),
 }
 
-static STATE: Mutex<AlarmState> = Mutex::new(AlarmState {
-    thresholds: Thresholds {
-        cpu: 90.0,
-        memory: 90.0,
-        load: 8.0,
-    },
-    above: [false; 3],
-});
+const KEY: &str = "dashboard:thresholds";
+const DEFAULTS: Thresholds = Thresholds {
+    cpu: 90.0,
+    memory: 90.0,
+    load: 8.0,
+};
 
-pub fn thresholds() -> Thresholds {
-    STATE.lock().thresholds
+static STORE: OnceLock<Store> = OnceLock::new();
+
+fn store() -> &'static Store {
+    STORE.get_or_init(|| Store::Memory(Mutex::new((DEFAULTS, 0))))
+}
+
+/// Keeps the thresholds in Redis from now on (call once, at start-up).
+pub async fn share_thresholds_through(url: &str) -> redis::RedisResult<()> {
+    let connection = redis::Client::open(url)?.get_connection_manager().await?;
+    if STORE.set(Store::Redis(connection)).is_err() {
+        panic!("the threshold store is chosen once, before the first use");
+    }
+    Ok(())
+}
+
+/// The thresholds and their version.
+async fn current() -> Result<(Thresholds, u64), PollError> {
+    match store() {
+        Store::Memory(state) => Ok(*state.lock()),
+        Store::Redis(connection) => {
+            let (json, version): (Option<String>, Option<u64>) = redis::cmd("MGET")
+                .arg(KEY)
+                .arg(format!("{KEY}:version"))
+                .query_async(&mut connection.clone())
+                .await
+                .map_err(|e| PollError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+            let thresholds = json
+                .and_then(|j| serde_json::from_str(&j).ok())
+                .unwrap_or(DEFAULTS);
+            Ok((thresholds, version.unwrap_or(0)))
+        }
+    }
+}
+
+pub async fn thresholds() -> Result<Thresholds, PollError> {
+    Ok(current().await?.0)
 }
 
 /// Sets new thresholds; every metric is re-armed, so one already above a lowered threshold
 /// raises an alarm at the next sample.
-pub fn set_thresholds(thresholds: Thresholds) {
-    let mut state = STATE.lock();
-    state.thresholds = thresholds;
-    state.above = [false; 3];
+pub async fn set_thresholds(thresholds: Thresholds) -> Result<(), PollError> {
+    match store() {
+        Store::Memory(state) => {
+            let mut state = state.lock();
+            *state = (thresholds, state.1 + 1);
+        }
+        Store::Redis(connection) => {
+            let json = serde_json::to_string(&thresholds).expect("plain numbers");
+            redis::pipe()
+                .atomic()
+                .set(KEY, json)
+                .ignore()
+                .incr(format!("{KEY}:version"), 1)
+                .ignore()
+                .query_async::<()>(&mut connection.clone())
+                .await
+                .map_err(|e| PollError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        }
+    }
+    Ok(())
 }
 
-fn check_alarms(sample: &SystemSample) {
+/// The poller's own state: which metrics are above their threshold now (an alarm fires on the
+/// way up only), as of which threshold version.
+static ABOVE: Mutex<([bool; 3], u64)> = Mutex::new(([false; 3], 0));
+
+async fn check_alarms(sample: &SystemSample) -> Result<(), PollError> {
+    let (t, version) = current().await?;
     let fired: Vec<Alarm> = {
-        let mut state = STATE.lock();
-        let t = state.thresholds;
+        let mut above = ABOVE.lock();
+        if above.1 != version {
+            *above = ([false; 3], version);
+        }
         let readings = [
             ("cpu", sample.cpu, t.cpu),
             ("memory", sample.memory, t.memory),
@@ -65,7 +124,7 @@ fn check_alarms(sample: &SystemSample) {
         ];
         readings
             .into_iter()
-            .zip(state.above.iter_mut())
+            .zip(above.0.iter_mut())
             .filter_map(|((metric, value, threshold), above)| {
                 let now_above = value > threshold;
                 let crossed = now_above && !*above;
@@ -88,13 +147,14 @@ fn check_alarms(sample: &SystemSample) {
         );
         publish_alarm(alarm);
     }
+    Ok(())
 }
 
 /// The whole machine, every second, while someone watches.
 #[sse_poll(interval = "1s", path = "/sse/system", change_detection = false)]
 pub async fn system() -> Result<SystemSample, PollError> {
     let sample = tokio::task::spawn_blocking(metrics::system).await??;
-    check_alarms(&sample);
+    check_alarms(&sample).await?;
     Ok(sample)
 }
 

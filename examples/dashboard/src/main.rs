@@ -3,7 +3,10 @@
 //! subscribes with the browser's `EventSource`.
 //!
 //! `cargo run -p dashboard` then open the printed URL. `--addr HOST:PORT` (or `DASHBOARD_ADDR`)
-//! changes the address (default 127.0.0.1:3000); `RUST_LOG` the log level.
+//! changes the address (default 127.0.0.1:3000); `RUST_LOG` the log level. `--redis URL` (or
+//! `DASHBOARD_REDIS`) runs it as one of several instances on that Redis: an alarm raised on one
+//! reaches the pages served by every other, the thresholds are shared, and each poller runs
+//! on one instance at a time.
 
 mod api;
 mod events;
@@ -13,33 +16,61 @@ use std::net::SocketAddr;
 
 use axum::http::header;
 use axum::routing::get;
+use sse_runtime::backplane::Backplane;
 use sse_runtime::{Manager, WriteDeadline};
 
 const INDEX: &str = include_str!("../static/index.html");
 const SCRIPT: &str = include_str!("../static/app.js");
 const STYLE: &str = include_str!("../static/style.css");
 
-fn address() -> SocketAddr {
+const USAGE: &str = "usage: dashboard [--addr HOST:PORT] [--redis redis://HOST:PORT]   (default address 127.0.0.1:3000, in-process)";
+
+struct Options {
+    addr: SocketAddr,
+    redis: Option<String>,
+}
+
+fn options() -> Options {
     let mut args = std::env::args().skip(1);
     let mut addr = std::env::var("DASHBOARD_ADDR").ok();
+    let mut redis = std::env::var("DASHBOARD_REDIS").ok();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.next(),
+            "--redis" => redis = args.next(),
             "-h" | "--help" => {
-                println!("usage: dashboard [--addr HOST:PORT]   (default 127.0.0.1:3000)");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
             other => {
-                eprintln!("unknown argument {other:?}; usage: dashboard [--addr HOST:PORT]");
+                eprintln!("unknown argument {other:?}; {USAGE}");
                 std::process::exit(2);
             }
         }
     }
     let addr = addr.unwrap_or_else(|| "127.0.0.1:3000".to_owned());
-    addr.parse().unwrap_or_else(|_| {
+    let addr = addr.parse().unwrap_or_else(|_| {
         eprintln!("invalid address {addr:?}; expected HOST:PORT like 127.0.0.1:3000");
         std::process::exit(2);
-    })
+    });
+    Options { addr, redis }
+}
+
+/// With `--redis`: the global manager (behind `router()` and `publish_alarm`) runs over that
+/// Redis, and so do the thresholds.
+async fn join_cluster(url: &str) {
+    let fail = |error: &dyn std::fmt::Display| -> ! {
+        eprintln!("--redis {url}: {error}");
+        std::process::exit(2);
+    };
+    let backplane = Backplane::redis(url).unwrap_or_else(|e| fail(&e));
+    Manager::builder()
+        .backplane(backplane)
+        .install()
+        .unwrap_or_else(|e| fail(&e));
+    events::share_thresholds_through(url)
+        .await
+        .unwrap_or_else(|e| fail(&e));
 }
 
 fn app() -> axum::Router {
@@ -84,7 +115,11 @@ async fn main() -> std::io::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let listener = tokio::net::TcpListener::bind(address()).await?;
+    let options = options();
+    if let Some(url) = &options.redis {
+        join_cluster(url).await;
+    }
+    let listener = tokio::net::TcpListener::bind(options.addr).await?;
     let url = format!("http://{}/", listener.local_addr()?);
     println!("dashboard listening on {url}");
     tracing::info!(%url, routes = ?sse_runtime::routes::registered_routes().iter().map(|r| r.path).collect::<Vec<_>>(), "serving");

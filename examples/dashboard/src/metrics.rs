@@ -25,6 +25,9 @@ pub struct SystemSample {
     pub net_rx: f64,
     pub net_tx: f64,
     pub cpus: usize,
+    /// The pid of the dashboard that took the sample: with several instances on one Redis,
+    /// one of them polls for all.
+    pub sampled_by: u32,
 }
 
 /// One sample of a process.
@@ -132,6 +135,7 @@ pub fn system() -> io::Result<SystemSample> {
         net_rx: round(net_rx),
         net_tx: round(net_tx),
         cpus,
+        sampled_by: std::process::id(),
     })
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
+use sse_integration_tests::RedisServer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -76,10 +77,17 @@ struct Dashboard {
 
 impl Dashboard {
     async fn start(port: u16) -> Self {
+        Self::start_with(port, &[]).await
+    }
+
+    /// With more arguments, e.g. `--redis URL`.
+    async fn start_with(port: u16, args: &[&str]) -> Self {
         let addr = format!("127.0.0.1:{port}");
+        let mut all = vec!["--addr", &addr];
+        all.extend_from_slice(args);
         let child = spawn_until(
             env!("CARGO_BIN_EXE_dashboard"),
-            &["--addr", &addr],
+            &all,
             "dashboard listening on",
         )
         .await;
@@ -215,13 +223,18 @@ impl Browser {
 /// A dashboard on `port` and a browser, one test at a time; `None` (after a loud SKIPPED line)
 /// when Chromium is not installed.
 async fn session(port: u16) -> Option<(tokio::sync::MutexGuard<'static, ()>, Dashboard, Browser)> {
+    let (one, browser) = browser_session().await?;
+    let server = Dashboard::start(port).await;
+    Some((one, server, browser))
+}
+
+/// A browser alone, one test at a time; `None` (after a loud SKIPPED line) without Chromium.
+async fn browser_session() -> Option<(tokio::sync::MutexGuard<'static, ()>, Browser)> {
     let one = ONE_AT_A_TIME.lock().await;
     if !browser_available() {
         return None;
     }
-    let server = Dashboard::start(port).await;
-    let browser = Browser::start().await;
-    Some((one, server, browser))
+    Some((one, Browser::start().await))
 }
 
 #[tokio::test]
@@ -393,5 +406,102 @@ async fn the_page_reconnects_after_a_server_restart_and_updates_resume() {
         .await;
     assert_eq!(browser.eval("window.dashboard.reconnects").await, 1);
     assert_eq!(browser.text("reconnects").await, "1");
+    browser.client.close().await.unwrap();
+}
+
+/// Two dashboards on one Redis (`--redis`), a tab on each: the one system poller runs on one
+/// instance for both (both tabs see the same events, sampled by the same pid, a second apart),
+/// and an alarm raised from the tab of one instance appears in the tab of the other.
+#[tokio::test]
+async fn two_instances_on_one_redis_share_the_system_poller_and_the_alarms() {
+    let Some((_one, browser)) = browser_session().await else {
+        return;
+    };
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let a = Dashboard::start_with(free_port(), &["--redis", &url]).await;
+    let b = Dashboard::start_with(free_port(), &["--redis", &url]).await;
+    let client = &browser.client;
+
+    let mut tabs = Vec::new();
+    for server in [&a, &b] {
+        let tab = client.new_window(true).await.unwrap().handle;
+        client.switch_to_window(tab.clone()).await.unwrap();
+        client.goto(&server.url("/")).await.unwrap();
+        browser.until("window.dashboard.samples.length >= 1").await;
+        tabs.push(tab);
+    }
+
+    // Both tabs see the same system events: same sampler, same ids, one per second.
+    let mut seen = Vec::new();
+    for tab in &tabs {
+        client.switch_to_window(tab.clone()).await.unwrap();
+        browser.until("window.dashboard.samples.length >= 4").await;
+        let at = browser
+            .eval("window.dashboard.samples.map(s => s.at)")
+            .await;
+        let at: Vec<u64> = serde_json::from_value(at).unwrap();
+        let gaps: Vec<u64> = at.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(
+            gaps.iter().all(|gap| (800..=1500).contains(gap)),
+            "one poller, one sample a second: gaps in ms {gaps:?}"
+        );
+        seen.push((
+            browser.eval("window.dashboard.sampledBy").await,
+            at.into_iter().collect::<std::collections::BTreeSet<_>>(),
+        ));
+    }
+    assert_eq!(
+        seen[0].0, seen[1].0,
+        "both tabs' samples come from one instance"
+    );
+    assert!(
+        [a.pid(), b.pid()].contains(&(seen[0].0.as_u64().unwrap() as u32)),
+        "sampled by one of the two: {:?}",
+        seen[0].0
+    );
+    assert!(
+        seen[0].1.intersection(&seen[1].1).count() >= 2,
+        "the same samples reached both tabs: {:?} and {:?}",
+        seen[0].1,
+        seen[1].1
+    );
+    // Each instance polls its own process view (each tab shows its server's pid); the system
+    // poller runs on the sampler alone.
+    let sampler = seen[0].0.as_u64().unwrap() as u32;
+    for server in [&a, &b] {
+        let stats = server.get("/api/stats").await;
+        let expected = if server.pid() == sampler { 2 } else { 1 };
+        assert_eq!(stats["backplane"]["connected"], true, "{stats}");
+        assert_eq!(stats["backplane"]["leases"], expected, "{stats}");
+    }
+
+    // Lower the memory threshold from the tab on A: the alarm shows in the tab on B.
+    client.switch_to_window(tabs[0].clone()).await.unwrap();
+    let memory = client
+        .find(Locator::Css("#threshold-form input[name=memory]"))
+        .await
+        .unwrap();
+    memory.clear().await.unwrap();
+    memory.send_keys("0.5").await.unwrap();
+    client
+        .find(Locator::Css("#threshold-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client.switch_to_window(tabs[1].clone()).await.unwrap();
+    browser.until("window.dashboard.alarms >= 1").await;
+    let alarm = client
+        .find(Locator::Css("#alarms li[data-metric=memory]"))
+        .await
+        .unwrap();
+    assert!(alarm.text().await.unwrap().contains("above 0.5"));
+    assert_eq!(
+        b.get("/api/thresholds").await["memory"],
+        0.5,
+        "the thresholds are shared"
+    );
     browser.client.close().await.unwrap();
 }

@@ -162,4 +162,33 @@ impl ManagerBuilder {
         }
         Ok(Manager::from_hub(Hub::new(config, self.backplane.as_ref())))
     }
+
+    /// Builds the manager and makes it the global one, which [`router`](crate::router), the
+    /// generated `publish_*` helpers and [`Manager::global`] use: the way to configure the
+    /// macro routes (a heartbeat, a history, a [backplane](Self::backplane)). Call it once at
+    /// start-up, before any of those; the global manager is never replaced.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sse_runtime::{Manager, config::ConfigError};
+    ///
+    /// let manager = Manager::builder().heartbeat(Duration::from_secs(5)).install()?;
+    /// assert_eq!(manager.heartbeat(), Duration::from_secs(5));
+    /// assert_eq!(Manager::global().heartbeat(), Duration::from_secs(5));
+    ///
+    /// // Once in place, it stays.
+    /// let again = Manager::builder().install();
+    /// assert_eq!(again.err(), Some(ConfigError::GlobalInUse));
+    /// # Ok::<(), ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// What [`build`](Self::build) refuses, and [`ConfigError::GlobalInUse`] if the global
+    /// manager already exists (installed before, or created with the defaults by an earlier
+    /// use).
+    pub fn install(self) -> Result<&'static Manager, ConfigError> {
+        let manager = self.build()?;
+        // A refused manager never served anything; dropping it cancels its own token.
+        super::install_global(manager).map_err(|_refused| ConfigError::GlobalInUse)
+    }
 }

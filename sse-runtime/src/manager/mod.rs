@@ -44,6 +44,16 @@ pub struct Manager {
     hub: Arc<Hub>,
 }
 
+/// The global manager. Set once: by [`ManagerBuilder::install`], or with the defaults by the
+/// first [`Manager::global`]; never replaced, so every route and helper sees the same one.
+static GLOBAL: std::sync::OnceLock<Manager> = std::sync::OnceLock::new();
+
+/// Makes `manager` the global one; gives it back if the global manager already exists.
+pub(crate) fn install_global(manager: Manager) -> Result<&'static Manager, Manager> {
+    GLOBAL.set(manager)?;
+    Ok(Manager::global())
+}
+
 impl Manager {
     /// A manager with the default settings: 30 s heartbeat, default history and lag limits.
     pub fn new() -> Self {
@@ -51,10 +61,10 @@ impl Manager {
     }
 
     /// The process-wide manager that [`router`](crate::router) and the generated
-    /// `publish_*` helpers use. Created with the defaults on first use.
+    /// `publish_*` helpers use: the one [`ManagerBuilder::install`] put in place, or else one
+    /// with the defaults, created on first use.
     pub fn global() -> &'static Manager {
-        static GLOBAL: std::sync::LazyLock<Manager> = std::sync::LazyLock::new(Manager::new);
-        &GLOBAL
+        GLOBAL.get_or_init(Manager::new)
     }
 
     /// A builder for non-default settings.
@@ -83,6 +93,13 @@ impl Manager {
     /// recorded there, so a client that reconnects with its `Last-Event-ID` gets it. With
     /// neither, publishing does nothing at all (two map lookups under a read lock; `value` is
     /// not even serialized).
+    ///
+    /// With a [backplane](crate::backplane), the event waits in a bounded queue (see
+    /// [`Backplane::queue`](crate::backplane::Backplane::queue)) for the broker, which
+    /// decides its id. A publisher that outruns the broker long enough to fill that queue
+    /// loses the events beyond it (logged, and counted in `Stats::backplane.overflows`); one
+    /// that must not outrun it awaits [`publish_confirmed`](Self::publish_confirmed) instead,
+    /// which gives back-pressure.
     pub fn publish<T: Serialize + ?Sized>(&self, topic: &str, value: &T) {
         self.publish_event(topic, None, value);
     }
