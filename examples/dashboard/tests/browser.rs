@@ -209,6 +209,37 @@ impl Browser {
             .expect("script runs")
     }
 
+    /// Sets one threshold through the page's form.
+    async fn set_threshold(&self, metric: &str, value: &str) {
+        let input = self
+            .client
+            .find(Locator::Css(&format!(
+                "#threshold-form input[name={metric}]"
+            )))
+            .await
+            .unwrap();
+        input.clear().await.unwrap();
+        input.send_keys(value).await.unwrap();
+        self.client
+            .find(Locator::Css("#threshold-form button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// The text of the feed's alarm for `metric`.
+    async fn alarm(&self, metric: &str) -> String {
+        self.client
+            .find(Locator::Css(&format!("#alarms li[data-metric={metric}]")))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     async fn text(&self, id: &str) -> String {
         self.client
             .find(Locator::Id(id))
@@ -294,29 +325,9 @@ async fn an_alarm_triggered_from_the_page_appears_in_the_feed() {
     assert_eq!(browser.eval("window.dashboard.alarms").await, 0);
 
     // Memory use is always above 0.5 %: lowering the threshold through the form raises an alarm.
-    let memory = browser
-        .client
-        .find(Locator::Css("#threshold-form input[name=memory]"))
-        .await
-        .unwrap();
-    memory.clear().await.unwrap();
-    memory.send_keys("0.5").await.unwrap();
-    browser
-        .client
-        .find(Locator::Css("#threshold-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.set_threshold("memory", "0.5").await;
     browser.until("window.dashboard.alarms >= 1").await;
-
-    let alarm = browser
-        .client
-        .find(Locator::Css("#alarms li[data-metric=memory]"))
-        .await
-        .unwrap();
-    assert!(alarm.text().await.unwrap().contains("above 0.5"));
+    assert!(browser.alarm("memory").await.contains("above 0.5"));
     assert_eq!(server.get("/api/thresholds").await["memory"], 0.5);
     browser.client.close().await.unwrap();
 }
@@ -478,26 +489,10 @@ async fn two_instances_on_one_redis_share_the_system_poller_and_the_alarms() {
 
     // Lower the memory threshold from the tab on A: the alarm shows in the tab on B.
     client.switch_to_window(tabs[0].clone()).await.unwrap();
-    let memory = client
-        .find(Locator::Css("#threshold-form input[name=memory]"))
-        .await
-        .unwrap();
-    memory.clear().await.unwrap();
-    memory.send_keys("0.5").await.unwrap();
-    client
-        .find(Locator::Css("#threshold-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.set_threshold("memory", "0.5").await;
     client.switch_to_window(tabs[1].clone()).await.unwrap();
     browser.until("window.dashboard.alarms >= 1").await;
-    let alarm = client
-        .find(Locator::Css("#alarms li[data-metric=memory]"))
-        .await
-        .unwrap();
-    assert!(alarm.text().await.unwrap().contains("above 0.5"));
+    assert!(browser.alarm("memory").await.contains("above 0.5"));
     assert_eq!(
         b.get("/api/thresholds").await["memory"],
         0.5,
