@@ -48,8 +48,12 @@ pub(crate) struct Hub {
 struct Registry {
     live: Map<Live>,
     retained: Map<Retained>,
-    /// When expired histories are next swept out.
+    /// When expired histories are next swept out on activity.
     next_sweep: Option<Instant>,
+    /// Whether the sweeper task runs. It runs while histories are retained and sets this back
+    /// under this lock when it finds none, so a history retained meanwhile (under the same
+    /// lock) always sees either a running sweeper or `false` and starts one.
+    sweeper: bool,
 }
 
 struct Live {
@@ -238,6 +242,9 @@ impl Hub {
                     broker.unwatch(topic);
                 } else if !self.is_shut_down() {
                     registry.retain(topic, Instant::now());
+                    if !registry.sweeper && !registry.retained.is_empty() {
+                        registry.sweeper = self.start_sweeper();
+                    }
                 }
             }
             self.counters.subscribers.fetch_sub(1, Ordering::Relaxed);
@@ -248,6 +255,39 @@ impl Hub {
         }
         self.changed.notify_waiters();
         tracing::debug!(topic = %topic.name, emptied, "unsubscribed");
+    }
+
+    /// Starts the task that drops expired histories on a timer (at most once a second), so they
+    /// go even if nobody subscribes again; it ends when none is left, or with the hub. Called
+    /// under the registry's write lock; false outside a tokio runtime (the histories are then
+    /// swept on activity only).
+    fn start_sweeper(self: &Arc<Self>) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let hub = Arc::downgrade(self);
+        runtime.spawn(async move {
+            loop {
+                let Some(hub) = hub.upgrade() else { return };
+                let now = Instant::now();
+                let (next, swept) = {
+                    let mut registry = hub.registry.write();
+                    let before = registry.retained.len();
+                    registry.retained.retain(|_, retained| retained.until > now);
+                    let next = registry.retained.values().map(|r| r.until).min();
+                    registry.sweeper = next.is_some();
+                    (next, registry.retained.len() < before)
+                };
+                if swept {
+                    hub.changed.notify_waiters();
+                }
+                let Some(next) = next else { return };
+                drop(hub);
+                let at = next.max(now + Duration::from_secs(1));
+                tokio::time::sleep_until(at).await;
+            }
+        });
+        true
     }
 
     /// Publishes to the topic called `name`, wherever its history is (with a backplane: through

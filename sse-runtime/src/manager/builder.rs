@@ -83,6 +83,8 @@ impl ManagerBuilder {
     /// a client that reconnects (a page reload) still resumes. The broadcaster itself (and its
     /// poller) goes at once; a new first subscriber within the retention time brings the history
     /// back, ids continuing where they were. `Duration::ZERO` drops history with the topic.
+    /// Expired histories are dropped by a timer (at most a second late), whether or not anyone
+    /// subscribes again.
     pub fn retention(mut self, retention: Duration) -> Self {
         self.limits.retention = retention;
         self
