@@ -115,8 +115,15 @@ impl Registry {
         if self.next_sweep.is_some_and(|at| at > now) {
             return;
         }
-        self.retained.retain(|_, retained| retained.until > now);
+        self.drop_expired(now);
         self.next_sweep = Some(now + Duration::from_secs(1));
+    }
+
+    /// Drops the histories expired at `now`; whether there were any.
+    fn drop_expired(&mut self, now: Instant) -> bool {
+        let before = self.retained.len();
+        self.retained.retain(|_, retained| retained.until > now);
+        self.retained.len() < before
     }
 }
 
@@ -272,11 +279,10 @@ impl Hub {
                 let now = Instant::now();
                 let (next, swept) = {
                     let mut registry = hub.registry.write();
-                    let before = registry.retained.len();
-                    registry.retained.retain(|_, retained| retained.until > now);
+                    let swept = registry.drop_expired(now);
                     let next = registry.retained.values().map(|r| r.until).min();
                     registry.sweeper = next.is_some();
-                    (next, registry.retained.len() < before)
+                    (next, swept)
                 };
                 if swept {
                     hub.changed.notify_waiters();

@@ -461,11 +461,21 @@ impl RawClient {
 
 /// A TCP proxy on 127.0.0.1 in front of a server, whose connections the test can cut the way a
 /// proxy's idle timeout or a network blip does: both the client and the server see their
-/// connection end, and the client reconnects through the proxy.
+/// connection end, and the client reconnects through the proxy; or freeze them, so they stay
+/// open and fall silent.
 pub struct CuttingProxy {
     pub addr: SocketAddr,
-    open: Arc<Mutex<Vec<CancellationToken>>>,
+    open: Arc<Mutex<Vec<Handle>>>,
+    accepted: Arc<AtomicU64>,
     stop: CancellationToken,
+}
+
+/// What the proxy can do to one open connection.
+struct Handle {
+    /// Closes it.
+    cut: CancellationToken,
+    /// Stops forwarding but keeps both sockets open (until the proxy goes).
+    freeze: CancellationToken,
 }
 
 impl CuttingProxy {
@@ -474,31 +484,43 @@ impl CuttingProxy {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let open: Arc<Mutex<Vec<CancellationToken>>> = Arc::default();
+        let open: Arc<Mutex<Vec<Handle>>> = Arc::default();
+        let accepted = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
         tokio::spawn({
-            let (open, stop) = (open.clone(), stop.clone());
+            let (open, accepted, stop) = (open.clone(), accepted.clone(), stop.clone());
             async move {
                 loop {
                     let (mut client, _) = tokio::select! {
                         () = stop.cancelled() => return,
                         accepted = listener.accept() => accepted.expect("accept"),
                     };
-                    let cut = stop.child_token();
-                    open.lock().unwrap().push(cut.clone());
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let (cut, freeze) = (stop.child_token(), CancellationToken::new());
+                    open.lock().unwrap().push(Handle {
+                        cut: cut.clone(),
+                        freeze: freeze.clone(),
+                    });
                     tokio::spawn(async move {
                         let Ok(mut server) = TcpStream::connect(upstream).await else {
                             return;
                         };
                         tokio::select! {
                             () = cut.cancelled() => {}
+                            // Silent from now on, but both sockets stay open.
+                            () = freeze.cancelled() => cut.cancelled().await,
                             _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         }
                     });
                 }
             }
         });
-        Self { addr, open, stop }
+        Self {
+            addr,
+            open,
+            accepted,
+            stop,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -508,9 +530,22 @@ impl CuttingProxy {
     /// Cuts every connection open through the proxy; returns how many.
     pub fn cut_all(&self) -> usize {
         let open = std::mem::take(&mut *self.open.lock().unwrap());
-        let live = open.iter().filter(|cut| !cut.is_cancelled()).count();
-        open.iter().for_each(CancellationToken::cancel);
+        let live = open.iter().filter(|h| !h.cut.is_cancelled()).count();
+        open.iter().for_each(|h| h.cut.cancel());
         live
+    }
+
+    /// Makes every connection open through the proxy fall silent while staying open, the way a
+    /// connection dies behind a NAT or a crashed middlebox: no FIN, no RST, just nothing (what
+    /// a liveness probe exists to detect). Connections made later are forwarded normally.
+    pub fn freeze_all(&self) {
+        let open = std::mem::take(&mut *self.open.lock().unwrap());
+        open.iter().for_each(|h| h.freeze.cancel());
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
 
@@ -533,4 +568,3 @@ pub fn rss_kib() -> i64 {
 mod redis_server;
 pub use redis_server::RedisServer;
 pub mod faults;
-pub mod proxy;

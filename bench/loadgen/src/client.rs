@@ -358,48 +358,43 @@ impl Publisher {
 }
 
 /// Polls `GET /stats` of every instance until together they report `wanted` subscribers and,
-/// with a backplane, every instance has synced every topic it watches (the servers are separate
-/// processes: there is no event to await).
+/// with a backplane, every instance has synced every topic it watches.
 pub async fn wait_for_subscribers(addrs: &[SocketAddr], wanted: usize) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let mut subscribers = 0;
-        let mut synced = true;
-        for &addr in addrs {
-            if let Ok(s) = stats(addr).await {
-                subscribers += s["subscribers"].as_u64().unwrap_or(0) as usize;
-                let backplane = &s["backplane"];
-                synced &= backplane.is_null() || backplane["synced"] == backplane["watched"];
-            } else {
-                synced = false;
-            }
-        }
-        if subscribers >= wanted && synced {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the servers never reported {wanted} subscribers"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_stats(addrs, |all| {
+        let subscribers: u64 = all
+            .iter()
+            .map(|s| s["subscribers"].as_u64().unwrap_or(0))
+            .sum();
+        let synced = all.iter().all(|s| {
+            let backplane = &s["backplane"];
+            backplane.is_null() || backplane["synced"] == backplane["watched"]
+        });
+        subscribers as usize >= wanted && synced
+    })
+    .await;
 }
 
-/// Polls `GET /stats` until `condition` holds; returns those stats.
+/// Polls `GET /stats` of every instance until `condition` holds over them all; returns those
+/// stats, one per instance (the servers are separate processes: there is no event to await).
 pub async fn wait_for_stats(
-    addr: SocketAddr,
-    condition: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
+    addrs: &[SocketAddr],
+    condition: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        if let Ok(stats) = stats(addr).await
-            && condition(&stats)
-        {
-            return stats;
+        let mut all = Vec::with_capacity(addrs.len());
+        for &addr in addrs {
+            match stats(addr).await {
+                Ok(stats) => all.push(stats),
+                Err(_) => break,
+            }
+        }
+        if all.len() == addrs.len() && condition(&all) {
+            return all;
         }
         assert!(
             Instant::now() < deadline,
-            "the server's stats never reached the wanted state"
+            "the servers' stats never reached the wanted state"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

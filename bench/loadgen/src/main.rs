@@ -72,12 +72,15 @@ fn parse_options() -> Options {
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
-            "--unwatched" => o.unwatched = true,
-            "--confirm" => o.confirm = true,
+            "--unwatched" => {
+                o.unwatched = true;
+                continue;
+            }
+            "--confirm" => {
+                o.confirm = true;
+                continue;
+            }
             _ => {}
-        }
-        if matches!(flag.as_str(), "--unwatched" | "--confirm") {
-            continue;
         }
         let mut value = || {
             args.next()
@@ -170,12 +173,13 @@ fn publisher_of(t: usize, o: &Options) -> usize {
     t / o.topics.div_ceil(o.publishers)
 }
 
-fn latency_summary(mut latencies: Vec<u32>) -> serde_json::Value {
+/// Sorts `latencies` in place and summarizes them.
+fn latency_summary(latencies: &mut [u32]) -> serde_json::Value {
     latencies.sort_unstable();
     json!({
         "count": latencies.len(),
-        "p50": percentile(&latencies, 0.5),
-        "p99": percentile(&latencies, 0.99),
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
         "max": latencies.last().copied().unwrap_or(0),
     })
 }
@@ -313,10 +317,10 @@ async fn main() {
         totals.add(&report.totals);
         if same_instance { &mut same } else { &mut cross }.extend(report.latencies_us);
     }
-    let latency_same = latency_summary(same.clone());
-    let latency_cross = latency_summary(cross.clone());
-    same.extend(cross);
-    let latency = latency_summary(same);
+    let latency_same = latency_summary(&mut same);
+    let latency_cross = latency_summary(&mut cross);
+    same.append(&mut cross);
+    let latency = latency_summary(&mut same);
     let delivered = totals.delivered;
     let server_cpu = match (cpu_before, cpu_after) {
         (Some(a), Some(b)) => Some(b - a),
@@ -401,8 +405,12 @@ async fn churn(o: &Options) {
         subscribes += task.await.unwrap();
     }
     let seconds = started.elapsed().as_secs_f64();
-    let stats =
-        client::wait_for_stats(o.addrs[0], |s| s["pollers"] == 0 && s["subscribers"] == 0).await;
+    let stats = client::wait_for_stats(&o.addrs, |all| {
+        all.iter()
+            .all(|s| s["pollers"] == 0 && s["subscribers"] == 0)
+    })
+    .await;
+    let total = |field: &str| -> u64 { stats.iter().map(|s| s[field].as_u64().unwrap_or(0)).sum() };
     let line = json!({
         "label": o.label,
         "connections": o.connections,
@@ -411,8 +419,8 @@ async fn churn(o: &Options) {
         "subscribes": subscribes,
         "subscribes_per_sec": subscribes as f64 / seconds,
         "seconds": seconds,
-        "pollers": format!("{}/{}", stats["pollers_started"], stats["pollers_stopped"]),
-        "pollers_running_after": stats["pollers"],
+        "pollers": format!("{}/{}", total("pollers_started"), total("pollers_stopped")),
+        "pollers_running_after": total("pollers"),
         "lost": (o.connections * o.churn) as u64 - subscribes,
     });
     println!("{line}");

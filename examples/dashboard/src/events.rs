@@ -59,6 +59,11 @@ pub async fn share_thresholds_through(url: &str) -> redis::RedisResult<()> {
     Ok(())
 }
 
+/// The thresholds' Redis did not answer.
+fn unreachable_store(error: redis::RedisError) -> PollError {
+    PollError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+}
+
 /// The thresholds and their version.
 async fn current() -> Result<(Thresholds, u64), PollError> {
     match store() {
@@ -69,7 +74,7 @@ async fn current() -> Result<(Thresholds, u64), PollError> {
                 .arg(format!("{KEY}:version"))
                 .query_async(&mut connection.clone())
                 .await
-                .map_err(|e| PollError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+                .map_err(unreachable_store)?;
             let thresholds = json
                 .and_then(|j| serde_json::from_str(&j).ok())
                 .unwrap_or(DEFAULTS);
@@ -100,7 +105,7 @@ pub async fn set_thresholds(thresholds: Thresholds) -> Result<(), PollError> {
                 .ignore()
                 .query_async::<()>(&mut connection.clone())
                 .await
-                .map_err(|e| PollError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+                .map_err(unreachable_store)?;
         }
     }
     Ok(())

@@ -5,7 +5,6 @@ const HISTORY = 120; // samples kept for the charts
 const dashboard = (window.dashboard = {
   samples: [], // {at, arrived, cpu, memory, rx, tx}
   sampledBy: null, // pid of the dashboard instance that took the last system sample
-  lastSystemId: null, // id of the last system event
   processSamples: 0,
   alarms: 0,
   reconnects: 0,
@@ -96,7 +95,6 @@ function watchSystem() {
     $("sample-count").textContent = String(Number($("sample-count").textContent) + 1);
     $("sampled-by").textContent = String(data.sampled_by);
     dashboard.sampledBy = data.sampled_by;
-    dashboard.lastSystemId = event.lastEventId;
     render();
     updated();
   };

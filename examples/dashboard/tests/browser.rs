@@ -443,7 +443,7 @@ async fn two_instances_on_one_redis_share_the_system_poller_and_the_alarms() {
         tabs.push(tab);
     }
 
-    // Both tabs see the same system events: same sampler, same ids, one per second.
+    // Both tabs see the same system events: same sampler, same samples, one per second.
     let mut seen = Vec::new();
     for tab in &tabs {
         client.switch_to_window(tab.clone()).await.unwrap();
@@ -466,10 +466,10 @@ async fn two_instances_on_one_redis_share_the_system_poller_and_the_alarms() {
         seen[0].0, seen[1].0,
         "both tabs' samples come from one instance"
     );
+    let sampler = seen[0].0.as_u64().unwrap() as u32;
     assert!(
-        [a.pid(), b.pid()].contains(&(seen[0].0.as_u64().unwrap() as u32)),
-        "sampled by one of the two: {:?}",
-        seen[0].0
+        [a.pid(), b.pid()].contains(&sampler),
+        "sampled by one of the two: {sampler}"
     );
     assert!(
         seen[0].1.intersection(&seen[1].1).count() >= 2,
@@ -479,7 +479,6 @@ async fn two_instances_on_one_redis_share_the_system_poller_and_the_alarms() {
     );
     // Each instance polls its own process view (each tab shows its server's pid); the system
     // poller runs on the sampler alone.
-    let sampler = seen[0].0.as_u64().unwrap() as u32;
     for server in [&a, &b] {
         let stats = server.get("/api/stats").await;
         let expected = if server.pid() == sampler { 2 } else { 1 };
