@@ -27,6 +27,12 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 /// API version reported in error payloads when none is set.
 pub const DEFAULT_API_VERSION: &str = "v1";
 
+/// While a poller keeps failing, how often a summary of its failures is logged. The first
+/// failure is logged at once (`WARN`), the recovery too (`INFO`); the failures between are
+/// counted and summarized at most this often, so a poller failing every few milliseconds
+/// writes a few lines a minute, not one per poll.
+pub const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 type StopCondition<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
 type StopCallback = Arc<dyn Fn() + Send + Sync>;
 
@@ -223,6 +229,7 @@ async fn poll_loop<F, Fut, T, E>(
 {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut failures = FailureLog::default();
     loop {
         tokio::select! {
             biased;
@@ -241,6 +248,7 @@ async fn poll_loop<F, Fut, T, E>(
         };
         match outcome {
             Ok(Ok(value)) => {
+                failures.recovered(&publisher);
                 publisher.publish(&value);
                 if stop_when
                     .as_ref()
@@ -252,20 +260,61 @@ async fn poll_loop<F, Fut, T, E>(
             }
             Ok(Err(error)) => {
                 let error: PollError = error.into();
-                tracing::warn!(topic = ?publisher.topic(), %error, "poll failed");
+                failures.failed(&publisher, &error);
                 publisher.publish_error(&error, &api_version);
             }
             Err(panic) => {
-                let message = panic_message(&panic);
-                tracing::error!(topic = ?publisher.topic(), panic = %message, "poll function panicked");
-                publisher.publish_error(
-                    &PollError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("poll function panicked: {message}"),
-                    ),
-                    &api_version,
+                let error = PollError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("poll function panicked: {}", panic_message(&panic)),
+                );
+                failures.failed(&publisher, &error);
+                publisher.publish_error(&error, &api_version);
+            }
+        }
+    }
+}
+
+/// The log of one run's consecutive failures: the first at once, then a summary at most every
+/// [`ERROR_LOG_INTERVAL`], then the recovery.
+#[derive(Default)]
+struct FailureLog {
+    /// Consecutive failures so far, and since the last line logged.
+    failures: u64,
+    unlogged: u64,
+    last_logged: Option<tokio::time::Instant>,
+}
+
+impl FailureLog {
+    fn failed(&mut self, publisher: &TopicPublisher, error: &PollError) {
+        self.failures += 1;
+        let now = tokio::time::Instant::now();
+        match self.last_logged {
+            None => {
+                tracing::warn!(topic = ?publisher.topic(), %error, "poll failed; further failures are summarized");
+            }
+            Some(at) if now.duration_since(at) >= ERROR_LOG_INTERVAL => {
+                tracing::warn!(
+                    topic = ?publisher.topic(),
+                    %error,
+                    failures = self.failures,
+                    since_last_report = self.unlogged + 1,
+                    "poll still failing",
                 );
             }
+            Some(_) => {
+                self.unlogged += 1;
+                return;
+            }
+        }
+        self.last_logged = Some(now);
+        self.unlogged = 0;
+    }
+
+    fn recovered(&mut self, publisher: &TopicPublisher) {
+        if self.failures > 0 {
+            tracing::info!(topic = ?publisher.topic(), failures = self.failures, "poll recovered");
+            *self = Self::default();
         }
     }
 }
