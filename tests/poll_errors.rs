@@ -49,7 +49,10 @@ async fn a_failing_poller_logs_its_first_failure_a_summary_a_minute_and_its_reco
         let n = counter.fetch_add(1, Ordering::SeqCst);
         async move {
             if n < FAILING_POLLS {
-                Err(PollError::new(http::StatusCode::BAD_GATEWAY, "upstream down"))
+                Err(PollError::new(
+                    http::StatusCode::BAD_GATEWAY,
+                    "upstream down",
+                ))
             } else {
                 Ok(n)
             }

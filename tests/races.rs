@@ -26,6 +26,15 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
+/// A manager whose pollers stop with their topic's last subscriber (no linger): the classes
+/// below are about the broadcaster that goes at once.
+fn without_linger() -> Manager {
+    Manager::builder()
+        .poller_linger(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
 /// A poller that counts its starts and publishes `label` on every poll.
 fn labelled(label: usize, starts: &Arc<AtomicUsize>) -> impl PollingService + use<> {
     let starts = starts.clone();
@@ -41,7 +50,7 @@ fn labelled(label: usize, starts: &Arc<AtomicUsize>) -> impl PollingService + us
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn race_01_the_poller_is_bound_to_the_broadcaster_its_subscriber_created() {
-    let manager = Manager::new();
+    let manager = without_linger();
     let starts = Arc::new(AtomicUsize::new(0));
     for round in 0..100 {
         // The creating subscriber's poller (label = round) runs; the joiner's (label 999) never.
@@ -261,7 +270,7 @@ async fn race_07_poll_errors_are_published_and_the_first_poll_does_not_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn race_08_a_stop_condition_met_at_once_racing_the_stop() {
-    let manager = Manager::new();
+    let manager = without_linger();
     let stops = Arc::new(AtomicUsize::new(0));
     for round in 0..300u32 {
         let polling = Polling::new(|_| async { Ok::<_, PollError>(1) })
@@ -328,7 +337,7 @@ async fn race_09_concurrent_find_or_create_makes_one_broadcaster_and_one_poller(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn race_10_cleanup_never_removes_a_broadcaster_a_new_subscriber_joined() {
-    let manager = Manager::new();
+    let manager = without_linger();
     let starts = Arc::new(AtomicUsize::new(0));
     for round in 0..200 {
         let mut sub = manager
@@ -402,7 +411,7 @@ impl PollingService for Hoarder {
 
 #[tokio::test]
 async fn race_12_a_kept_publisher_cannot_reach_a_later_broadcaster() {
-    let manager = Manager::new();
+    let manager = without_linger();
     let hoarder = Hoarder::default();
     let sub = manager
         .subscribe_with("t", SubscribeOptions::new().polling(hoarder.clone()))
@@ -495,4 +504,50 @@ async fn race_14_publishes_racing_the_last_unsubscribe_are_kept_for_the_returnin
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn race_15_a_lingering_topic_is_either_rejoined_or_removed_never_both() {
+    // A linger of 1 ms, so its end races the joins of eight tasks that subscribe and leave
+    // in a loop. A subscriber must never land on a topic the linger's end removes: each one
+    // gets an event from a running poller. Every start is stopped; nothing is left.
+    let manager = Manager::builder()
+        .poller_linger(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let starts = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let (manager, starts) = (manager.clone(), starts.clone());
+            tokio::spawn(async move {
+                for i in 0..100u32 {
+                    let polling = labelled(task, &starts);
+                    let mut sub = manager
+                        .subscribe_with("t", SubscribeOptions::new().polling(polling))
+                        .unwrap();
+                    within("an event from the running poller", sub.recv())
+                        .await
+                        .expect("the topic is live");
+                    if i.is_multiple_of(3) {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    drop(sub);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        within("subscribe loop", task).await.unwrap();
+    }
+    let stats = within(
+        "linger ends",
+        manager.wait_until(|s| s.topics == 0 && s.pollers == 0),
+    )
+    .await;
+    assert_eq!(stats.pollers_started, stats.pollers_stopped);
+    assert!(stats.pollers_started >= 1);
+    assert!(
+        stats.pollers_started < 8 * 100,
+        "lingering pollers were rejoined"
+    );
 }

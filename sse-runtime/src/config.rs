@@ -44,6 +44,35 @@ pub const DEFAULT_MAX_LAG_BYTES: usize = 1 << 20;
 /// [`Stats::oversized`](crate::stats::Stats::oversized), and never seen by any subscriber.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
 
+/// How long a poller outlives its topic's last subscriber, by default. A client that reconnects
+/// within it (a page reload, a connect/close loop) finds the poller running instead of
+/// starting a new one: at most one start per topic per linger, however fast clients churn.
+pub const DEFAULT_POLLER_LINGER: Duration = Duration::from_secs(1);
+
+/// Most open streams (subscriptions) a manager serves at once, by default. About 3 KiB each
+/// when idle under [`serve`](crate::serve()), so the default costs some 30 MiB when full; a
+/// process also needs a file descriptor per stream (see `ulimit -n`).
+pub const DEFAULT_MAX_STREAMS: usize = 10_000;
+
+/// Most open streams from one client address, by default. A browser opens at most six
+/// connections per host over HTTP/1.1; the rest of the headroom is for users behind one NAT.
+pub const DEFAULT_MAX_STREAMS_PER_CLIENT: usize = 1_000;
+
+/// Most subscribers of one topic, by default: no cap beyond [`DEFAULT_MAX_STREAMS`].
+pub const DEFAULT_MAX_SUBSCRIBERS_PER_TOPIC: usize = DEFAULT_MAX_STREAMS;
+
+/// Most live topics (with subscribers, or a lingering poller), by default.
+pub const DEFAULT_MAX_TOPICS: usize = 10_000;
+
+/// Most pollers running at once, by default: with 1 s intervals, a thousand polls a second.
+pub const DEFAULT_MAX_POLLERS: usize = 1_000;
+
+/// Most histories retained for resume after their topic emptied, by default.
+pub const DEFAULT_MAX_RETAINED: usize = 10_000;
+
+/// Most bytes of encoded events in retained histories, by default.
+pub const DEFAULT_MAX_RETAINED_BYTES: usize = 64 << 20;
+
 /// Shortest heartbeat and `retry:` hint accepted.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
@@ -52,7 +81,37 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
 pub(crate) struct Config {
     pub(crate) stream: StreamSettings,
     pub(crate) limits: Limits,
+    pub(crate) caps: Caps,
+    /// How long a polled topic stays open after its last subscriber left.
+    pub(crate) linger: Duration,
     pub(crate) token: CancellationToken,
+}
+
+/// Caps on what clients can make a manager create; over one, a subscription is refused and
+/// nothing is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Caps {
+    pub(crate) streams: usize,
+    pub(crate) streams_per_client: usize,
+    pub(crate) subscribers_per_topic: usize,
+    pub(crate) topics: usize,
+    pub(crate) pollers: usize,
+    pub(crate) retained: usize,
+    pub(crate) retained_bytes: usize,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Self {
+            streams: DEFAULT_MAX_STREAMS,
+            streams_per_client: DEFAULT_MAX_STREAMS_PER_CLIENT,
+            subscribers_per_topic: DEFAULT_MAX_SUBSCRIBERS_PER_TOPIC,
+            topics: DEFAULT_MAX_TOPICS,
+            pollers: DEFAULT_MAX_POLLERS,
+            retained: DEFAULT_MAX_RETAINED,
+            retained_bytes: DEFAULT_MAX_RETAINED_BYTES,
+        }
+    }
 }
 
 /// What a stream needs to know to write a subscription: one value, copied out of the manager's
@@ -135,7 +194,12 @@ impl HistoryOverrides {
 impl Config {
     /// Checks every setting; the first one out of range is the error.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        let Self { stream, limits, .. } = self;
+        let Self {
+            stream,
+            limits,
+            caps,
+            ..
+        } = self;
         if stream.heartbeat < MIN_INTERVAL {
             return Err(ConfigError::Heartbeat(stream.heartbeat));
         }
@@ -150,6 +214,17 @@ impl Config {
         }
         if limits.max_event_bytes == 0 {
             return Err(ConfigError::MaxEventBytes(limits.max_event_bytes));
+        }
+        for (name, value) in [
+            ("max_streams", caps.streams),
+            ("max_streams_per_client", caps.streams_per_client),
+            ("max_subscribers_per_topic", caps.subscribers_per_topic),
+            ("max_topics", caps.topics),
+            ("max_pollers", caps.pollers),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroCap(name));
+            }
         }
         Ok(())
     }
@@ -183,6 +258,8 @@ pub enum ConfigError {
     MaxLagBytes(usize),
     /// [`max_event_bytes`](crate::manager::ManagerBuilder::max_event_bytes) of 0.
     MaxEventBytes(usize),
+    /// A cap on streams, topics or pollers (named) of 0: nothing could ever be served.
+    ZeroCap(&'static str),
     /// A [`backplane`](crate::manager::ManagerBuilder::backplane) was given outside a tokio
     /// runtime: its connections need one.
     NoRuntime,
@@ -216,6 +293,10 @@ impl fmt::Display for ConfigError {
             Self::MaxEventBytes(value) => {
                 write!(f, "max_event_bytes must be at least 1, got {value}")
             }
+            Self::ZeroCap(name) => write!(
+                f,
+                "{name} must be at least 1 (a cap of 0 would refuse every client), got 0"
+            ),
             Self::NoRuntime => {
                 f.write_str("a backplane needs a tokio runtime: build the manager inside one")
             }

@@ -8,10 +8,11 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, OriginalUri, RawPathParams, Request};
+use axum::extract::{ConnectInfo, FromRequestParts, OriginalUri, RawPathParams, Request};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode, Uri};
@@ -157,7 +158,8 @@ impl SseHandler {
 }
 
 /// Subscribes the request to `topic` and answers with the stream: `414` for an oversized topic,
-/// `503` after shutdown. Resumes from the request's `Last-Event-ID`. A `HEAD` request gets the
+/// `503` after shutdown or over a server-wide cap, `429` over the per-client cap (counted by
+/// the request's `ConnectInfo<SocketAddr>`). Resumes from the request's `Last-Event-ID`. A `HEAD` request gets the
 /// headers only: it subscribes to nothing and starts no poller.
 pub(crate) fn open(
     manager: &Manager,
@@ -178,9 +180,12 @@ pub(crate) fn open(
     if let Some(id) = last_event_id(&parts.headers, &parts.uri) {
         options = options.last_event_id(&id);
     }
+    if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        options = options.client(peer.ip());
+    }
     match manager.subscribe_with(topic, options) {
         Ok(subscription) => SseStream::from(subscription).into_response(),
-        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
+        Err(refused) => refused.into_response(),
     }
 }
 

@@ -6,6 +6,7 @@
 //! publish that races the removal is recorded wherever the history went.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,9 +17,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::backplane::{Backplane, Broker, Leased};
-use crate::config::{Config, HistoryOverrides};
+use crate::config::{Caps, Config, HistoryOverrides};
 use crate::producer::{self, PollingService, TopicPublisher};
 use crate::publish::{Outcome, PublishError};
+use crate::refusal::SubscribeError;
 use crate::remote::Outgoing;
 use crate::stats::{Counters, Stats, TopicStats};
 use crate::topic::{History, Membership, Published, Recorded, Start, Topic};
@@ -47,6 +49,11 @@ pub(crate) struct Hub {
 #[derive(Default)]
 struct Registry {
     live: Map<Live>,
+    /// Live topics with a poller: what [`Caps::pollers`] caps.
+    polled: usize,
+    /// Open subscriptions per client address: what [`Caps::streams_per_client`] caps. An
+    /// address leaves the map with its last subscription.
+    clients: HashMap<IpAddr, usize, foldhash::fast::RandomState>,
     retained: Map<Retained>,
     /// When expired histories are next swept out on activity.
     next_sweep: Option<Instant>,
@@ -60,6 +67,22 @@ struct Live {
     topic: Arc<Topic>,
     /// The producer started with the topic, stopped when it is removed (or at shutdown).
     poller: Option<Arc<dyn PollingService>>,
+    /// Since when a polled topic has had no subscriber: it lingers, open with its poller
+    /// running, until `idle_since + linger`. Cleared by every join.
+    idle_since: Option<Instant>,
+    /// Whether a linger task watches this topic; at most one does, whatever the churn.
+    lingering: bool,
+}
+
+impl Live {
+    fn new(topic: Arc<Topic>, poller: Option<Arc<dyn PollingService>>) -> Self {
+        Self {
+            topic,
+            poller,
+            idle_since: None,
+            lingering: false,
+        }
+    }
 }
 
 struct Retained {
@@ -83,14 +106,15 @@ pub(crate) struct Join {
     pub(crate) change_detection: bool,
     pub(crate) history: HistoryOverrides,
     pub(crate) poller: Option<Arc<dyn PollingService>>,
+    /// The client's address, counted against [`Caps::streams_per_client`].
+    pub(crate) client: Option<IpAddr>,
 }
 
-/// The manager was shut down: nobody joins any more.
-pub(crate) struct ShutDown;
-
 impl Registry {
-    /// Keeps an emptied topic's history until its retention time has passed.
-    fn retain(&mut self, topic: &Topic, now: Instant) {
+    /// Keeps an emptied topic's history until its retention time has passed, within the caps
+    /// on retained histories: over them, those that expire first go first. Returns how many
+    /// were dropped early.
+    fn retain(&mut self, topic: &Topic, now: Instant, caps: &Caps) -> u64 {
         if let Some((history, retention)) = topic.take_history() {
             self.retained.insert(
                 topic.name.clone(),
@@ -101,6 +125,35 @@ impl Registry {
             );
         }
         self.sweep(now);
+        self.evict(caps)
+    }
+
+    /// Drops the soonest-expiring retained histories until both caps hold.
+    fn evict(&mut self, caps: &Caps) -> u64 {
+        let bytes = |retained: &Map<Retained>| -> usize {
+            retained.values().map(|r| r.history.lock().bytes()).sum()
+        };
+        let mut total = bytes(&self.retained);
+        if self.retained.len() <= caps.retained && total <= caps.retained_bytes {
+            return 0;
+        }
+        let mut by_expiry: Vec<(Instant, Arc<str>)> = self
+            .retained
+            .iter()
+            .map(|(name, r)| (r.until, name.clone()))
+            .collect();
+        by_expiry.sort_unstable();
+        let mut evicted = 0;
+        for (_, name) in by_expiry {
+            if self.retained.len() <= caps.retained && total <= caps.retained_bytes {
+                break;
+            }
+            if let Some(gone) = self.retained.remove(&name) {
+                total -= gone.history.into_inner().bytes();
+                evicted += 1;
+            }
+        }
+        evicted
     }
 
     /// The retained history of `name`, if it has not expired.
@@ -160,15 +213,31 @@ impl Hub {
         self: &Arc<Self>,
         name: &str,
         join: Join,
-    ) -> Result<(Arc<Topic>, Membership), ShutDown> {
+    ) -> Result<(Arc<Topic>, Membership), SubscribeError> {
         self.watch_parent_token();
         let (topic, membership, poller) = {
             let mut registry = self.registry.write();
             if self.is_shut_down() {
-                return Err(ShutDown);
+                return Err(SubscribeError::ShutDown);
             }
-            let (topic, poller) = match registry.live.get(name) {
-                Some(live) => (live.topic.clone(), None),
+            if let Err(refused) = self.admit(&registry, name, &join) {
+                self.counters.refused(refused);
+                drop(registry);
+                tracing::debug!(topic = name, %refused, "subscription refused");
+                return Err(refused);
+            }
+            if let Some(client) = join.client {
+                *registry.clients.entry(client).or_default() += 1;
+            }
+            if join.poller.is_some() && !registry.live.contains_key(name) {
+                registry.polled += 1;
+            }
+            let (topic, poller) = match registry.live.get_mut(name) {
+                Some(live) => {
+                    // A lingering topic is live again, its poller still running.
+                    live.idle_since = None;
+                    (live.topic.clone(), None)
+                }
                 None if self.broker.is_some() => {
                     let broker = self.broker.as_ref().expect("checked");
                     let name: Arc<str> = Arc::from(name);
@@ -180,11 +249,9 @@ impl Hub {
                     let poller = join.poller.map(|poller| {
                         Arc::new(Leased::new(poller, broker.clone())) as Arc<dyn PollingService>
                     });
-                    let live = Live {
-                        topic: topic.clone(),
-                        poller: poller.clone(),
-                    };
-                    registry.live.insert(name, live);
+                    registry
+                        .live
+                        .insert(name, Live::new(topic.clone(), poller.clone()));
                     (topic, poller)
                 }
                 None => {
@@ -199,11 +266,9 @@ impl Hub {
                         ),
                     };
                     let topic = Arc::new(Topic::new(name.clone(), history));
-                    let live = Live {
-                        topic: topic.clone(),
-                        poller: join.poller.clone(),
-                    };
-                    registry.live.insert(name, live);
+                    registry
+                        .live
+                        .insert(name, Live::new(topic.clone(), join.poller.clone()));
                     (topic, join.poller)
                 }
             };
@@ -226,35 +291,78 @@ impl Hub {
         Ok((topic, membership))
     }
 
-    /// Unregisters a subscriber; the last one removes the broadcaster at once (so a concurrent
-    /// publish or subscribe sees the fresh state), keeps its history for the retention time and
-    /// stops its poller in the background.
-    pub(crate) fn leave(self: &Arc<Self>, topic: &Arc<Topic>, key: usize) {
+    /// Whether a cap refuses `join` to `name`. Under the registry's write lock, where every
+    /// count it reads is changed, so a cap is never overshot by a race.
+    fn admit(&self, registry: &Registry, name: &str, join: &Join) -> Result<(), SubscribeError> {
+        let caps = &self.config.caps;
+        if self.counters.subscribers.load(Ordering::Relaxed) >= caps.streams {
+            return Err(SubscribeError::TooManyStreams);
+        }
+        if let Some(client) = join.client
+            && registry
+                .clients
+                .get(&client)
+                .is_some_and(|open| *open >= caps.streams_per_client)
+        {
+            return Err(SubscribeError::TooManyFromClient);
+        }
+        match registry.live.get(name) {
+            Some(live) if live.topic.subscriber_count() >= caps.subscribers_per_topic => {
+                Err(SubscribeError::TooManySubscribers)
+            }
+            Some(_) => Ok(()),
+            None if registry.live.len() >= caps.topics => Err(SubscribeError::TooManyTopics),
+            None if join.poller.is_some() && registry.polled >= caps.pollers => {
+                Err(SubscribeError::TooManyPollers)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Unregisters a subscriber. The last one of an unpolled topic removes the broadcaster at
+    /// once (so a concurrent publish or subscribe sees the fresh state), keeping its history
+    /// for the retention time; the last one of a polled topic leaves it lingering with its
+    /// poller for the manager's linger time, then the same happens unless someone joined.
+    pub(crate) fn leave(self: &Arc<Self>, topic: &Arc<Topic>, key: usize, client: Option<IpAddr>) {
         let (emptied, poller) = {
             let mut registry = self.registry.write();
-            let emptied = topic.unsubscribe(key);
-            let mut poller = None;
-            if emptied
-                && registry
-                    .live
-                    .get(&topic.name)
-                    .is_some_and(|current| Arc::ptr_eq(&current.topic, topic))
+            let current = registry
+                .live
+                .get(&topic.name)
+                .is_some_and(|live| Arc::ptr_eq(&live.topic, topic));
+            let linger = current
+                && !self.config.linger.is_zero()
+                && !self.is_shut_down()
+                && registry.live[&topic.name].poller.is_some();
+            let emptied = topic.unsubscribe(key, linger);
+            self.counters.subscribers.fetch_sub(1, Ordering::Relaxed);
+            if let Some(client) = client
+                && let Some(open) = registry.clients.get_mut(&client)
             {
-                poller = registry
-                    .live
-                    .remove(&topic.name)
-                    .and_then(|live| live.poller);
-                if let Some(broker) = &self.broker {
-                    // The broker keeps the history; this instance stops listening.
-                    broker.unwatch(topic);
-                } else if !self.is_shut_down() {
-                    registry.retain(topic, Instant::now());
-                    if !registry.sweeper && !registry.retained.is_empty() {
-                        registry.sweeper = self.start_sweeper();
-                    }
+                *open -= 1;
+                if *open == 0 {
+                    registry.clients.remove(&client);
                 }
             }
-            self.counters.subscribers.fetch_sub(1, Ordering::Relaxed);
+            let mut poller = None;
+            if emptied && linger {
+                let now = Instant::now();
+                let live = registry
+                    .live
+                    .get_mut(&topic.name)
+                    .expect("checked: current");
+                live.idle_since = Some(now);
+                if !live.lingering {
+                    live.lingering = self.start_linger(topic.clone(), now + self.config.linger);
+                    if !live.lingering {
+                        // No runtime to time the linger: the topic goes at once.
+                        topic.close_if_idle();
+                        poller = self.remove(&mut registry, topic);
+                    }
+                }
+            } else if emptied && current {
+                poller = self.remove(&mut registry, topic);
+            }
             (emptied, poller)
         };
         if let Some(poller) = poller {
@@ -262,6 +370,81 @@ impl Hub {
         }
         self.changed.notify_waiters();
         tracing::debug!(topic = %topic.name, emptied, "unsubscribed");
+    }
+
+    /// Removes the closed, current broadcaster of `topic` from the registry: the broker stops
+    /// listening, or its history is retained. Returns its poller, to be stopped.
+    fn remove(
+        self: &Arc<Self>,
+        registry: &mut Registry,
+        topic: &Arc<Topic>,
+    ) -> Option<Arc<dyn PollingService>> {
+        let live = registry.live.remove(&topic.name)?;
+        if live.poller.is_some() {
+            registry.polled -= 1;
+        }
+        if let Some(broker) = &self.broker {
+            // The broker keeps the history; this instance stops listening.
+            broker.unwatch(topic);
+        } else if !self.is_shut_down() {
+            let evicted = registry.retain(topic, Instant::now(), &self.config.caps);
+            if evicted > 0 {
+                self.counters
+                    .retained_evicted
+                    .fetch_add(evicted, Ordering::Relaxed);
+                tracing::debug!(evicted, "retained histories dropped early, over the cap");
+            }
+            if !registry.sweeper && !registry.retained.is_empty() {
+                registry.sweeper = self.start_sweeper();
+            }
+        }
+        live.poller
+    }
+
+    /// Starts the task that ends the linger of a polled topic: at `at`, or later if it was
+    /// emptied again meanwhile, it removes the topic and stops its poller, unless a subscriber
+    /// joined. Called under the registry's write lock; false outside a tokio runtime.
+    fn start_linger(self: &Arc<Self>, topic: Arc<Topic>, at: Instant) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let hub = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut at = at;
+            let poller = loop {
+                tokio::time::sleep_until(at).await;
+                let Some(hub) = hub.upgrade() else { return };
+                let mut registry = hub.registry.write();
+                let Some(live) = registry
+                    .live
+                    .get_mut(&topic.name)
+                    .filter(|live| Arc::ptr_eq(&live.topic, &topic))
+                else {
+                    return;
+                };
+                match live.idle_since {
+                    Some(since) if since + hub.config.linger > Instant::now() => {
+                        at = since + hub.config.linger;
+                    }
+                    Some(_) if topic.close_if_idle() => {
+                        let poller = hub.remove(&mut registry, &topic);
+                        drop(registry);
+                        break (hub, poller);
+                    }
+                    _ => {
+                        live.lingering = false;
+                        return;
+                    }
+                }
+            };
+            let (hub, poller) = poller;
+            if let Some(poller) = poller {
+                hub.stop_poller(poller);
+            }
+            hub.changed.notify_waiters();
+            tracing::debug!(topic = %topic.name, "lingering poller stopped");
+        });
+        true
     }
 
     /// Starts the task that drops expired histories on a timer (at most once a second), so they
@@ -413,7 +596,7 @@ impl Hub {
     pub(crate) fn close_all(self: &Arc<Self>) {
         let pollers: Vec<Arc<dyn PollingService>> = {
             let mut registry = self.registry.write();
-            registry
+            let pollers: Vec<_> = registry
                 .live
                 .values_mut()
                 .filter_map(|live| {
@@ -423,7 +606,9 @@ impl Hub {
                     }
                     live.poller.take()
                 })
-                .collect()
+                .collect();
+            registry.polled -= pollers.len();
+            pollers
         };
         for poller in pollers {
             self.stop_poller(poller);

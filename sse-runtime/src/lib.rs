@@ -66,6 +66,7 @@ pub mod manager;
 pub mod polling;
 mod producer;
 pub mod publish;
+mod refusal;
 mod remote;
 pub mod routes;
 pub mod serve;

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use serde::Serialize;
 
 use crate::event_id::EventId;
+use crate::refusal::SubscribeError;
 
 /// A snapshot of a [`Manager`](crate::Manager)'s state and counters.
 ///
@@ -38,8 +39,37 @@ pub struct Stats {
     pub oversized: u64,
     /// Subscribers disconnected for falling too far behind.
     pub lagged: u64,
+    /// Subscriptions refused by a cap, by cap.
+    pub refused: Refusals,
+    /// Retained histories dropped before their time to stay within
+    /// [`max_retained`](crate::manager::ManagerBuilder::max_retained).
+    pub retained_evicted: u64,
     /// The broker connection's state, with a [`Backplane`](crate::backplane::Backplane).
     pub backplane: Option<BackplaneStats>,
+}
+
+/// Subscriptions refused since the manager was created, by the cap that refused them (see
+/// [`SubscribeError`](crate::subscription::SubscribeError)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Refusals {
+    /// Over [`max_streams`](crate::manager::ManagerBuilder::max_streams).
+    pub streams: u64,
+    /// Over [`max_streams_per_client`](crate::manager::ManagerBuilder::max_streams_per_client).
+    pub per_client: u64,
+    /// Over [`max_subscribers_per_topic`](crate::manager::ManagerBuilder::max_subscribers_per_topic).
+    pub per_topic: u64,
+    /// Over [`max_topics`](crate::manager::ManagerBuilder::max_topics).
+    pub topics: u64,
+    /// Over [`max_pollers`](crate::manager::ManagerBuilder::max_pollers).
+    pub pollers: u64,
+}
+
+impl Refusals {
+    /// All refusals together.
+    pub fn total(&self) -> u64 {
+        self.streams + self.per_client + self.per_topic + self.topics + self.pollers
+    }
 }
 
 /// The state of a manager's backplane, as seen by this instance.
@@ -106,9 +136,24 @@ pub(crate) struct Counters {
     pub(crate) serialize_errors: AtomicU64,
     pub(crate) oversized: AtomicU64,
     pub(crate) lagged: AtomicU64,
+    pub(crate) refused: [AtomicU64; 5],
+    pub(crate) retained_evicted: AtomicU64,
 }
 
 impl Counters {
+    /// Counts a refusal by its cap (a shutdown is not counted).
+    pub(crate) fn refused(&self, error: SubscribeError) {
+        let slot = match error {
+            SubscribeError::ShutDown => return,
+            SubscribeError::TooManyStreams => 0,
+            SubscribeError::TooManyFromClient => 1,
+            SubscribeError::TooManySubscribers => 2,
+            SubscribeError::TooManyTopics => 3,
+            SubscribeError::TooManyPollers => 4,
+        };
+        self.refused[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self, topics: usize, retained: usize, retained_bytes: usize) -> Stats {
         Stats {
             topics,
@@ -123,6 +168,18 @@ impl Counters {
             serialize_errors: self.serialize_errors.load(Ordering::Relaxed),
             oversized: self.oversized.load(Ordering::Relaxed),
             lagged: self.lagged.load(Ordering::Relaxed),
+            refused: {
+                let [streams, per_client, per_topic, topics, pollers] =
+                    self.refused.each_ref().map(|n| n.load(Ordering::Relaxed));
+                Refusals {
+                    streams,
+                    per_client,
+                    per_topic,
+                    topics,
+                    pollers,
+                }
+            },
+            retained_evicted: self.retained_evicted.load(Ordering::Relaxed),
             backplane: None,
         }
     }

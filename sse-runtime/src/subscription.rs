@@ -18,6 +18,7 @@
 //! ```
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -31,6 +32,7 @@ use crate::hub::{Hub, Join};
 use crate::producer::PollingService;
 use crate::topic::{Membership, Read, Start, Subscriber, Topic};
 
+pub use crate::refusal::SubscribeError;
 pub use crate::topic::{Joined, ResetReason};
 
 /// Options for [`Manager::subscribe_with`](crate::Manager::subscribe_with).
@@ -52,6 +54,7 @@ pub struct SubscribeOptions {
     change_detection: Option<bool>,
     history: HistoryOverrides,
     last_event_id: Option<Result<EventId, ()>>,
+    client: Option<IpAddr>,
 }
 
 impl SubscribeOptions {
@@ -116,6 +119,30 @@ impl SubscribeOptions {
         self
     }
 
+    /// The client's address, counted against
+    /// [`max_streams_per_client`](crate::manager::ManagerBuilder::max_streams_per_client)
+    /// while the subscription lasts. [`SseHandler`](crate::SseHandler) sets it from the
+    /// request's `ConnectInfo<SocketAddr>`; behind a reverse proxy, give the address the
+    /// proxy vouches for (its `X-Forwarded-For`, if only the proxy can reach the server).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::net::{IpAddr, Ipv4Addr};
+    /// use sse_runtime::{Manager, subscription::{SubscribeError, SubscribeOptions}};
+    ///
+    /// let manager = Manager::builder().max_streams_per_client(1).build().unwrap();
+    /// let alice = || SubscribeOptions::new().client(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+    /// let _open = manager.subscribe_with("a", alice()).unwrap();
+    /// let refused = manager.subscribe_with("b", alice()).unwrap_err();
+    /// assert_eq!(refused, SubscribeError::TooManyFromClient);
+    /// assert_eq!(manager.stats().refused.per_client, 1);
+    /// # }
+    /// ```
+    pub fn client(mut self, address: IpAddr) -> Self {
+        self.client = Some(address);
+        self
+    }
+
     /// What the registry needs to join the topic.
     pub(crate) fn into_join(self) -> Join {
         Join {
@@ -127,6 +154,7 @@ impl SubscribeOptions {
             change_detection: self.change_detection.unwrap_or(self.polling.is_some()),
             history: self.history,
             poller: self.polling,
+            client: self.client,
         }
     }
 }
@@ -138,35 +166,10 @@ impl fmt::Debug for SubscribeOptions {
             .field("change_detection", &self.change_detection)
             .field("history", &self.history)
             .field("last_event_id", &self.last_event_id)
+            .field("client", &self.client)
             .finish()
     }
 }
-
-/// Why a subscription could not be made.
-///
-/// ```
-/// use sse_runtime::{Manager, subscription::SubscribeError};
-///
-/// let manager = Manager::new();
-/// manager.shutdown();
-/// assert_eq!(manager.subscribe("t").unwrap_err(), SubscribeError::ShutDown);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SubscribeError {
-    /// The manager has been shut down.
-    ShutDown,
-}
-
-impl fmt::Display for SubscribeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ShutDown => f.write_str("the SSE manager has been shut down"),
-        }
-    }
-}
-
-impl std::error::Error for SubscribeError {}
 
 /// Why a subscription ended.
 ///
@@ -215,6 +218,8 @@ pub struct Subscription {
     topic: Arc<Topic>,
     subscriber: Arc<Subscriber>,
     key: usize,
+    /// The address counted against the per-client cap, given back on leaving.
+    client: Option<IpAddr>,
     /// `None` until the topic has synced with its broker (never, in-process).
     joined: Option<Joined>,
     exempt_until: u64,
@@ -228,9 +233,9 @@ impl Subscription {
         name: &str,
         options: SubscribeOptions,
     ) -> Result<Self, SubscribeError> {
-        let (topic, membership) = hub
-            .join(name, options.into_join())
-            .map_err(|_| SubscribeError::ShutDown)?;
+        let join = options.into_join();
+        let client = join.client;
+        let (topic, membership) = hub.join(name, join)?;
         let Membership {
             key,
             subscriber,
@@ -242,6 +247,7 @@ impl Subscription {
             topic,
             subscriber,
             key,
+            client,
             joined,
             exempt_until,
             ended: None,
@@ -352,7 +358,7 @@ impl Subscription {
     fn end(&mut self, reason: EndReason) -> Poll<Option<Bytes>> {
         if self.ended.is_none() {
             self.ended = Some(reason);
-            self.hub.leave(&self.topic, self.key);
+            self.hub.leave(&self.topic, self.key, self.client);
         }
         Poll::Ready(None)
     }

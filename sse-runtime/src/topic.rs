@@ -448,18 +448,31 @@ impl Topic {
             .then(|| EventId::new(history.epoch, history.log.next_seq() - 1))
     }
 
-    /// Removes a subscriber; the last one out closes the topic. Returns whether it did.
-    pub(crate) fn unsubscribe(&self, key: usize) -> bool {
+    /// Removes a subscriber; the last one out closes the topic, unless `linger` (its poller
+    /// lingers: the topic stays open with no subscriber, see [`close_if_idle`]). Returns
+    /// whether it was the last.
+    ///
+    /// [`close_if_idle`]: Self::close_if_idle
+    pub(crate) fn unsubscribe(&self, key: usize, linger: bool) -> bool {
         let mut state = self.state.write();
         state.subscribers.try_remove(key);
         // Keys are reused: a placement must not outlive its subscriber.
         state.pending.retain(|(k, _)| *k != key);
         state.placed.retain(|(k, ..)| *k != key);
         let emptied = state.subscribers.is_empty();
-        if emptied {
+        if emptied && !linger {
             state.closed = true;
         }
         emptied
+    }
+
+    /// Closes a lingering topic if it still has no subscriber; whether it is closed now.
+    pub(crate) fn close_if_idle(&self) -> bool {
+        let mut state = self.state.write();
+        if state.subscribers.is_empty() {
+            state.closed = true;
+        }
+        state.closed
     }
 
     /// Records one event and wakes every subscriber.

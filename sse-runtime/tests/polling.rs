@@ -155,7 +155,11 @@ async fn polling_starts_once_on_first_subscribe_and_stops_on_last() {
 
 #[tokio::test]
 async fn unsubscribe_does_not_wait_for_the_poller_to_stop() {
-    let manager = Manager::new();
+    // Without linger, the last subscriber out removes the topic at once.
+    let manager = Manager::builder()
+        .poller_linger(std::time::Duration::ZERO)
+        .build()
+        .unwrap();
     let release = Arc::new(Notify::new());
     let entered = Arc::new(Notify::new());
     let polling = Polling::new({

@@ -412,9 +412,43 @@ impl RawClient {
         Self::send(addr, request.as_bytes()).await
     }
 
+    /// A GET from the loopback address `from` (any of 127.0.0.0/8), so one test can be
+    /// several clients as the server counts them.
+    pub async fn get_from(from: std::net::Ipv4Addr, addr: SocketAddr, path: &str) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind((from, 0).into())
+            .expect("bind the client address");
+        let stream = socket.connect(addr).await.expect("connect");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+        Self::send_on(stream, request.as_bytes()).await
+    }
+
+    /// The response's status code.
+    pub fn status(&self) -> u16 {
+        self.head
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {:?}", self.head))
+    }
+
+    /// The value of the response header `name` (lower case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+
     /// Sends `request` as written (any method, version and headers) and reads the head.
     pub async fn send(addr: SocketAddr, request: &[u8]) -> Self {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Self::send_on(stream, request).await
+    }
+
+    async fn send_on(mut stream: TcpStream, request: &[u8]) -> Self {
         stream.write_all(request).await.expect("send request");
         let mut reader = BufReader::new(stream);
         let mut head = String::new();

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::backplane::Backplane;
-use crate::config::{Config, ConfigError, Limits, StreamSettings};
+use crate::config::{Caps, Config, ConfigError, DEFAULT_POLLER_LINGER, Limits, StreamSettings};
 use crate::hub::Hub;
 use crate::manager::Manager;
 
@@ -23,13 +23,28 @@ use crate::manager::Manager;
 /// let err = sse_runtime::Manager::builder().heartbeat(Duration::ZERO).build().unwrap_err();
 /// assert!(err.to_string().contains("heartbeat"));
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[must_use = "call .build() to get a Manager"]
 pub struct ManagerBuilder {
     stream: StreamSettings,
     limits: Limits,
+    caps: Caps,
+    linger: Duration,
     token: Option<CancellationToken>,
     backplane: Option<Backplane>,
+}
+
+impl Default for ManagerBuilder {
+    fn default() -> Self {
+        Self {
+            stream: StreamSettings::default(),
+            limits: Limits::default(),
+            caps: Caps::default(),
+            linger: DEFAULT_POLLER_LINGER,
+            token: None,
+            backplane: None,
+        }
+    }
 }
 
 impl ManagerBuilder {
@@ -126,6 +141,84 @@ impl ManagerBuilder {
         self
     }
 
+    /// How long a poller keeps running after its topic's last subscriber left (default 1 s,
+    /// [`DEFAULT_POLLER_LINGER`]). A subscriber that comes within it joins the running poller,
+    /// so clients that connect and close in a loop cost at most one poller start per topic per
+    /// linger, and polls at the poller's own rate. The topic stays live meanwhile (it counts
+    /// towards [`max_topics`](Self::max_topics) and its poller towards
+    /// [`max_pollers`](Self::max_pollers)). `Duration::ZERO` stops pollers at once.
+    pub fn poller_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Most streams (subscriptions) open at once (default 10 000,
+    /// [`DEFAULT_MAX_STREAMS`](crate::config::DEFAULT_MAX_STREAMS)). Over it, a request gets
+    /// `503 Service Unavailable` with `Retry-After`. Size it from memory (about 3 KiB per idle
+    /// stream under [`serve`](crate::serve()), plus what the events in flight take) and from the
+    /// process's file-descriptor limit.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use sse_runtime::subscription::SubscribeError;
+    ///
+    /// let manager = sse_runtime::Manager::builder().max_streams(1).build().unwrap();
+    /// let first = manager.subscribe("a").unwrap();
+    /// assert_eq!(manager.subscribe("b").unwrap_err(), SubscribeError::TooManyStreams);
+    /// drop(first);
+    /// assert!(manager.subscribe("b").is_ok());
+    /// # }
+    /// ```
+    pub fn max_streams(mut self, streams: usize) -> Self {
+        self.caps.streams = streams;
+        self
+    }
+
+    /// Most streams open at once from one client address (default 1 000). Over it, that client
+    /// gets `429 Too Many Requests` with `Retry-After`. The address is the peer address that
+    /// [`serve`](crate::serve()) gives every request as `ConnectInfo<SocketAddr>` (under
+    /// `axum::serve`, use `into_make_service_with_connect_info::<SocketAddr>()`); behind a
+    /// reverse proxy every client has the proxy's address, so size it for the proxy, or give
+    /// each subscription its client with [`SubscribeOptions::client`](crate::subscription::SubscribeOptions::client).
+    pub fn max_streams_per_client(mut self, streams: usize) -> Self {
+        self.caps.streams_per_client = streams;
+        self
+    }
+
+    /// Most subscribers of one topic (default: as many as [`max_streams`](Self::max_streams)
+    /// allows). Over it: `503` with `Retry-After`.
+    pub fn max_subscribers_per_topic(mut self, subscribers: usize) -> Self {
+        self.caps.subscribers_per_topic = subscribers;
+        self
+    }
+
+    /// Most live topics (default 10 000). A subscription that would create one more gets `503`
+    /// with `Retry-After`; subscribers of existing topics are still served. Each live topic
+    /// keeps up to [`history`](Self::history) events for resume, so this times
+    /// [`history_bytes`](Self::history_bytes) bounds the memory that topics can hold.
+    pub fn max_topics(mut self, topics: usize) -> Self {
+        self.caps.topics = topics;
+        self
+    }
+
+    /// Most pollers running at once (default 1 000), lingering ones included. A subscription
+    /// that would start one more gets `503` with `Retry-After`. With pollers of interval `i`,
+    /// this bounds the polls a second at `max_pollers / i`.
+    pub fn max_pollers(mut self, pollers: usize) -> Self {
+        self.caps.pollers = pollers;
+        self
+    }
+
+    /// Most histories kept for resume after their topic emptied (default 10 000), and most
+    /// bytes of events in them (default 64 MiB). Over either, the histories that would expire
+    /// first are dropped early: a client resuming from one gets a `reset` event, never a
+    /// silent gap. `0` keeps none.
+    pub fn max_retained(mut self, histories: usize, bytes: usize) -> Self {
+        self.caps.retained = histories;
+        self.caps.retained_bytes = bytes;
+        self
+    }
+
     /// Runs the manager as one hub with every other instance on the same broker: ids, history
     /// and fan-out go through the broker, polled topics are polled by one instance at a time.
     /// See [`backplane`](crate::backplane). The manager must then be built inside a tokio
@@ -156,6 +249,8 @@ impl ManagerBuilder {
         let config = Config {
             stream: self.stream,
             limits: self.limits,
+            caps: self.caps,
+            linger: self.linger,
             token: self.token.unwrap_or_default(),
         };
         config.validate()?;

@@ -164,7 +164,8 @@ impl Manager {
     /// Subscribes to `topic`, creating its broadcaster if this is the first subscriber.
     ///
     /// # Errors
-    /// [`SubscribeError::ShutDown`] after [`shutdown`](Self::shutdown).
+    /// [`SubscribeError::ShutDown`] after [`shutdown`](Self::shutdown); the others when a cap
+    /// set on the [builder](ManagerBuilder) is reached (nothing is created then).
     pub fn subscribe(&self, topic: &str) -> Result<Subscription, SubscribeError> {
         self.subscribe_with(topic, SubscribeOptions::new())
     }
@@ -176,7 +177,9 @@ impl Manager {
     /// already has one (or deliberately none) and the given one is dropped unstarted.
     ///
     /// # Errors
-    /// [`SubscribeError::ShutDown`] after [`shutdown`](Self::shutdown).
+    /// [`SubscribeError::ShutDown`] after [`shutdown`](Self::shutdown); the others when a cap
+    /// set on the [builder](ManagerBuilder) is reached (nothing is created then, and the
+    /// refusal is counted in [`Stats::refused`]).
     pub fn subscribe_with(
         &self,
         topic: &str,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -13,18 +14,23 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-pub(super) async fn connection<I>(
+pub(super) async fn connection<I, A>(
     io: I,
+    peer: A,
     router: Router,
     stop: CancellationToken,
     head_timeout: Duration,
 ) -> io::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A: Clone + Send + Sync + 'static,
 {
-    let service = TowerToHyperService::new(
-        router.map_request(|request: http::Request<Incoming>| request.map(Body::new)),
-    );
+    let service =
+        TowerToHyperService::new(router.map_request(move |request: http::Request<Incoming>| {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(ConnectInfo(peer.clone()));
+            request
+        }));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

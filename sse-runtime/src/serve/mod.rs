@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::extract::Request;
 use axum::response::Response;
 use axum::serve::Listener;
@@ -133,7 +134,10 @@ impl Server {
     }
 
     /// Serves on `listener` until the process ends.
-    pub async fn run<L: Listener>(self, listener: L) {
+    pub async fn run<L: Listener>(self, listener: L)
+    where
+        L::Addr: Clone + Sync + 'static,
+    {
         self.run_with_shutdown(listener, std::future::pending())
             .await;
     }
@@ -146,7 +150,9 @@ impl Server {
         self,
         mut listener: L,
         signal: impl Future<Output = ()> + Send,
-    ) {
+    ) where
+        L::Addr: Clone + Sync + 'static,
+    {
         let stop = CancellationToken::new();
         let connections = TaskTracker::new();
         let budget = Budget::new(MAX_PENDING_BODIES);
@@ -154,14 +160,14 @@ impl Server {
         loop {
             tokio::select! {
                 () = &mut signal => break,
-                (io, _addr) = listener.accept() => {
+                (io, peer) = listener.accept() => {
                     let (router, stop, budget) = (self.router.clone(), stop.clone(), budget.clone());
                     let head_timeout = self.head_timeout;
                     let engine = self.engine;
                     connections.spawn(async move {
                         let result = match engine {
-                            Engine::Direct => connection(io, router, stop, budget, head_timeout).await,
-                            Engine::Hyper => hyper::connection(io, router, stop, head_timeout).await,
+                            Engine::Direct => connection(io, peer, router, stop, budget, head_timeout).await,
+                            Engine::Hyper => hyper::connection(io, peer, router, stop, head_timeout).await,
                         };
                         if let Err(error) = result {
                             tracing::debug!(%error, "connection ended with an error");
@@ -188,7 +194,11 @@ impl Server {
 /// [`MAX_BODY`] (read only when the handler asks for them), `Expect: 100-continue`, `HEAD`, and
 /// HTTP/1.0 clients. It answers chunked request bodies with `501`, request heads over
 /// [`MAX_HEAD`] with `431`, malformed requests with `400`, and closes connections whose request
-/// head takes longer than [`DEFAULT_HEAD_TIMEOUT`] ([`Server`] sets another). Use
+/// head takes longer than [`DEFAULT_HEAD_TIMEOUT`] ([`Server`] sets another).
+///
+/// Every request carries its peer's address as `ConnectInfo<L::Addr>` (a `SocketAddr` on a
+/// `TcpListener`), as `axum::serve` does with `into_make_service_with_connect_info`: handlers
+/// extract it, and [`SseHandler`](crate::SseHandler) counts streams per client address with it. Use
 /// [`Server::hyper`] where you need chunked uploads or upgrades.
 ///
 /// ```no_run
@@ -202,7 +212,10 @@ impl Server {
 /// sse_runtime::serve(WriteDeadline::new(listener, manager.heartbeat()), app).await;
 /// # Ok(()) }
 /// ```
-pub async fn serve<L: Listener>(listener: L, router: Router) {
+pub async fn serve<L: Listener>(listener: L, router: Router)
+where
+    L::Addr: Clone + Sync + 'static,
+{
     Server::new(router).run(listener).await;
 }
 
@@ -214,7 +227,9 @@ pub async fn serve_with_shutdown<L: Listener>(
     listener: L,
     router: Router,
     signal: impl Future<Output = ()> + Send,
-) {
+) where
+    L::Addr: Clone + Sync + 'static,
+{
     Server::new(router)
         .run_with_shutdown(listener, signal)
         .await;
@@ -284,8 +299,9 @@ struct Head {
     headers: HeaderMap,
 }
 
-async fn connection<I>(
+async fn connection<I, A>(
     mut io: I,
+    peer: A,
     router: Router,
     stop: CancellationToken,
     budget: Budget,
@@ -293,6 +309,7 @@ async fn connection<I>(
 ) -> io::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A: Clone + Send + Sync + 'static,
 {
     let mut buf = BytesMut::new();
     loop {
@@ -336,6 +353,7 @@ where
         *request.uri_mut() = head.uri;
         *request.version_mut() = head.version;
         *request.headers_mut() = head.headers;
+        request.extensions_mut().insert(ConnectInfo(peer.clone()));
 
         // The handler runs while the body is delivered on demand; whichever ends first, the
         // response is what decides the connection's next step.

@@ -1,0 +1,251 @@
+//! Spec: caps on what clients can make a manager create (issue 13).
+//!
+//! - Over a server-wide cap (streams, subscribers of one topic, live topics, running pollers)
+//!   a request gets `503`, over the per-client cap `429`; both with `Retry-After` and the
+//!   reason as text. The refusal is counted in `Stats::refused` and creates nothing: no
+//!   topic, no poller, no history.
+//! - Once the clients leave, every count is back to zero and new clients are served.
+//! - A poller lingers after its last subscriber: a client that connects and closes in a loop
+//!   starts it once and polls at its own rate, not once per connection.
+//!
+//! Everything runs over real HTTP on loopback, under `sse_runtime::serve`, which gives
+//! handlers the peer address; clients take distinct addresses of 127.0.0.0/8.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use sse_integration_tests::{PATIENCE, RawClient, TestServer};
+use sse_runtime::stats::Stats;
+use sse_runtime::{Manager, PollError, SseHandler, polling::Polling};
+
+const ALICE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const BOB: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+
+/// `/t/{name}`: an event-driven topic per name; `/p/{name}`: a polled one, every 100 ms, whose
+/// polls are counted in `polls`.
+fn app(manager: &Manager, polls: &Arc<AtomicU64>) -> Router {
+    let polls = polls.clone();
+    Router::new()
+        .route(
+            "/t/{name}",
+            get(SseHandler::new(manager).topic_template("t/{name}")),
+        )
+        .route(
+            "/p/{name}",
+            get(SseHandler::new(manager)
+                .topic_template("p/{name}")
+                .polling(move |_| {
+                    let polls = polls.clone();
+                    Polling::new(move |_| {
+                        let n = polls.fetch_add(1, Ordering::SeqCst);
+                        async move { Ok::<_, PollError>(n) }
+                    })
+                    .interval(Duration::from_millis(100))
+                })),
+        )
+}
+
+async fn serve(manager: &Manager) -> (TestServer, Arc<AtomicU64>) {
+    let polls = Arc::new(AtomicU64::new(0));
+    let server = TestServer::start_direct(app(manager, &polls), Duration::from_secs(10)).await;
+    (server, polls)
+}
+
+/// Opens a stream from `from` and waits for its first bytes (the `retry:` hint), so the
+/// subscription exists when this returns.
+async fn open(server: &TestServer, from: Ipv4Addr, path: &str) -> RawClient {
+    let mut client = RawClient::get_from(from, server.addr, path).await;
+    assert_eq!(client.status(), 200, "{path}: {}", client.head);
+    client.read_until_contains(b"retry:").await;
+    client
+}
+
+/// A request that must be refused with `status`, `Retry-After` and `reason` in the body.
+async fn refused(server: &TestServer, from: Ipv4Addr, path: &str, status: u16, reason: &str) {
+    let mut client = RawClient::get_from(from, server.addr, path).await;
+    assert_eq!(client.status(), status, "{path}: {}", client.head);
+    assert_eq!(client.header("retry-after"), Some("5"), "{}", client.head);
+    let body = client.read_until_contains(reason.as_bytes()).await;
+    assert!(!body.is_empty());
+}
+
+/// Waits until every count is back to zero (pollers linger, histories stay retained).
+async fn all_released(manager: &Manager) -> Stats {
+    tokio::time::timeout(
+        PATIENCE,
+        manager.wait_until(|s| s.subscribers == 0 && s.topics == 0 && s.pollers == 0),
+    )
+    .await
+    .expect("every count back to zero")
+}
+
+#[tokio::test]
+async fn over_the_subscribers_of_one_topic_a_client_gets_503_and_other_topics_are_served() {
+    let manager = Manager::builder()
+        .max_subscribers_per_topic(2)
+        .build()
+        .unwrap();
+    let (server, _) = serve(&manager).await;
+    let a1 = open(&server, ALICE, "/t/a").await;
+    let a2 = open(&server, BOB, "/t/a").await;
+    refused(
+        &server,
+        ALICE,
+        "/t/a",
+        503,
+        "too many subscribers of this SSE topic",
+    )
+    .await;
+    let b = open(&server, ALICE, "/t/b").await;
+    let stats = manager.stats();
+    assert_eq!((stats.subscribers, stats.topics), (3, 2));
+    assert_eq!(stats.refused.per_topic, 1);
+
+    drop((a1, a2, b));
+    all_released(&manager).await;
+    let _again = open(&server, ALICE, "/t/a").await;
+}
+
+#[tokio::test]
+async fn over_the_streams_of_one_client_it_gets_429_while_other_clients_are_served() {
+    let manager = Manager::builder()
+        .max_streams_per_client(2)
+        .build()
+        .unwrap();
+    let (server, _) = serve(&manager).await;
+    let first = open(&server, ALICE, "/t/a").await;
+    let second = open(&server, ALICE, "/t/b").await;
+    refused(
+        &server,
+        ALICE,
+        "/t/c",
+        429,
+        "too many open SSE streams from this client",
+    )
+    .await;
+    let bob = open(&server, BOB, "/t/c").await;
+    let stats = manager.stats();
+    assert_eq!(stats.refused.per_client, 1);
+    assert_eq!(
+        stats.topics, 3,
+        "the refused request created no topic of its own"
+    );
+    assert_eq!(stats.subscribers, 3);
+
+    drop((first, second, bob));
+    all_released(&manager).await;
+    let _a = open(&server, ALICE, "/t/a").await;
+    let _b = open(&server, ALICE, "/t/b").await;
+}
+
+#[tokio::test]
+async fn over_the_live_topics_a_new_topic_gets_503_and_existing_ones_are_joined() {
+    let manager = Manager::builder().max_topics(2).build().unwrap();
+    let (server, _) = serve(&manager).await;
+    let a = open(&server, ALICE, "/t/a").await;
+    let b = open(&server, ALICE, "/t/b").await;
+    refused(&server, ALICE, "/t/c", 503, "too many live SSE topics").await;
+    let a_again = open(&server, BOB, "/t/a").await;
+    let stats = manager.stats();
+    assert_eq!((stats.topics, stats.subscribers), (2, 3));
+    assert_eq!(stats.refused.topics, 1);
+    assert!(manager.topics().iter().all(|t| t.name != "t/c"));
+
+    drop((a, b, a_again));
+    all_released(&manager).await;
+    let _c = open(&server, ALICE, "/t/c").await;
+}
+
+#[tokio::test]
+async fn over_the_running_pollers_a_new_polled_topic_gets_503_and_starts_nothing() {
+    let manager = Manager::builder().max_pollers(1).build().unwrap();
+    let (server, polls) = serve(&manager).await;
+    let mut p = open(&server, ALICE, "/p/a").await;
+    p.read_until_contains(b"data:").await;
+    refused(&server, ALICE, "/p/b", 503, "too many running SSE pollers").await;
+    // Event-driven topics and the running poller's topic are still served.
+    let _t = open(&server, ALICE, "/t/a").await;
+    let mut joined = open(&server, BOB, "/p/a").await;
+    joined.read_until_contains(b"data:").await;
+    let stats = manager.stats();
+    assert_eq!((stats.pollers, stats.pollers_started), (1, 1));
+    assert_eq!(stats.refused.pollers, 1);
+    assert!(manager.topics().iter().all(|t| t.name != "p/b"));
+
+    drop((p, joined, _t));
+    let stats = all_released(&manager).await;
+    assert_eq!(stats.pollers_stopped, 1);
+    let mut b = open(&server, ALICE, "/p/b").await;
+    b.read_until_contains(b"data:").await;
+    assert!(polls.load(Ordering::SeqCst) >= 2);
+}
+
+#[tokio::test]
+async fn over_the_open_streams_every_client_gets_503_until_one_leaves() {
+    let manager = Manager::builder().max_streams(2).build().unwrap();
+    let (server, _) = serve(&manager).await;
+    let a = open(&server, ALICE, "/t/a").await;
+    let b = open(&server, BOB, "/t/b").await;
+    refused(
+        &server,
+        ALICE,
+        "/t/a",
+        503,
+        "too many open SSE streams on this server",
+    )
+    .await;
+    refused(
+        &server,
+        BOB,
+        "/t/c",
+        503,
+        "too many open SSE streams on this server",
+    )
+    .await;
+    assert_eq!(manager.stats().refused.streams, 2);
+    assert_eq!(manager.stats().refused.total(), 2);
+
+    drop(a);
+    tokio::time::timeout(PATIENCE, manager.wait_until(|s| s.subscribers == 1))
+        .await
+        .unwrap();
+    let _c = open(&server, ALICE, "/t/c").await;
+    drop(b);
+}
+
+#[tokio::test]
+async fn a_connect_close_loop_on_a_polled_route_starts_its_poller_once_and_polls_at_its_rate() {
+    let manager = Manager::new();
+    let (server, polls) = serve(&manager).await;
+    let started = Instant::now();
+    let mut connections = 0u64;
+    while started.elapsed() < Duration::from_secs(2) {
+        let client = open(&server, ALICE, "/p/loop").await;
+        drop(client);
+        connections += 1;
+    }
+    let elapsed = started.elapsed();
+    let stats = manager.stats();
+    let polls_seen = polls.load(Ordering::SeqCst);
+    eprintln!(
+        "{connections} connections in {elapsed:?}: {} poller starts, {polls_seen} polls",
+        stats.pollers_started
+    );
+    assert!(connections > 20, "the loop ran: {connections} connections");
+    assert_eq!(stats.pollers_started, 1, "one start for the whole loop");
+    // One poll at the start, then one per 100 ms interval.
+    let at_most = 1 + elapsed.as_millis() as u64 / 100 + 1;
+    assert!(
+        polls_seen <= at_most,
+        "{polls_seen} polls in {elapsed:?}, at most {at_most} at the poller's rate"
+    );
+    let stats = all_released(&manager).await;
+    assert_eq!(
+        stats.pollers_stopped, 1,
+        "stopped once the loop ended and it lingered"
+    );
+}
