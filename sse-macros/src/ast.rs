@@ -7,7 +7,7 @@ use proc_macro2::TokenStream;
 use syn::{Expr, FnArg, Ident, Item, ItemFn, LitStr, ReturnType, Type};
 
 use crate::attr::{self, API_VERSION, Args, Attribute, CHANGE_DETECTION, EVENT, INTERVAL};
-use crate::attr::{ON_STOP, PATH, STOP_WHEN, TOPIC};
+use crate::attr::{GUARD, ON_STOP, PATH, STOP_WHEN, TOPIC};
 use crate::ctxt::Ctxt;
 
 /// `#[sse_topic(...)]` and the item under it.
@@ -20,6 +20,7 @@ pub(crate) struct TopicAttr {
     pub(crate) path: Option<LitStr>,
     pub(crate) event: Option<LitStr>,
     pub(crate) change_detection: Option<bool>,
+    pub(crate) guard: Option<Expr>,
 }
 
 /// `#[sse_poll(...)]` and the item under it.
@@ -33,6 +34,7 @@ pub(crate) struct PollAttr {
     pub(crate) topic: Option<LitStr>,
     pub(crate) api_version: Option<LitStr>,
     pub(crate) change_detection: Option<bool>,
+    pub(crate) guard: Option<Expr>,
 }
 
 /// One argument of the polled function.
@@ -59,6 +61,7 @@ impl TopicAttr {
             path: args.str(PATH),
             event: args.str(EVENT),
             change_detection: args.bool(CHANGE_DETECTION),
+            guard: args.expr(GUARD),
         })
     }
 
@@ -103,6 +106,7 @@ impl PollAttr {
             topic: args.str(TOPIC),
             api_version: args.str(API_VERSION),
             change_detection: args.bool(CHANGE_DETECTION),
+            guard: args.expr(GUARD),
         })
     }
 
@@ -144,6 +148,27 @@ pub(crate) fn inputs(function: &ItemFn) -> Vec<Input> {
             FnArg::Receiver(_) => None,
         })
         .collect()
+}
+
+/// Extractors that read what belongs to one subscriber (headers, cookies, the peer address),
+/// which a shared poller never sees.
+const PER_SUBSCRIBER: &[&str] = &[
+    "HeaderMap",
+    "TypedHeader",
+    "CookieJar",
+    "SignedCookieJar",
+    "PrivateCookieJar",
+    "ConnectInfo",
+];
+
+/// The name of `ty` if it is a known extractor of one subscriber's headers, cookies or address.
+pub(crate) fn per_subscriber(ty: &Type) -> Option<&'static str> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    PER_SUBSCRIBER
+        .iter()
+        .copied()
+        .find(|name| last.ident == name)
 }
 
 fn is_cancellation_token(ty: &Type) -> bool {

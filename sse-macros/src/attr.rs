@@ -68,6 +68,7 @@ pub(crate) const STOP_WHEN: &str = "stop_when";
 pub(crate) const ON_STOP: &str = "on_stop";
 pub(crate) const TOPIC: &str = "topic";
 pub(crate) const API_VERSION: &str = "api_version";
+pub(crate) const GUARD: &str = "guard";
 
 /// Every option of both attributes, in the order error messages list them.
 #[rustfmt::skip]
@@ -80,6 +81,7 @@ const OPTIONS: &[Spec] = &[
     Spec { key: TOPIC, kind: Kind::Str, example: "\"devices\"", topic: false, poll: true },
     Spec { key: API_VERSION, kind: Kind::Str, example: "\"v2\"", topic: false, poll: true },
     Spec { key: CHANGE_DETECTION, kind: Kind::Bool, example: "", topic: true, poll: true },
+    Spec { key: GUARD, kind: Kind::Expr, example: "", topic: true, poll: true },
 ];
 
 /// A value of the kind its option takes.

@@ -144,6 +144,20 @@ pub(crate) fn poll(ctxt: &mut Ctxt, model: &PollAttr) {
             "#[sse_poll] does not support generic functions",
         );
     }
+    for input in ast::inputs(function) {
+        if let ast::Input::Extractor(ty) = input
+            && let Some(name) = ast::per_subscriber(&ty)
+        {
+            ctxt.error(
+                &ty,
+                format!(
+                    "`{name}` reads one subscriber's headers, cookies or address, but an #[sse_poll] \
+                     function runs for every subscriber of its topic and never sees them: put what it \
+                     needs in the path or query, and check the caller with `guard = ...`"
+                ),
+            );
+        }
+    }
     if ast::output(function).is_none() {
         ctxt.error(&sig.ident, "an #[sse_poll] function must return `Result<T, E>` with `T: Serialize` and `E: Into<PollError>`");
     }

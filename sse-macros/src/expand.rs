@@ -35,6 +35,10 @@ pub(crate) fn topic(model: &TopicAttr) -> TokenStream {
         }
     };
     let param_idents: Vec<_> = params.iter().map(|p| format_ident!("{}", p)).collect();
+    let guard = model
+        .guard
+        .as_ref()
+        .map(|g| quote_spanned!(g.span()=> .guard(#g)));
     let (topic_expr, handler) = if params.is_empty() {
         (
             quote!(<#ident as ::sse_runtime::__private::SseTopic>::TOPIC),
@@ -84,7 +88,7 @@ pub(crate) fn topic(model: &TopicAttr) -> TokenStream {
             fn mount(
                 manager: &::sse_runtime::__private::Manager,
             ) -> ::sse_runtime::__private::MethodRouter {
-                ::sse_runtime::__private::get(#handler.change_detection(#change_detection))
+                ::sse_runtime::__private::get(#handler.change_detection(#change_detection)#guard)
             }
             ::sse_runtime::__private::inventory::submit! {
                 ::sse_runtime::__private::Route::new(
@@ -111,6 +115,7 @@ pub(crate) fn poll(model: &PollAttr) -> TokenStream {
         on_stop,
         topic,
         api_version,
+        guard,
         ..
     } = model;
     let path = model.path();
@@ -129,7 +134,7 @@ pub(crate) fn poll(model: &PollAttr) -> TokenStream {
             Input::Extractor(ty) => {
                 checks.push(quote_spanned! {ty.span()=>
                     if let ::core::result::Result::Err(rejection) =
-                        ::sse_runtime::__private::extract::<#ty>(&mut parts).await
+                        ::sse_runtime::__private::extract::<#ty>(&snapshot, &parts, #name).await
                     {
                         return rejection;
                     }
@@ -163,6 +168,16 @@ pub(crate) fn poll(model: &PollAttr) -> TokenStream {
         Some(lit) => quote!(::core::option::Option::Some(#lit)),
         None => quote!(::core::option::Option::None),
     };
+    // The guard runs first, on the whole request: before any extractor, any topic, any poller.
+    let check_guard = match guard {
+        Some(guard) => quote_spanned! {guard.span()=>
+            let expires = match ::sse_runtime::__private::check_guard(&manager, #guard, &mut parts).await {
+                ::core::result::Result::Ok(expires) => expires,
+                ::core::result::Result::Err(refused) => return refused,
+            };
+        },
+        None => quote!(let expires = ::core::option::Option::None;),
+    };
     quote! {
         #function
 
@@ -174,8 +189,10 @@ pub(crate) fn poll(model: &PollAttr) -> TokenStream {
                 ::sse_runtime::__private::get(move |mut parts: ::sse_runtime::__private::Parts| {
                     let manager = ::core::clone::Clone::clone(&manager);
                     async move {
-                        #(#checks)*
+                        #check_guard
+                        // What the shared poller sees: never one subscriber's headers.
                         let snapshot = ::sse_runtime::__private::RequestSnapshot::new(&parts);
+                        #(#checks)*
                         let polling = ::sse_runtime::__private::Polling::new(
                             move |__sse_cancel: ::sse_runtime::__private::CancellationToken| {
                                 let snapshot = ::core::clone::Clone::clone(&snapshot);
@@ -191,7 +208,7 @@ pub(crate) fn poll(model: &PollAttr) -> TokenStream {
                         #stop_when
                         #on_stop;
                         ::sse_runtime::__private::serve_polled(
-                            &manager, &parts, #topic_opt, #change_detection, polling,
+                            &manager, &parts, #topic_opt, #change_detection, polling, expires,
                         )
                     }
                 })

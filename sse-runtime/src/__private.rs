@@ -20,7 +20,8 @@ pub use crate::routes::Route;
 pub use crate::typed::SseTopic;
 pub use tokio_util::sync::CancellationToken;
 
-use crate::handler::{open, topic_of};
+use crate::guard::{self, Guard};
+use crate::handler::{open, shared_view, topic_of};
 use crate::subscription::SubscribeOptions;
 
 /// What an `#[sse_poll]` function may return.
@@ -47,14 +48,52 @@ where
     }
 }
 
-/// Runs one extractor of an `#[sse_poll]` function's arguments; its rejection is the response.
-pub async fn extract<T>(parts: &mut Parts) -> Result<T, Response>
+/// Runs one extractor of an `#[sse_poll]` function's arguments on what the shared poller will
+/// see ([`shared_view`]); its rejection is the response. An extractor that fails there but
+/// succeeds on the whole request needs a subscriber's headers, cookies or address: that is
+/// a `500` naming it and the function, never a poller that runs with one subscriber's
+/// credentials on behalf of all.
+pub async fn extract<T>(
+    snapshot: &RequestSnapshot,
+    request: &Parts,
+    function: &str,
+) -> Result<T, Response>
 where
     T: FromRequestParts<()> + Send + 'static,
 {
-    T::from_request_parts(parts, &())
-        .await
-        .map_err(IntoResponse::into_response)
+    let rejection = match T::from_request_parts(&mut snapshot.parts(), &()).await {
+        Ok(value) => return Ok(value),
+        Err(rejection) => rejection.into_response(),
+    };
+    let mut whole = copy_parts(request);
+    if T::from_request_parts(&mut whole, &()).await.is_err() {
+        return Err(rejection);
+    }
+    let extractor = std::any::type_name::<T>();
+    tracing::error!(
+        function,
+        extractor,
+        "an #[sse_poll] extractor reads the subscriber's headers, cookies or address"
+    );
+    Err((
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        format!(
+            "the #[sse_poll] function `{function}` takes `{extractor}`, which reads the request's \
+             headers, cookies or peer address; a poller is shared by every subscriber of its \
+             topic and never sees those. Put what it needs in the path or query, and check the \
+             caller with `guard = ...`."
+        ),
+    )
+        .into_response())
+}
+
+/// Runs the `guard = ...` of a generated route; `Err` is the response refusing the request.
+pub async fn check_guard<G: Guard<Args>, Args>(
+    manager: &Manager,
+    guard: G,
+    parts: &mut Parts,
+) -> Result<Option<tokio::time::Instant>, Response> {
+    guard::admit(manager, guard.check(parts)).await
 }
 
 /// Runs an extractor again for a later poll. It succeeded on the same request already, so a
@@ -77,15 +116,15 @@ where
         })
 }
 
-/// The request a poller was created for, kept so each poll can run the function's extractors
-/// afresh (extractors need not be `Clone`).
+/// What a poller may see of the request it was created for ([`shared_view`]), kept so each
+/// poll can run the function's extractors afresh (extractors need not be `Clone`).
 #[derive(Clone)]
 pub struct RequestSnapshot(Arc<Parts>);
 
 impl RequestSnapshot {
-    /// Keeps what extractors read: method, URI, version, headers and extensions.
+    /// Keeps what makes the topic: method, URI, version and the server-side extensions.
     pub fn new(parts: &Parts) -> Self {
-        Self(Arc::new(copy_parts(parts)))
+        Self(Arc::new(shared_view(parts)))
     }
 
     /// A fresh copy to extract from.
@@ -111,10 +150,11 @@ pub fn serve_polled(
     topic: Option<&str>,
     change_detection: bool,
     polling: impl PollingService,
+    expires: Option<tokio::time::Instant>,
 ) -> Response {
     let topic = topic.map_or_else(|| topic_of(parts), str::to_owned);
     let options = SubscribeOptions::new()
         .polling(polling)
         .change_detection(change_detection);
-    open(manager, &topic, parts, options)
+    open(manager, &topic, parts, options, expires)
 }

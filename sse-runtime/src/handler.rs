@@ -18,6 +18,7 @@ use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode, Uri};
 
 use crate::frame;
+use crate::guard::{self, ErasedGuard, Guard};
 use crate::manager::Manager;
 use crate::producer::PollingService;
 use crate::stream::SseStream;
@@ -69,6 +70,7 @@ pub struct SseHandler {
     topic: Option<TopicSource>,
     polling: Option<PollingFactory>,
     change_detection: Option<bool>,
+    guard: Option<ErasedGuard>,
 }
 
 impl SseHandler {
@@ -79,6 +81,7 @@ impl SseHandler {
             topic: None,
             polling: None,
             change_detection: None,
+            guard: None,
         }
     }
 
@@ -108,11 +111,48 @@ impl SseHandler {
 
     /// Build a poller from the request; it is started only if this request creates the topic's
     /// broadcaster, so concurrent requests for one topic share one poller.
+    ///
+    /// The poller runs for every subscriber of its topic, so `factory` sees only what makes
+    /// the topic: the method, URI and version, and the server-side extensions (those a layer
+    /// such as `Extension` adds), never a subscriber's headers, cookies or address (see
+    /// [`shared_view`]). For per-user data, make the topic per user and [guard](Self::guard)
+    /// it.
     pub fn polling<P: PollingService>(
         mut self,
         factory: impl Fn(&Parts) -> P + Send + Sync + 'static,
     ) -> Self {
         self.polling = Some(Arc::new(move |parts| Arc::new(factory(parts))));
+        self
+    }
+
+    /// Run `guard` on every request (reconnects included) before anything else: before any
+    /// history is replayed and before a poller is started or joined. A refused request
+    /// creates nothing and gets the guard's response; a guard that returns an expiry ends the
+    /// stream then. See [`guard`](crate::guard) for the contract and an example.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use axum::extract::Query;
+    /// use http::StatusCode;
+    /// use sse_runtime::{Manager, SseHandler};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Key { key: String }
+    ///
+    /// async fn has_key(Query(q): Query<Key>) -> Result<(), StatusCode> {
+    ///     if q.key == "sesame" { Ok(()) } else { Err(StatusCode::FORBIDDEN) }
+    /// }
+    ///
+    /// let manager = Manager::new();
+    /// let handler = SseHandler::new(&manager).topic("vault").guard(has_key);
+    /// let (mut parts, ()) = http::Request::get("/vault?key=guess").body(()).unwrap().into_parts();
+    /// assert_eq!(handler.respond(&mut parts).await.status(), StatusCode::FORBIDDEN);
+    /// assert_eq!(manager.stats().topics, 0);
+    /// assert_eq!(manager.stats().refused.guard, 1);
+    /// # }
+    /// ```
+    pub fn guard<G: Guard<Args>, Args>(mut self, guard: G) -> Self {
+        self.guard = Some(guard::erase(guard));
         self
     }
 
@@ -125,6 +165,13 @@ impl SseHandler {
     /// Opens the stream for a request; what [`axum::handler::Handler::call`] does. A `HEAD`
     /// request gets the stream's headers only, and subscribes to nothing (see `open`).
     pub async fn respond(&self, parts: &mut Parts) -> Response {
+        let expires = match &self.guard {
+            Some(guard) => match guard::admit(&self.manager, guard(parts)).await {
+                Ok(expires) => expires,
+                Err(refused) => return refused,
+            },
+            None => None,
+        };
         let topic = match &self.topic {
             Some(TopicSource::Fixed(topic)) => topic.to_string(),
             Some(TopicSource::Template(template)) => {
@@ -148,12 +195,12 @@ impl SseHandler {
         };
         let mut options = SubscribeOptions::new();
         if let Some(factory) = &self.polling {
-            options = options.shared_polling(factory(parts));
+            options = options.shared_polling(factory(&shared_view(parts)));
         }
         if let Some(on) = self.change_detection {
             options = options.change_detection(on);
         }
-        open(&self.manager, &topic, parts, options)
+        open(&self.manager, &topic, parts, options, expires)
     }
 }
 
@@ -166,6 +213,7 @@ pub(crate) fn open(
     topic: &str,
     parts: &Parts,
     mut options: SubscribeOptions,
+    expires: Option<tokio::time::Instant>,
 ) -> Response {
     if parts.method == Method::HEAD {
         return head_only();
@@ -184,9 +232,42 @@ pub(crate) fn open(
         options = options.client(peer.ip());
     }
     match manager.subscribe_with(topic, options) {
-        Ok(subscription) => SseStream::from(subscription).into_response(),
+        Ok(subscription) => SseStream::from(subscription)
+            .ending_at(expires)
+            .into_response(),
         Err(refused) => refused.into_response(),
     }
+}
+
+/// What a poller shared by every subscriber of a topic may see of the request that started
+/// it: the method, URI and version, which make the topic, and the extensions that the server
+/// side added (shared state from an `Extension` layer). Not the headers (so no cookies, no
+/// `Authorization`) and not the peer address (`ConnectInfo`): those belong to one subscriber,
+/// and the poller's results go to all of them.
+///
+/// Extensions that a middleware derives from the request (a decoded session, a user id) are
+/// the starting subscriber's: a poller must not read them. Put what makes data per-user in
+/// the path or query instead, and check with a [guard](SseHandler::guard) that the caller may
+/// see it.
+///
+/// ```
+/// let request = http::Request::get("/sse/inbox?folder=2")
+///     .header("authorization", "Bearer alice")
+///     .body(())
+///     .unwrap();
+/// let (parts, ()) = request.into_parts();
+/// let shared = sse_runtime::handler::shared_view(&parts);
+/// assert_eq!(shared.uri, "/sse/inbox?folder=2");
+/// assert!(shared.headers.is_empty());
+/// ```
+pub fn shared_view(parts: &Parts) -> Parts {
+    let (mut view, ()) = http::Request::new(()).into_parts();
+    view.method = parts.method.clone();
+    view.uri = parts.uri.clone();
+    view.version = parts.version;
+    view.extensions = parts.extensions.clone();
+    view.extensions.remove::<ConnectInfo<SocketAddr>>();
+    view
 }
 
 /// The answer to `HEAD` on an SSE route: what a `GET` would get, without the stream.

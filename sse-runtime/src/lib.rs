@@ -59,6 +59,7 @@ pub mod config;
 pub mod deadline;
 pub mod event_id;
 pub mod frame;
+pub mod guard;
 pub mod handler;
 mod hub;
 mod log;

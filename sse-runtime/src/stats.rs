@@ -63,12 +63,14 @@ pub struct Refusals {
     pub topics: u64,
     /// Over [`max_pollers`](crate::manager::ManagerBuilder::max_pollers).
     pub pollers: u64,
+    /// By a route's [guard](crate::guard), expired credentials included.
+    pub guard: u64,
 }
 
 impl Refusals {
     /// All refusals together.
     pub fn total(&self) -> u64 {
-        self.streams + self.per_client + self.per_topic + self.topics + self.pollers
+        self.streams + self.per_client + self.per_topic + self.topics + self.pollers + self.guard
     }
 }
 
@@ -137,6 +139,7 @@ pub(crate) struct Counters {
     pub(crate) oversized: AtomicU64,
     pub(crate) lagged: AtomicU64,
     pub(crate) refused: [AtomicU64; 5],
+    pub(crate) denied: AtomicU64,
     pub(crate) retained_evicted: AtomicU64,
 }
 
@@ -177,6 +180,7 @@ impl Counters {
                     per_topic,
                     topics,
                     pollers,
+                    guard: self.denied.load(Ordering::Relaxed),
                 }
             },
             retained_evicted: self.retained_evicted.load(Ordering::Relaxed),

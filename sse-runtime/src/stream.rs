@@ -55,6 +55,8 @@ pin_project! {
         announced: bool,
         heartbeat_every: Duration,
         batch: Duration,
+        // When the stream ends (a guard's expiry); the heartbeat timer never sleeps past it.
+        expires: Option<Instant>,
         last_write: Instant,
         // The heartbeat timer; while `holding`, it times the end of a write-batching window.
         #[pin]
@@ -84,6 +86,7 @@ impl SseStream {
             announced: false,
             heartbeat_every: settings.heartbeat,
             batch: settings.write_batch,
+            expires: None,
             last_write: now,
             heartbeat: tokio::time::sleep_until(now + settings.heartbeat),
             holding: false,
@@ -94,6 +97,16 @@ impl SseStream {
     /// The subscription being streamed.
     pub fn subscription(&self) -> &Subscription {
         &self.subscription
+    }
+
+    /// Ends the stream at `at` (credentials that expire then), if given.
+    pub(crate) fn ending_at(mut self, at: Option<Instant>) -> Self {
+        if let Some(at) = at {
+            self.expires = Some(at);
+            let first = (self.last_write + self.heartbeat_every).min(at);
+            self.heartbeat = tokio::time::sleep_until(first);
+        }
+        self
     }
 }
 
@@ -212,14 +225,21 @@ impl Body for SseStream {
         }
         loop {
             ready!(this.heartbeat.as_mut().poll(cx));
-            let due = *this.last_write + *this.heartbeat_every;
             let now = Instant::now();
+            if this.expires.is_some_and(|at| at <= now) {
+                *this.finished = true;
+                return Poll::Ready(None);
+            }
+            let wake = |due: Instant| this.expires.map_or(due, |at| due.min(at));
+            let due = *this.last_write + *this.heartbeat_every;
             if due > now {
-                this.heartbeat.as_mut().reset(due);
+                this.heartbeat.as_mut().reset(wake(due));
                 continue;
             }
             *this.last_write = now;
-            this.heartbeat.as_mut().reset(now + *this.heartbeat_every);
+            this.heartbeat
+                .as_mut()
+                .reset(wake(now + *this.heartbeat_every));
             return Poll::Ready(Some(Ok(Frame::data(frame::heartbeat()))));
         }
     }

@@ -76,6 +76,10 @@ impl Manager {
         Self { hub: Arc::new(hub) }
     }
 
+    pub(crate) fn counters(&self) -> &crate::stats::Counters {
+        &self.hub.counters
+    }
+
     /// Interval of heartbeats on idle streams.
     pub fn heartbeat(&self) -> Duration {
         self.hub.config.stream.heartbeat

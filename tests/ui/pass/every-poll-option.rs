@@ -7,6 +7,15 @@ struct Params {
     n: u32,
 }
 
+async fn signed_in(Query(p): Query<Params>) -> Result<std::time::SystemTime, http::StatusCode> {
+    let _ = p.n;
+    Ok(std::time::SystemTime::now())
+}
+
+async fn open_door() -> Result<(), &'static str> {
+    Ok(())
+}
+
 fn positive(n: &u32) -> bool {
     *n > 0
 }
@@ -49,13 +58,19 @@ async fn fixed(cancel: CancellationToken) -> Result<bool, std::io::Error> {
     topic = "all",
     api_version = "v3",
     change_detection = true,
+    guard = signed_in,
 )]
-async fn everything(headers: http::HeaderMap, cancel: CancellationToken) -> Result<Vec<String>, PollError> {
+async fn everything(Query(p): Query<Params>, cancel: CancellationToken) -> Result<Vec<String>, PollError> {
     let _ = cancel;
-    Ok(headers.keys().map(|k| k.to_string()).collect())
+    Ok(vec![p.n.to_string()])
+}
+
+#[sse_poll(guard = open_door)]
+async fn guarded() -> Result<u32, PollError> {
+    Ok(1)
 }
 
 fn main() {
     let _router = sse_runtime::routes::router_with(&Manager::new());
-    assert_eq!(sse_runtime::routes::registered_routes().len(), 7);
+    assert_eq!(sse_runtime::routes::registered_routes().len(), 8);
 }

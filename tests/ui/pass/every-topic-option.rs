@@ -21,7 +21,15 @@ struct Dedup;
 #[derive(serde::Serialize)]
 struct NoDedup;
 
-#[sse_topic("items/{kind}/{id}", path = "/api/items/{kind}/{id}/sse", event = "item", change_detection = true)]
+async fn admitted(_headers: http::HeaderMap) -> Result<(), http::StatusCode> {
+    Ok(())
+}
+
+#[sse_topic("guarded", guard = admitted)]
+#[derive(serde::Serialize)]
+struct Guarded;
+
+#[sse_topic("items/{kind}/{id}", path = "/api/items/{kind}/{id}/sse", event = "item", change_detection = true, guard = admitted)]
 #[derive(serde::Serialize)]
 pub enum Item {
     A,
@@ -31,12 +39,13 @@ pub enum Item {
 fn main() {
     let manager = Manager::new();
     let _router = sse_runtime::routes::router_with(&manager);
-    assert_eq!(sse_runtime::routes::registered_routes().len(), 6);
+    assert_eq!(sse_runtime::routes::registered_routes().len(), 7);
     publish_plain_to(&manager, &Plain);
     publish_with_path_to(&manager, &WithPath);
     publish_with_event_to(&manager, &WithEvent);
     publish_dedup_to(&manager, &Dedup);
     publish_no_dedup_to(&manager, &NoDedup);
+    publish_guarded_to(&manager, &Guarded);
     publish_item_to(&manager, "a", 1, &Item::A);
     publish_item_to(&manager, "b", 2, &Item::B(2));
     assert_eq!(Item::EVENT, Some("item"));
