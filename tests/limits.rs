@@ -249,3 +249,61 @@ async fn a_connect_close_loop_on_a_polled_route_starts_its_poller_once_and_polls
         "stopped once the loop ended and it lingered"
     );
 }
+
+#[tokio::test]
+async fn url_spellings_the_server_reads_alike_share_one_topic_and_one_poller() {
+    // Issue 13: six spellings of one process were six pollers. Decoding, dropping empty
+    // parameters and sorting them leaves three: `01` and the extra parameter `a` are read
+    // differently by a poll function in general, so they stay apart (bounded by the caps).
+    let manager = Manager::new();
+    let polls = Arc::new(AtomicU64::new(0));
+    let app = app(&manager, &polls)
+        .route("/files/{*rest}", get(SseHandler::new(&manager)))
+        .route(
+            "/sse/process",
+            get(SseHandler::new(&manager).polling(|_| {
+                Polling::new(|_| async { Ok::<_, PollError>(1) }).interval(Duration::from_secs(1))
+            })),
+        );
+    let server = TestServer::start_direct(app, Duration::from_secs(10)).await;
+    let mut clients = Vec::new();
+    for query in [
+        "?pid=1",
+        "?pid=%31",
+        "?pid=1&",
+        "?a=1&pid=1",
+        "?pid=1&a=1",
+        "?pid=01",
+    ] {
+        clients.push(open(&server, ALICE, &format!("/sse/process{query}")).await);
+    }
+    let topics: Vec<String> = manager.topics().into_iter().map(|t| t.name).collect();
+    assert_eq!(
+        topics,
+        [
+            "/sse/process?a=1&pid=1",
+            "/sse/process?pid=01",
+            "/sse/process?pid=1"
+        ]
+    );
+    assert_eq!(manager.stats().pollers_started, 3);
+
+    // The path is decoded, as the Go package does: `/files/a%2Fb` is `/files/a/b`. An encoded
+    // `?` stays encoded: a path never passes for a query.
+    let _slash = open(&server, ALICE, "/files/a%2Fb").await;
+    let _plain = open(&server, ALICE, "/files/a/b").await;
+    let _question = open(&server, ALICE, "/files/a%3Fb=1").await;
+    let files: Vec<(String, usize)> = manager
+        .topics()
+        .into_iter()
+        .filter(|t| t.name.starts_with("/files"))
+        .map(|t| (t.name, t.subscribers))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("/files/a%3Fb=1".to_owned(), 1),
+            ("/files/a/b".to_owned(), 2)
+        ]
+    );
+}

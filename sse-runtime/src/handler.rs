@@ -41,8 +41,8 @@ enum TopicSource {
 
 /// An axum handler that opens an SSE stream on a topic of a [`Manager`].
 ///
-/// The topic is the request's path, plus `?` and the raw query when there is one (see
-/// [`topic_of`]), unless [`topic`](Self::topic) fixes it. With [`polling`](Self::polling), the
+/// The topic is the request's decoded path, plus `?` and its canonical query when there is one
+/// (see [`topic_of`]), unless [`topic`](Self::topic) fixes it. With [`polling`](Self::polling), the
 /// request that creates the topic's broadcaster also starts a poller built from that request.
 ///
 /// ```
@@ -315,10 +315,11 @@ impl fmt::Debug for SseHandler {
     }
 }
 
-/// The topic a request subscribes to by default: its path, plus `?` and the raw query when it
-/// has one. Different query strings are different
-/// topics. Uses the URI before any [`Router::nest`](axum::Router::nest) stripped a prefix,
-/// so the topic is the path the client asked for, never a route template.
+/// The topic a request subscribes to by default: its path, plus `?` and its query when it has
+/// one, both in a canonical form, so that URLs a server reads alike are one topic (and one
+/// poller), not one per spelling. Uses the URI before any [`Router::nest`](axum::Router::nest)
+/// stripped a prefix, so the topic is the path the client asked for, never a route template.
+/// See [`topic_of_uri`] for the canonical form.
 ///
 /// ```
 /// let request = http::Request::get("/api/v1/device/7/sse?offset=10").body(()).unwrap();
@@ -333,30 +334,79 @@ pub fn topic_of(parts: &Parts) -> String {
     topic_of_uri(uri)
 }
 
-/// [`topic_of`] for a bare [`Uri`].
+/// [`topic_of`] for a bare [`Uri`]:
 ///
-/// The `last_event_id` query parameter (the resume fallback for clients that cannot set
-/// headers) is not part of the topic: a resuming client rejoins the topic it left.
+/// - the path percent-decoded, as the Go package this ports derives it (`/a%2Fb` is `/a/b`),
+///   except `%3F`, which stays encoded so that no path reads as a query;
+/// - the query's parameters decoded (`%31` is `1`, `+` a space), empty ones dropped (a
+///   trailing `&`), sorted by name (values of one name keep their order), and encoded again
+///   with `%`, `&`, `=`, `+`, `#`, spaces, controls and non-ASCII percent-encoded; a parameter
+///   with an empty value is written as its name alone;
+/// - the `last_event_id` parameter (the resume fallback for clients that cannot set headers)
+///   left out: a resuming client rejoins the topic it left.
+///
+/// What the server reads differently stays apart: `?pid=01` and `?pid=1` are two topics (only
+/// the poll function knows they mean one process), as are `?a=1&pid=1` and `?pid=1`. The caps
+/// on live topics and pollers (see [`ManagerBuilder`](crate::manager::ManagerBuilder)) bound
+/// how many spellings a client can make the server keep.
 ///
 /// ```
-/// let uri: http::Uri = "/feed?a=1&last_event_id=5-3&b=2".parse().unwrap();
-/// assert_eq!(sse_runtime::handler::topic_of_uri(&uri), "/feed?a=1&b=2");
+/// use sse_runtime::handler::topic_of_uri;
+///
+/// let topic = |uri: &str| topic_of_uri(&uri.parse().unwrap());
+/// assert_eq!(topic("/sse/process?pid=1"), "/sse/process?pid=1");
+/// for same in ["?pid=%31", "?pid=1&", "?&pid=1", "?pid=1&last_event_id=5-3"] {
+///     assert_eq!(topic(&format!("/sse/process{same}")), "/sse/process?pid=1");
+/// }
+/// assert_eq!(topic("/feed?b=2&a=1&a=0"), "/feed?a=1&a=0&b=2");
+/// assert_eq!(topic("/feed?q=a+b&tags=x,y"), "/feed?q=a%20b&tags=x,y");
+/// assert_eq!(topic("/files/a%2Fb"), "/files/a/b");
+/// assert_eq!(topic("/files/a%3Fb=1"), "/files/a%3Fb=1");
+/// assert_eq!(topic("/feed?last_event_id=5-3"), "/feed");
 /// ```
 pub fn topic_of_uri(uri: &Uri) -> String {
+    let raw_path = uri.path();
+    let mut path = percent_encoding::percent_decode_str(raw_path)
+        .decode_utf8()
+        .unwrap_or(std::borrow::Cow::Borrowed(raw_path));
+    if path.contains('?') {
+        // An encoded `?` stays encoded: the path never runs into the query.
+        path = path.replace('?', "%3F").into();
+    }
     let Some(query) = uri.query() else {
-        return uri.path().to_owned();
+        return path.into_owned();
     };
-    let is_resume = |pair: &&str| pair.split('=').next() == Some(LAST_EVENT_ID_QUERY);
-    if !query.split('&').any(|pair| is_resume(&pair)) {
-        return format!("{}?{}", uri.path(), query);
+    let mut pairs: Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> =
+        form_urlencoded::parse(query.as_bytes())
+            .filter(|(name, _)| name != LAST_EVENT_ID_QUERY)
+            .collect();
+    if pairs.is_empty() {
+        return path.into_owned();
     }
-    let kept: Vec<&str> = query.split('&').filter(|pair| !is_resume(pair)).collect();
-    if kept.is_empty() {
-        uri.path().to_owned()
-    } else {
-        format!("{}?{}", uri.path(), kept.join("&"))
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut topic = String::with_capacity(path.len() + query.len() + 1);
+    topic.push_str(&path);
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        topic.push(if i == 0 { '?' } else { '&' });
+        topic.extend(percent_encoding::utf8_percent_encode(name, QUERY_ESCAPES));
+        if !value.is_empty() {
+            topic.push('=');
+            topic.extend(percent_encoding::utf8_percent_encode(value, QUERY_ESCAPES));
+        }
     }
+    topic
 }
+
+/// What the canonical query escapes: its own delimiters, `%`, spaces and controls (non-ASCII
+/// is always escaped).
+const QUERY_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'&')
+    .add(b'+')
+    .add(b'=');
 
 /// The request's `Last-Event-ID`: the header, or the `last_event_id` query parameter.
 fn last_event_id(headers: &HeaderMap, uri: &Uri) -> Option<String> {
