@@ -15,7 +15,9 @@
 //! batching window; default 0, off), `SERVE` (`direct`, the default: `sse_runtime::serve`, which
 //! writes SSE streams straight to the socket; `axum`: `axum::serve`), `BACKPLANE` (a
 //! `redis://host:port` URL: run as one hub with every instance on that Redis; unset: in-process),
-//! `LEASE_MS` (the poll lease's TTL with a backplane). Prints `bench-server listening on
+//! `LEASE_MS` (the poll lease's TTL with a backplane), and the caps `MAX_STREAMS`,
+//! `MAX_STREAMS_PER_IP`, `MAX_TOPICS`, `MAX_POLLERS` (unset: the runtime's defaults; over one,
+//! a client gets `503`, or `429` per IP, with `Retry-After`). Prints `bench-server listening on
 //! http://ADDR` once it accepts (`PORT=0` picks a free port). Exits cleanly on SIGTERM or SIGINT.
 
 use std::time::Duration;
@@ -77,6 +79,23 @@ async fn main() -> std::io::Result<()> {
     let mut builder = Manager::builder()
         .heartbeat(heartbeat)
         .write_batch(Duration::from_millis(env_number("BATCH_MS", 0)));
+    let cap = |name: &str| {
+        std::env::var(name)
+            .is_ok()
+            .then(|| env_number(name, 0) as usize)
+    };
+    if let Some(streams) = cap("MAX_STREAMS") {
+        builder = builder.max_streams(streams);
+    }
+    if let Some(streams) = cap("MAX_STREAMS_PER_IP") {
+        builder = builder.max_streams_per_client(streams);
+    }
+    if let Some(topics) = cap("MAX_TOPICS") {
+        builder = builder.max_topics(topics);
+    }
+    if let Some(pollers) = cap("MAX_POLLERS") {
+        builder = builder.max_pollers(pollers);
+    }
     if let Ok(history) = std::env::var("HISTORY") {
         builder = builder.history(history.parse().expect("HISTORY must be an integer"));
     }
@@ -129,6 +148,8 @@ async fn main() -> std::io::Result<()> {
     let listener = WriteDeadline::new(listener, heartbeat);
     match std::env::var("SERVE").as_deref() {
         Ok("axum") => {
+            // No peer address under `axum::serve` with a wrapped listener: the per-IP cap
+            // applies under `direct` only.
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await

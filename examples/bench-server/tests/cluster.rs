@@ -4,75 +4,23 @@
 //! resumed, nothing it produces reaches anyone any more (it stops polling by its own clock and
 //! the broker fences its publishes), so two instances' polls never interleave.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sse_integration_tests::{RedisServer, SseClient};
 use tokio::time::Instant;
 
+mod common;
+use common::Node;
+
 const LEASE: Duration = Duration::from_millis(600);
 
-/// A bench-server process on a free port, over `redis`; killed when dropped.
-struct Node {
-    child: Child,
-    addr: String,
-}
-
-impl Node {
-    fn start(redis: &RedisServer) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bench-server"))
-            .env("PORT", "0")
-            .env("BACKPLANE", redis.url())
-            .env("LEASE_MS", LEASE.as_millis().to_string())
-            .env("HEARTBEAT_MS", "200")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("bench-server starts");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("bench-server listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Self { child, addr }
-    }
-
-    fn port(&self) -> u64 {
-        self.addr.rsplit(':').next().unwrap().parse().unwrap()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    async fn stats(&self) -> serde_json::Value {
-        let body = reqwest_get(&self.url("/stats")).await;
-        serde_json::from_str(&body).unwrap()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn reqwest_get(url: &str) -> String {
-    reqwest::get(url).await.unwrap().text().await.unwrap()
+/// A bench-server process over `redis`, with the lease and a heartbeat for these tests.
+fn start(redis: &RedisServer) -> Node {
+    Node::start(&[
+        ("BACKPLANE", redis.url().as_str()),
+        ("LEASE_MS", &LEASE.as_millis().to_string()),
+        ("HEARTBEAT_MS", "200"),
+    ])
 }
 
 /// The next poll result on `client`: which instance polled it, and its counter there.
@@ -87,7 +35,7 @@ async fn next_poll(client: &mut SseClient) -> (u64, u64) {
 
 /// Two instances, a client on each; returns them with the holder first.
 async fn two_nodes_polling(redis: &RedisServer) -> ([Node; 2], [SseClient; 2]) {
-    let nodes = [Node::start(redis), Node::start(redis)];
+    let nodes = [start(redis), start(redis)];
     let mut clients = [
         SseClient::connect(&nodes[0].url("/poll/x")).await,
         SseClient::connect(&nodes[1].url("/poll/x")).await,

@@ -1,0 +1,82 @@
+//! The caps, tried from outside: bench-server reads `MAX_STREAMS_PER_IP`, `MAX_POLLERS`,
+//! `MAX_TOPICS` and `MAX_STREAMS` from its environment, refuses what is over them (`429` per
+//! IP, `503` otherwise, with `Retry-After`), counts the refusals in `/stats`, and serves again
+//! once the clients have left.
+
+use std::time::Duration;
+
+use sse_integration_tests::PATIENCE;
+
+mod common;
+use common::Node;
+
+async fn status(url: &str) -> (u16, Option<String>, reqwest::Response) {
+    let response = tokio::time::timeout(PATIENCE, reqwest::get(url))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (response.status().as_u16(), retry_after, response)
+}
+
+/// Waits until `/stats` satisfies `done`.
+async fn stats_until(node: &Node, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let stats = node.stats().await;
+        if done(&stats) {
+            return stats;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn distinct_polled_urls_beyond_max_pollers_are_refused_and_served_again_later() {
+    // The explosion of issue 13: one poller per distinct URL, without a bound.
+    let node = Node::start(&[("MAX_POLLERS", "10")]);
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for n in 0..50 {
+        let (code, retry_after, response) = status(&node.url(&format!("/poll/p{n}"))).await;
+        match code {
+            200 => open.push(response),
+            503 => {
+                assert_eq!(retry_after.as_deref(), Some("5"));
+                refused += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((open.len(), refused), (10, 40));
+    let stats = node.stats().await;
+    assert_eq!(stats["pollers"], 10, "{stats}");
+    assert_eq!(stats["topics"], 10, "{stats}");
+    assert_eq!(stats["refused"]["pollers"], 40, "{stats}");
+
+    drop(open);
+    stats_until(&node, |s| s["pollers"] == 0 && s["topics"] == 0).await;
+    let (code, _, _) = status(&node.url("/poll/p49")).await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn streams_beyond_max_streams_per_ip_get_429() {
+    let node = Node::start(&[("MAX_STREAMS_PER_IP", "2"), ("MAX_TOPICS", "100")]);
+    let (a, _, _first) = status(&node.url("/sse/a")).await;
+    let (b, _, _second) = status(&node.url("/sse/b")).await;
+    let (c, retry_after, third) = status(&node.url("/sse/c")).await;
+    assert_eq!((a, b, c), (200, 200, 429));
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    assert_eq!(
+        third.text().await.unwrap(),
+        "too many open SSE streams from this client"
+    );
+    let stats = node.stats().await;
+    assert_eq!(stats["refused"]["per_client"], 1, "{stats}");
+    assert_eq!(stats["subscribers"], 2, "{stats}");
+}

@@ -1,0 +1,66 @@
+//! A bench-server process driven from outside, as the benchmarks and operators run it.
+
+#![allow(dead_code, reason = "each test file uses a part")]
+
+use std::process::{Child, Command, Stdio};
+
+/// A bench-server process on a free port, with `env`; killed when dropped.
+pub struct Node {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Node {
+    pub fn start(env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bench-server"))
+            .env("PORT", "0")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("bench-server starts");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("bench-server listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self { child, addr }
+    }
+
+    pub fn port(&self) -> u64 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub async fn stats(&self) -> serde_json::Value {
+        let body = reqwest_get(&self.url("/stats")).await;
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn reqwest_get(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
