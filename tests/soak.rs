@@ -33,7 +33,8 @@ async fn run_clients(manager: &Manager, server: &TestServer, range: std::ops::Ra
             .map(|n| {
                 tokio::spawn(async move {
                     // Spread over loopback addresses, as many clients would be.
-                    let from = Ipv4Addr::new(127, 0, 1 + (n / 250 % 200) as u8, 1 + (n % 250) as u8);
+                    let from =
+                        Ipv4Addr::new(127, 0, 1 + (n / 250 % 200) as u8, 1 + (n % 250) as u8);
                     let mut client = RawClient::get_from(from, addr, &format!("/p/{n}")).await;
                     assert_eq!(client.status(), 200, "{}", client.head);
                     client.read_until_contains(b"data:").await;
@@ -90,7 +91,11 @@ async fn ten_thousand_clients_on_distinct_polled_urls_leave_nothing_behind() {
     );
     assert_eq!(stats.pollers_started, CLIENTS as u64);
     assert_eq!(stats.pollers_stopped, CLIENTS as u64);
-    assert_eq!(stats.refused.total(), 0, "the batches stayed under the caps");
+    assert_eq!(
+        stats.refused.total(),
+        0,
+        "the batches stayed under the caps"
+    );
     assert!(
         after_kib - idle_kib < 8 * 1024,
         "memory back to its idle level: {idle_kib} KiB idle, {after_kib} KiB after"

@@ -168,8 +168,9 @@ pub struct ProcessQuery {
     pub pid: u32,
 }
 
-/// One process, chosen by `?pid=`: each pid is its own topic with its own poller.
-#[sse_poll(interval = "1s", path = "/sse/process")]
+/// One process, chosen by `?pid=`: each pid is its own topic with its own poller. Only for a
+/// browser with a session (see `session`).
+#[sse_poll(interval = "1s", path = "/sse/process", guard = crate::session::required)]
 pub async fn process(Query(query): Query<ProcessQuery>) -> Result<ProcessSample, PollError> {
     let pid = query.pid;
     match tokio::task::spawn_blocking(move || metrics::process(pid)).await? {

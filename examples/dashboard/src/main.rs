@@ -6,13 +6,16 @@
 //! changes the address (default 127.0.0.1:3000); `RUST_LOG` the log level. `--redis URL` (or
 //! `DASHBOARD_REDIS`) runs it as one of several instances on that Redis: an alarm raised on one
 //! reaches the pages served by every other, the thresholds are shared, and each poller runs
-//! on one instance at a time.
+//! on one instance at a time. `--session SECS` sets how long a browser's session lasts (the
+//! process view needs one; default 3600).
 
 mod api;
 mod events;
 mod metrics;
+mod session;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::http::header;
 use axum::routing::get;
@@ -23,21 +26,31 @@ const INDEX: &str = include_str!("../static/index.html");
 const SCRIPT: &str = include_str!("../static/app.js");
 const STYLE: &str = include_str!("../static/style.css");
 
-const USAGE: &str = "usage: dashboard [--addr HOST:PORT] [--redis redis://HOST:PORT]   (default address 127.0.0.1:3000, in-process)";
+const USAGE: &str = "usage: dashboard [--addr HOST:PORT] [--redis redis://HOST:PORT] [--session SECS]   (default address 127.0.0.1:3000, in-process, sessions of an hour)";
 
 struct Options {
     addr: SocketAddr,
     redis: Option<String>,
+    session: Duration,
 }
 
 fn options() -> Options {
     let mut args = std::env::args().skip(1);
     let mut addr = std::env::var("DASHBOARD_ADDR").ok();
     let mut redis = std::env::var("DASHBOARD_REDIS").ok();
+    let mut session = Duration::from_secs(3600);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.next(),
             "--redis" => redis = args.next(),
+            "--session" => {
+                let secs = args.next().and_then(|s| s.parse().ok()).filter(|s| *s > 0);
+                let Some(secs) = secs else {
+                    eprintln!("--session takes a number of seconds above 0; {USAGE}");
+                    std::process::exit(2);
+                };
+                session = Duration::from_secs(secs);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -53,7 +66,11 @@ fn options() -> Options {
         eprintln!("invalid address {addr:?}; expected HOST:PORT like 127.0.0.1:3000");
         std::process::exit(2);
     });
-    Options { addr, redis }
+    Options {
+        addr,
+        redis,
+        session,
+    }
 }
 
 /// With `--redis`: the global manager (behind `router()` and `publish_alarm`) runs over that
@@ -91,6 +108,7 @@ fn app() -> axum::Router {
             "/api/thresholds",
             get(api::get_thresholds).post(api::set_thresholds),
         )
+        .route("/api/session", axum::routing::post(session::open))
         .route("/api/stats", get(api::stats))
         .route("/api/stats/wait", get(api::wait_for_stats))
         .route("/api/topics", get(api::topics))
@@ -120,6 +138,7 @@ async fn main() -> std::io::Result<()> {
         join_cluster(url).await;
     }
     let listener = tokio::net::TcpListener::bind(options.addr).await?;
+    session::configure(listener.local_addr()?.port(), options.session);
     let url = format!("http://{}/", listener.local_addr()?);
     println!("dashboard listening on {url}");
     tracing::info!(%url, routes = ?sse_runtime::routes::registered_routes().iter().map(|r| r.path).collect::<Vec<_>>(), "serving");

@@ -6,6 +6,7 @@ const dashboard = (window.dashboard = {
   samples: [], // {at, arrived, cpu, memory, rx, tx}
   sampledBy: null, // pid of the dashboard instance that took the last system sample
   processSamples: 0,
+  sessions: 0,
   alarms: 0,
   reconnects: 0,
   status: "connecting",
@@ -100,27 +101,43 @@ function watchSystem() {
   };
 }
 
-// Process: the topic is the URL (path + query), so each pid gets its own poller.
+// Process: the topic is the URL (path + query), so each pid gets its own poller. The route
+// needs a session (a cookie): the page opens one, and when the session expires the server ends
+// the stream and refuses the reconnect, EventSource gives up (CLOSED), and the page opens a new
+// session and a new stream.
+async function openSession() {
+  const response = await fetch("/api/session", { method: "POST" });
+  if (!response.ok) throw new Error(`no session: ${response.status}`);
+  dashboard.sessions++;
+}
+
 async function watchProcess() {
   let pid = new URLSearchParams(location.search).get("pid");
   if (!pid) pid = String((await (await fetch("/api/info")).json()).pid);
   $("pid-input").value = pid;
   const url = `/sse/process?pid=${encodeURIComponent(pid)}`;
   $("process-topic").textContent = url;
-  const source = new EventSource(url);
-  source.onmessage = (event) => {
-    const data = JSON.parse(event.data);
-    const error = $("process-error");
-    if (data.statusCode) { error.hidden = false; error.textContent = `${data.statusCode}: ${data.message}`; return; }
-    error.hidden = true;
-    dashboard.processSamples++;
-    $("process-name").textContent = data.name;
-    $("process-state").textContent = data.state;
-    $("process-cpu").textContent = data.cpu.toFixed(1) + " %";
-    $("process-rss").textContent = data.rss_mib.toFixed(1) + " MiB";
-    $("process-threads").textContent = String(data.threads);
-    updated();
+  const open = async () => {
+    await openSession();
+    const source = new EventSource(url);
+    source.onerror = () => {
+      if (source.readyState === EventSource.CLOSED) setTimeout(open, 500);
+    };
+    source.onmessage = (event) => {
+      const data = JSON.parse(event.data);
+      const error = $("process-error");
+      if (data.statusCode) { error.hidden = false; error.textContent = `${data.statusCode}: ${data.message}`; return; }
+      error.hidden = true;
+      dashboard.processSamples++;
+      $("process-name").textContent = data.name;
+      $("process-state").textContent = data.state;
+      $("process-cpu").textContent = data.cpu.toFixed(1) + " %";
+      $("process-rss").textContent = data.rss_mib.toFixed(1) + " MiB";
+      $("process-threads").textContent = String(data.threads);
+      updated();
+    };
   };
+  await open();
   $("process-form").onsubmit = (event) => {
     event.preventDefault();
     location.search = "?pid=" + encodeURIComponent($("pid-input").value);

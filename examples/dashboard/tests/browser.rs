@@ -499,3 +499,48 @@ async fn two_instances_on_one_redis_share_the_system_poller_and_the_alarms() {
     );
     browser.client.close().await.unwrap();
 }
+
+/// The process view is guarded by a session cookie (`--session 2`: two-second sessions). A
+/// request without one gets `401`; the page opens a session and streams; when the session
+/// expires the server ends the stream, refuses the browser's reconnect (`403`, counted as a
+/// guard refusal), `EventSource` gives up, and the page opens a new session and a new stream.
+#[tokio::test]
+async fn the_process_view_needs_a_session_and_the_page_renews_it_when_it_expires() {
+    let Some((_one, browser)) = browser_session().await else {
+        return;
+    };
+    let server = Dashboard::start_with(free_port(), &["--session", "2"]).await;
+    let anonymous = reqwest::get(server.url("/sse/process?pid=1"))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(
+        anonymous
+            .text()
+            .await
+            .unwrap()
+            .contains("POST /api/session")
+    );
+
+    browser.client.goto(&server.url("/")).await.unwrap();
+    browser
+        .until("window.dashboard.processSamples >= 1 && window.dashboard.sessions === 1")
+        .await;
+    assert_eq!(browser.text("process-name").await, "dashboard");
+    // The session expires, the stream ends, the reconnect is refused: a second session.
+    browser.until("window.dashboard.sessions >= 2").await;
+    let samples = browser
+        .eval("window.dashboard.processSamples")
+        .await
+        .as_u64()
+        .unwrap();
+    browser
+        .until(&format!("window.dashboard.processSamples > {samples}"))
+        .await;
+    let stats = server.get("/api/stats").await;
+    assert!(
+        stats["refused"]["guard"].as_u64().unwrap() >= 2,
+        "the anonymous request and the expired reconnect: {stats}"
+    );
+    browser.client.close().await.unwrap();
+}
