@@ -128,7 +128,7 @@ impl SseHandler {
     /// Run `guard` on every request (reconnects included) before anything else: before any
     /// history is replayed and before a poller is started or joined. A refused request
     /// creates nothing and gets the guard's response; a guard that returns an expiry ends the
-    /// stream then. See [`guard`](crate::guard) for the contract and an example.
+    /// stream then. See the [`guard` module](crate::guard) for the contract and an example.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {

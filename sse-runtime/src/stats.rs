@@ -49,7 +49,7 @@ pub struct Stats {
 }
 
 /// Subscriptions refused since the manager was created, by the cap that refused them (see
-/// [`SubscribeError`](crate::subscription::SubscribeError)).
+/// [`SubscribeError`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Refusals {
