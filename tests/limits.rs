@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use sse_integration_tests::{PATIENCE, RawClient, TestServer};
+use sse_integration_tests::{PATIENCE, RawClient, SseClient, TestServer};
 use sse_runtime::stats::Stats;
 use sse_runtime::{Manager, PollError, SseHandler, polling::Polling};
 
@@ -306,4 +306,55 @@ async fn url_spellings_the_server_reads_alike_share_one_topic_and_one_poller() {
             ("/files/a/b".to_owned(), 2)
         ]
     );
+}
+
+/// Connects to `/t/{name}`, has one event published to it, and leaves: returns that event's id.
+async fn leave_a_history(
+    manager: &Manager,
+    server: &TestServer,
+    name: &str,
+    value: &str,
+) -> String {
+    let mut client = SseClient::connect(&server.url(&format!("/t/{name}"))).await;
+    tokio::time::timeout(PATIENCE, manager.wait_until(|s| s.subscribers == 1))
+        .await
+        .unwrap();
+    manager.publish(&format!("t/{name}"), &value);
+    let id = client.event().await.id;
+    drop(client);
+    tokio::time::timeout(PATIENCE, manager.wait_until(|s| s.subscribers == 0))
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn retained_histories_over_their_caps_go_soonest_expiring_first_and_resume_as_a_reset() {
+    // At most two histories: the third emptied topic pushes out the first.
+    let manager = Manager::builder().max_retained(2, 1 << 20).build().unwrap();
+    let (server, _) = serve(&manager).await;
+    let a = leave_a_history(&manager, &server, "a", "first").await;
+    leave_a_history(&manager, &server, "b", "second").await;
+    let c = leave_a_history(&manager, &server, "c", "third").await;
+    let stats = manager.stats();
+    assert_eq!((stats.retained, stats.retained_evicted), (2, 1));
+
+    // `c` kept its history: a publish while nobody listened is replayed on resume.
+    manager.publish("t/c", &"missed");
+    let mut back = SseClient::connect_with(&server.url("/t/c"), Some(&c)).await;
+    assert_eq!(back.event().await.data, "\"missed\"");
+    // `a` lost it: its client is told, never left with a silent gap.
+    let mut lost = SseClient::connect_with(&server.url("/t/a"), Some(&a)).await;
+    assert_eq!(lost.next().await.unwrap().event, "reset");
+    drop((back, lost));
+
+    // The byte cap works the same way: 300 bytes hold one history of a 200-byte event.
+    let manager = Manager::builder().max_retained(100, 300).build().unwrap();
+    let (server, _) = serve(&manager).await;
+    let big = "x".repeat(200);
+    leave_a_history(&manager, &server, "a", &big).await;
+    leave_a_history(&manager, &server, "b", &big).await;
+    let stats = manager.stats();
+    assert_eq!((stats.retained, stats.retained_evicted), (1, 1));
+    assert!(stats.retained_bytes <= 300, "{stats:?}");
 }
