@@ -42,13 +42,13 @@ pub(crate) fn topic(model: &TopicAttr) -> TokenStream {
     let (topic_expr, handler) = if params.is_empty() {
         (
             quote!(<#ident as ::sse_runtime::__private::SseTopic>::TOPIC),
-            quote!(::sse_runtime::__private::SseHandler::new(manager).topic(#topic)),
+            quote!(::sse_runtime::__private::SseHandler::new(__sse_manager).topic(#topic)),
         )
     } else {
         let format = template::format_string(&topic.value());
         (
             quote!(&::std::format!(#format, #(#param_idents),*)),
-            quote!(::sse_runtime::__private::SseHandler::new(manager).topic_template(#topic)),
+            quote!(::sse_runtime::__private::SseHandler::new(__sse_manager).topic_template(#topic)),
         )
     };
     let doc_topic = if params.is_empty() {
@@ -86,7 +86,7 @@ pub(crate) fn topic(model: &TopicAttr) -> TokenStream {
 
         const _: () = {
             fn mount(
-                manager: &::sse_runtime::__private::Manager,
+                __sse_manager: &::sse_runtime::__private::Manager,
             ) -> ::sse_runtime::__private::MethodRouter {
                 ::sse_runtime::__private::get(#handler.change_detection(#change_detection)#guard)
             }
@@ -125,8 +125,8 @@ pub(crate) fn poll(model: &PollAttr) -> TokenStream {
     let args: Vec<_> = (0..inputs.len())
         .map(|i| format_ident!("__sse_arg{}", i))
         .collect();
-    // Each extractor runs once on the request (its rejection is the response), then again
-    // from a snapshot of the request before every poll.
+    // Each extractor runs once on what the shared poller sees of the request (its rejection
+    // is the response), then again on a fresh copy of that before every poll.
     let mut checks = Vec::new();
     let mut extractions = Vec::new();
     for (arg, input) in args.iter().zip(inputs) {
@@ -134,13 +134,13 @@ pub(crate) fn poll(model: &PollAttr) -> TokenStream {
             Input::Extractor(ty) => {
                 checks.push(quote_spanned! {ty.span()=>
                     if let ::core::result::Result::Err(rejection) =
-                        ::sse_runtime::__private::extract::<#ty>(&snapshot, &parts, #name).await
+                        ::sse_runtime::__private::extract::<#ty>(&mut __sse_shared, &mut __sse_parts, #name).await
                     {
                         return rejection;
                     }
                 });
                 extractions.push(quote_spanned! {ty.span()=>
-                    let #arg = ::sse_runtime::__private::re_extract::<#ty>(&mut parts).await?;
+                    let #arg = ::sse_runtime::__private::re_extract::<#ty>(&mut __sse_parts).await?;
                 });
             }
             Input::Cancellation => extractions.push(quote! {
@@ -168,36 +168,40 @@ pub(crate) fn poll(model: &PollAttr) -> TokenStream {
         Some(lit) => quote!(::core::option::Option::Some(#lit)),
         None => quote!(::core::option::Option::None),
     };
+    // One view of the request for every extractor's first run, as for each poll.
+    let shared_view =
+        (!checks.is_empty()).then(|| quote!(let mut __sse_shared = __sse_snapshot.parts();));
     // The guard runs first, on the whole request: before any extractor, any topic, any poller.
     let check_guard = match guard {
         Some(guard) => quote_spanned! {guard.span()=>
-            let expires = match ::sse_runtime::__private::check_guard(&manager, #guard, &mut parts).await {
-                ::core::result::Result::Ok(expires) => expires,
+            let __sse_expires = match ::sse_runtime::__private::check_guard(&__sse_manager, #guard, &mut __sse_parts).await {
+                ::core::result::Result::Ok(__sse_expires) => __sse_expires,
                 ::core::result::Result::Err(refused) => return refused,
             };
         },
-        None => quote!(let expires = ::core::option::Option::None;),
+        None => quote!(let __sse_expires = ::core::option::Option::None;),
     };
     quote! {
         #function
 
         const _: () = {
             fn mount(
-                manager: &::sse_runtime::__private::Manager,
+                __sse_manager: &::sse_runtime::__private::Manager,
             ) -> ::sse_runtime::__private::MethodRouter {
-                let manager = ::core::clone::Clone::clone(manager);
-                ::sse_runtime::__private::get(move |mut parts: ::sse_runtime::__private::Parts| {
-                    let manager = ::core::clone::Clone::clone(&manager);
+                let __sse_manager = ::core::clone::Clone::clone(__sse_manager);
+                ::sse_runtime::__private::get(move |mut __sse_parts: ::sse_runtime::__private::Parts| {
+                    let __sse_manager = ::core::clone::Clone::clone(&__sse_manager);
                     async move {
                         #check_guard
                         // What the shared poller sees: never one subscriber's headers.
-                        let snapshot = ::sse_runtime::__private::RequestSnapshot::new(&parts);
+                        let __sse_snapshot = ::sse_runtime::__private::RequestSnapshot::new(&__sse_parts);
+                        #shared_view
                         #(#checks)*
-                        let polling = ::sse_runtime::__private::Polling::new(
+                        let __sse_polling = ::sse_runtime::__private::Polling::new(
                             move |__sse_cancel: ::sse_runtime::__private::CancellationToken| {
-                                let snapshot = ::core::clone::Clone::clone(&snapshot);
+                                let __sse_snapshot = ::core::clone::Clone::clone(&__sse_snapshot);
                                 async move {
-                                    let mut parts = snapshot.parts();
+                                    let mut __sse_parts = __sse_snapshot.parts();
                                     #(#extractions)*
                                     #call
                                 }
@@ -208,7 +212,7 @@ pub(crate) fn poll(model: &PollAttr) -> TokenStream {
                         #stop_when
                         #on_stop;
                         ::sse_runtime::__private::serve_polled(
-                            &manager, &parts, #topic_opt, #change_detection, polling, expires,
+                            &__sse_manager, &__sse_parts, #topic_opt, #change_detection, __sse_polling, __sse_expires,
                         )
                     }
                 })

@@ -48,25 +48,24 @@ where
     }
 }
 
-/// Runs one extractor of an `#[sse_poll]` function's arguments on what the shared poller will
-/// see ([`shared_view`]); its rejection is the response. An extractor that fails there but
-/// succeeds on the whole request needs a subscriber's headers, cookies or address: that is
-/// a `500` naming it and the function, never a poller that runs with one subscriber's
-/// credentials on behalf of all.
+/// Runs one extractor of an `#[sse_poll]` function's arguments on `shared`, what the shared
+/// poller will see ([`RequestSnapshot::parts`]); its rejection is the response. An extractor
+/// that fails there but succeeds on the whole `request` needs a subscriber's headers, cookies
+/// or address: that is a `500` naming it and the function, never a poller that runs with one
+/// subscriber's credentials on behalf of all.
 pub async fn extract<T>(
-    snapshot: &RequestSnapshot,
-    request: &Parts,
+    shared: &mut Parts,
+    request: &mut Parts,
     function: &str,
 ) -> Result<T, Response>
 where
     T: FromRequestParts<()> + Send + 'static,
 {
-    let rejection = match T::from_request_parts(&mut snapshot.parts(), &()).await {
+    let rejection = match T::from_request_parts(shared, &()).await {
         Ok(value) => return Ok(value),
         Err(rejection) => rejection.into_response(),
     };
-    let mut whole = copy_parts(request);
-    if T::from_request_parts(&mut whole, &()).await.is_err() {
+    if T::from_request_parts(request, &()).await.is_err() {
         return Err(rejection);
     }
     let extractor = std::any::type_name::<T>();
@@ -129,18 +128,8 @@ impl RequestSnapshot {
 
     /// A fresh copy to extract from.
     pub fn parts(&self) -> Parts {
-        copy_parts(&self.0)
+        shared_view(&self.0)
     }
-}
-
-fn copy_parts(parts: &Parts) -> Parts {
-    let (mut copy, ()) = http::Request::new(()).into_parts();
-    copy.method = parts.method.clone();
-    copy.uri = parts.uri.clone();
-    copy.version = parts.version;
-    copy.headers = parts.headers.clone();
-    copy.extensions = parts.extensions.clone();
-    copy
 }
 
 /// Opens the stream of a polled route: the fixed `topic`, or the request's path + query.

@@ -326,14 +326,15 @@ impl Hub {
     pub(crate) fn leave(self: &Arc<Self>, topic: &Arc<Topic>, key: usize, client: Option<IpAddr>) {
         let (emptied, poller) = {
             let mut registry = self.registry.write();
-            let current = registry
+            // `Some(polled)` while `topic` is the current broadcaster of its name.
+            let polled = registry
                 .live
                 .get(&topic.name)
-                .is_some_and(|live| Arc::ptr_eq(&live.topic, topic));
-            let linger = current
-                && !self.config.linger.is_zero()
-                && !self.is_shut_down()
-                && registry.live[&topic.name].poller.is_some();
+                .filter(|live| Arc::ptr_eq(&live.topic, topic))
+                .map(|live| live.poller.is_some());
+            let current = polled.is_some();
+            let linger =
+                polled == Some(true) && !self.config.linger.is_zero() && !self.is_shut_down();
             let emptied = topic.unsubscribe(key, linger);
             self.counters.subscribers.fetch_sub(1, Ordering::Relaxed);
             if let Some(client) = client

@@ -70,7 +70,27 @@ async fn guarded() -> Result<u32, PollError> {
     Ok(1)
 }
 
+// Named like locals of the generated code, which must not shadow them.
+async fn manager() -> Result<(), http::StatusCode> {
+    Ok(())
+}
+
+#[sse_poll(guard = manager)]
+async fn parts(Query(p): Query<Params>) -> Result<u32, PollError> {
+    Ok(p.n)
+}
+
+#[sse_poll]
+async fn expires(Query(p): Query<Params>) -> Result<u32, PollError> {
+    Ok(p.n)
+}
+
+#[sse_poll]
+async fn snapshot(Query(p): Query<Params>) -> Result<u32, PollError> {
+    Ok(p.n)
+}
+
 fn main() {
     let _router = sse_runtime::routes::router_with(&Manager::new());
-    assert_eq!(sse_runtime::routes::registered_routes().len(), 8);
+    assert_eq!(sse_runtime::routes::registered_routes().len(), 11);
 }

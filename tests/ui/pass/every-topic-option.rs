@@ -36,10 +36,19 @@ pub enum Item {
     B(u8),
 }
 
+// Named like the generated mount function's parameter, which must not shadow it.
+async fn manager() -> Result<(), http::StatusCode> {
+    Ok(())
+}
+
+#[sse_topic("hygiene", guard = manager)]
+#[derive(serde::Serialize)]
+struct Hygiene;
+
 fn main() {
     let manager = Manager::new();
     let _router = sse_runtime::routes::router_with(&manager);
-    assert_eq!(sse_runtime::routes::registered_routes().len(), 7);
+    assert_eq!(sse_runtime::routes::registered_routes().len(), 8);
     publish_plain_to(&manager, &Plain);
     publish_with_path_to(&manager, &WithPath);
     publish_with_event_to(&manager, &WithEvent);
