@@ -4,10 +4,10 @@
 //! pass can report everything at once.
 
 use proc_macro2::TokenStream;
-use syn::{Expr, FnArg, Ident, Item, ItemFn, LitStr, ReturnType, Type};
+use syn::{Expr, FnArg, Ident, Item, ItemFn, LitInt, LitStr, ReturnType, Type};
 
 use crate::attr::{self, API_VERSION, Args, Attribute, CHANGE_DETECTION, EVENT, INTERVAL};
-use crate::attr::{GUARD, ON_STOP, PATH, STOP_WHEN, TOPIC};
+use crate::attr::{GUARD, HISTORY, HISTORY_BYTES, ON_STOP, PATH, RETENTION, STOP_WHEN, TOPIC};
 use crate::ctxt::Ctxt;
 
 /// `#[sse_topic(...)]` and the item under it.
@@ -21,6 +21,24 @@ pub(crate) struct TopicAttr {
     pub(crate) event: Option<LitStr>,
     pub(crate) change_detection: Option<bool>,
     pub(crate) guard: Option<Expr>,
+    pub(crate) history: History,
+}
+
+/// The per-topic history options both attributes take.
+pub(crate) struct History {
+    pub(crate) events: Option<LitInt>,
+    pub(crate) bytes: Option<LitInt>,
+    pub(crate) retention: Option<LitStr>,
+}
+
+impl History {
+    fn parse(args: &Args) -> Self {
+        Self {
+            events: args.int(HISTORY),
+            bytes: args.int(HISTORY_BYTES),
+            retention: args.str(RETENTION),
+        }
+    }
 }
 
 /// `#[sse_poll(...)]` and the item under it.
@@ -35,6 +53,7 @@ pub(crate) struct PollAttr {
     pub(crate) api_version: Option<LitStr>,
     pub(crate) change_detection: Option<bool>,
     pub(crate) guard: Option<Expr>,
+    pub(crate) history: History,
 }
 
 /// One argument of the polled function.
@@ -62,6 +81,7 @@ impl TopicAttr {
             event: args.str(EVENT),
             change_detection: args.bool(CHANGE_DETECTION),
             guard: args.expr(GUARD),
+            history: History::parse(&args),
         })
     }
 
@@ -107,6 +127,7 @@ impl PollAttr {
             api_version: args.str(API_VERSION),
             change_detection: args.bool(CHANGE_DETECTION),
             guard: args.expr(GUARD),
+            history: History::parse(&args),
         })
     }
 

@@ -9,7 +9,7 @@ use proc_macro2::TokenStream;
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
-use syn::{Expr, ExprLit, Ident, Lit, LitBool, LitStr, Token};
+use syn::{Expr, ExprLit, Ident, Lit, LitBool, LitInt, LitStr, Token};
 
 use crate::ctxt::Ctxt;
 
@@ -46,6 +46,8 @@ enum Kind {
     Str,
     /// `true` or `false`.
     Bool,
+    /// An integer literal.
+    Int,
     /// Any expression (a closure or a path).
     Expr,
 }
@@ -69,6 +71,9 @@ pub(crate) const ON_STOP: &str = "on_stop";
 pub(crate) const TOPIC: &str = "topic";
 pub(crate) const API_VERSION: &str = "api_version";
 pub(crate) const GUARD: &str = "guard";
+pub(crate) const HISTORY: &str = "history";
+pub(crate) const HISTORY_BYTES: &str = "history_bytes";
+pub(crate) const RETENTION: &str = "retention";
 
 /// Every option of both attributes, in the order error messages list them.
 #[rustfmt::skip]
@@ -82,12 +87,16 @@ const OPTIONS: &[Spec] = &[
     Spec { key: API_VERSION, kind: Kind::Str, example: "\"v2\"", topic: false, poll: true },
     Spec { key: CHANGE_DETECTION, kind: Kind::Bool, example: "", topic: true, poll: true },
     Spec { key: GUARD, kind: Kind::Expr, example: "", topic: true, poll: true },
+    Spec { key: HISTORY, kind: Kind::Int, example: "256", topic: true, poll: true },
+    Spec { key: HISTORY_BYTES, kind: Kind::Int, example: "65536", topic: true, poll: true },
+    Spec { key: RETENTION, kind: Kind::Str, example: "\"60s\"", topic: true, poll: true },
 ];
 
 /// A value of the kind its option takes.
 pub(crate) enum Value {
     Str(LitStr),
     Bool(LitBool),
+    Int(LitInt),
     Expr(Expr),
 }
 
@@ -164,6 +173,14 @@ impl Args {
         }
     }
 
+    /// The integer option `key`, if given.
+    pub(crate) fn int(&self, key: &str) -> Option<LitInt> {
+        match self.get(key)? {
+            Value::Int(lit) => Some(lit.clone()),
+            _ => None,
+        }
+    }
+
     /// The expression option `key`, if given.
     pub(crate) fn expr(&self, key: &str) -> Option<Expr> {
         match self.get(key)? {
@@ -190,6 +207,20 @@ fn typed(ctxt: &mut Ctxt, spec: &Spec, key: &Ident, value: Expr) -> Option<Value
                 ..
             }),
         ) => Some(Value::Bool(lit)),
+        (
+            Kind::Int,
+            Expr::Lit(ExprLit {
+                lit: Lit::Int(lit), ..
+            }),
+        ) => Some(Value::Int(lit)),
+        (Kind::Int, value) => {
+            let example = spec.example;
+            ctxt.error(
+                value,
+                format!("`{key}` must be a non-negative integer literal, like `{key} = {example}`"),
+            );
+            None
+        }
         (Kind::Str, value) => {
             let example = spec.example;
             ctxt.error(

@@ -13,7 +13,25 @@ use crate::template;
 /// Names the generated publish helpers use for their own parameters.
 const RESERVED: &[&str] = &["manager", "value"];
 
+/// `history`, `history_bytes` and `retention`: integers that fit a `usize`, a duration.
+fn history(ctxt: &mut Ctxt, history: &ast::History) {
+    for lit in [&history.events, &history.bytes].into_iter().flatten() {
+        if let Err(error) = lit.base10_parse::<u32>() {
+            ctxt.error(
+                lit,
+                format!("expected a count from 0 to {}: {error}", u32::MAX),
+            );
+        }
+    }
+    if let Some(lit) = &history.retention
+        && let Err(message) = duration::parse_retention(&lit.value())
+    {
+        ctxt.error(lit, message);
+    }
+}
+
 pub(crate) fn topic(ctxt: &mut Ctxt, model: &TopicAttr) {
+    history(ctxt, &model.history);
     let topic = match (&model.topic, model.topic_lit()) {
         (None, _) => {
             ctxt.error_at(
@@ -96,6 +114,7 @@ pub(crate) fn topic(ctxt: &mut Ctxt, model: &TopicAttr) {
 }
 
 pub(crate) fn poll(ctxt: &mut Ctxt, model: &PollAttr) {
+    history(ctxt, &model.history);
     for value in &model.positional {
         ctxt.error(
             value,

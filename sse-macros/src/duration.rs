@@ -1,4 +1,4 @@
-//! Compile-time parsing of `interval = "..."`.
+//! Compile-time parsing of `interval = "..."` and `retention = "..."`.
 
 use std::time::Duration;
 
@@ -15,6 +15,19 @@ pub(crate) fn parse(text: &str) -> Result<Duration, String> {
         Ok(duration) => Ok(duration),
         Err(error) => Err(format!(
             "invalid interval {text:?} ({error}); expected a positive duration with a unit, like \"5s\", \"250ms\" or \"1m 30s\""
+        )),
+    }
+}
+
+/// Parses a retention time: like [`parse`], but zero is allowed (no retention).
+pub(crate) fn parse_retention(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if u64::try_from(duration.as_nanos()).is_err() => {
+            Err(format!("retention {text:?} is too long"))
+        }
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(format!(
+            "invalid retention {text:?} ({error}); expected a duration with a unit, like \"60s\" or \"0s\" for none"
         )),
     }
 }

@@ -22,6 +22,7 @@ pub(crate) fn topic(model: &TopicAttr) -> TokenStream {
     let snake = snake_case(&name);
     let publish = format_ident!("publish_{}", snake);
     let publish_to = format_ident!("publish_{}_to", snake);
+    let history = history(&model.history);
     let event_opt = match event {
         Some(lit) => quote!(::core::option::Option::Some(#lit)),
         None => quote!(::core::option::Option::None),
@@ -62,6 +63,7 @@ pub(crate) fn topic(model: &TopicAttr) -> TokenStream {
             topic.value()
         )
     };
+    let publish_name = publish.to_string();
     let doc_to = format!("Publishes a [`{name}`] through `manager` (see [`{publish}`]).");
     quote! {
         #item
@@ -71,7 +73,7 @@ pub(crate) fn topic(model: &TopicAttr) -> TokenStream {
         #[doc = #doc_topic]
         #[allow(dead_code)]
         #vis fn #publish(#(#param_idents: impl ::core::fmt::Display,)* value: &#ident) {
-            #publish_to(::sse_runtime::__private::Manager::global(), #(#param_idents,)* value)
+            #publish_to(::sse_runtime::__private::global_for(#publish_name), #(#param_idents,)* value)
         }
 
         #[doc = #doc_to]
@@ -88,7 +90,7 @@ pub(crate) fn topic(model: &TopicAttr) -> TokenStream {
             fn mount(
                 __sse_manager: &::sse_runtime::__private::Manager,
             ) -> ::sse_runtime::__private::MethodRouter {
-                ::sse_runtime::__private::get(#handler.change_detection(#change_detection)#guard)
+                ::sse_runtime::__private::get(#handler.change_detection(#change_detection) #history #guard)
             }
             ::sse_runtime::__private::inventory::submit! {
                 ::sse_runtime::__private::Route::new(
@@ -119,6 +121,7 @@ pub(crate) fn poll(model: &PollAttr) -> TokenStream {
         ..
     } = model;
     let path = model.path();
+    let history = history(&model.history);
     let change_detection = model.change_detection.unwrap_or(true);
     let ident = &function.sig.ident;
     let name = ident.to_string();
@@ -211,8 +214,10 @@ pub(crate) fn poll(model: &PollAttr) -> TokenStream {
                         #api_version
                         #stop_when
                         #on_stop;
+                        let __sse_options = ::sse_runtime::__private::SubscribeOptions::new()
+                            .change_detection(#change_detection)#history;
                         ::sse_runtime::__private::serve_polled(
-                            &__sse_manager, &__sse_parts, #topic_opt, #change_detection, __sse_polling, __sse_expires,
+                            &__sse_manager, &__sse_parts, #topic_opt, __sse_options, __sse_polling, __sse_expires,
                         )
                     }
                 })
@@ -227,6 +232,20 @@ pub(crate) fn poll(model: &PollAttr) -> TokenStream {
             }
         };
     }
+}
+
+/// `.history(N).history_bytes(N).retention(..)` for the options given; `SseHandler` and
+/// `SubscribeOptions` have these methods alike.
+fn history(history: &ast::History) -> TokenStream {
+    let events = history.events.as_ref().map(|n| quote!(.history(#n)));
+    let bytes = history.bytes.as_ref().map(|n| quote!(.history_bytes(#n)));
+    let retention = history.retention.as_ref().map(|lit| {
+        let nanos = duration::parse_retention(&lit.value())
+            .expect("checked: a valid retention")
+            .as_nanos() as u64;
+        quote!(.retention(::sse_runtime::__private::Duration::from_nanos(#nanos)))
+    });
+    quote!(#events #bytes #retention)
 }
 
 /// `DeviceStatus` -> `device_status`, `HTTPError` -> `http_error`.

@@ -35,7 +35,15 @@ mod template;
 ///
 /// Options: `path = "/api/v1/alarms/sse"` (must start with `/`), `event = "alarm"` (the SSE
 /// `event:` name, for `addEventListener`), `change_detection = true` (skip a payload identical to
-/// the previous one; default `false`).
+/// the previous one; default `false`), `guard = <path>` (see [guards](../sse_runtime/guard/index.html)),
+/// and the topic's history, overriding the manager's: `history = 256` (events kept for
+/// resume), `history_bytes = 65536`, `retention = "60s"` (how long the history outlives the
+/// last subscriber; `"0s"` for not at all).
+///
+/// `publish_alarm` publishes into the global manager, which [`router`] serves; configure it
+/// once at start-up with `Manager::builder()...install()`. With `router_with(&manager)`, publish
+/// with `publish_alarm_to(&manager, ..)`: a plain `publish_alarm` then reaches no route, and is
+/// logged as an error and counted in `Stats::unrouted`.
 ///
 /// A topic template, `#[sse_topic("devices/{id}")]`, makes one topic per value: the helpers take
 /// the placeholders first (`publish_device(id, &value)`) and the route captures them as path
@@ -87,8 +95,9 @@ pub fn sse_topic(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// while the route's topic has subscribers, and each result is published to them.
 ///
 /// The function returns `Result<T, E>` (`T: Serialize`, `E: Into<PollError>`) and may take axum
-/// extractors (`Path`, `Query`, `HeaderMap`, ... anything `FromRequestParts<()> + Clone`), run
-/// once per request, and a `CancellationToken`, cancelled when polling stops. The topic is the
+/// extractors (`Path`, `Query`, `Extension`, ... anything `FromRequestParts<()>`, but nothing
+/// that reads one subscriber's headers, cookies or address: the poller is shared), run
+/// before every poll, and a `CancellationToken`, cancelled when polling stops. The topic is the
 /// request's path plus raw query, so different parameters get different pollers and equal ones
 /// share one, unless `topic = "..."` fixes it.
 ///
@@ -97,7 +106,7 @@ pub fn sse_topic(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// publishing a value for which it holds), `on_stop = <closure or path>` (a `Fn()`, called once
 /// per start), `path = "/api/v1/devices/sse"` (default `/sse/<fn name>`), `topic = "devices"`,
 /// `api_version = "v2"` (for error payloads; default `v1`), `change_detection = false` (default
-/// `true`).
+/// `true`), `guard = <path>`, and `history`, `history_bytes`, `retention` as on `#[sse_topic]`.
 ///
 /// ```
 /// use axum::extract::Query;

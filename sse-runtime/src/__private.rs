@@ -22,7 +22,7 @@ pub use tokio_util::sync::CancellationToken;
 
 use crate::guard::{self, Guard};
 use crate::handler::{open, shared_view, topic_of};
-use crate::subscription::SubscribeOptions;
+pub use crate::subscription::SubscribeOptions;
 
 /// What an `#[sse_poll]` function may return.
 #[diagnostic::on_unimplemented(
@@ -132,18 +132,48 @@ impl RequestSnapshot {
     }
 }
 
+/// The manager a generated `publish_*` helper publishes into: the global one. A publish that
+/// no route can deliver, because the macro routes were mounted on another manager, is
+/// reported: an error log once per helper, [`Stats::unrouted`](crate::stats::Stats::unrouted)
+/// every time.
+pub fn global_for(helper: &'static str) -> &'static Manager {
+    let manager = Manager::global();
+    if manager.misses_macro_routes() {
+        report_unrouted(manager, helper);
+    }
+    manager
+}
+
+#[cold]
+fn report_unrouted(manager: &Manager, helper: &'static str) {
+    use std::sync::atomic::Ordering;
+    static REPORTED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    manager.counters().unrouted.fetch_add(1, Ordering::Relaxed);
+    let mut reported = REPORTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if reported.contains(&helper) {
+        return;
+    }
+    reported.push(helper);
+    tracing::error!(
+        helper,
+        "`{helper}` publishes into the global manager, but the SSE routes were mounted on \
+         another one with `router_with(&manager)`: no subscriber can receive this event. Use \
+         `{helper}_to(&manager, ..)`, or configure the global manager with \
+         `Manager::builder()...install()` and mount the routes with `router()`"
+    );
+}
+
 /// Opens the stream of a polled route: the fixed `topic`, or the request's path + query.
 pub fn serve_polled(
     manager: &Manager,
     parts: &Parts,
     topic: Option<&str>,
-    change_detection: bool,
+    options: SubscribeOptions,
     polling: impl PollingService,
     expires: Option<tokio::time::Instant>,
 ) -> Response {
     let topic = topic.map_or_else(|| topic_of(parts), str::to_owned);
-    let options = SubscribeOptions::new()
-        .polling(polling)
-        .change_detection(change_detection);
-    open(manager, &topic, parts, options, expires)
+    open(manager, &topic, parts, options.polling(polling), expires)
 }

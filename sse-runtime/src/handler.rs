@@ -11,6 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts, OriginalUri, RawPathParams, Request};
 use axum::response::{IntoResponse, Response};
@@ -69,7 +70,8 @@ pub struct SseHandler {
     manager: Manager,
     topic: Option<TopicSource>,
     polling: Option<PollingFactory>,
-    change_detection: Option<bool>,
+    /// Change detection and history overrides; each request adds its poller and resume point.
+    options: SubscribeOptions,
     guard: Option<ErasedGuard>,
 }
 
@@ -80,7 +82,7 @@ impl SseHandler {
             manager: manager.clone(),
             topic: None,
             polling: None,
-            change_detection: None,
+            options: SubscribeOptions::new(),
             guard: None,
         }
     }
@@ -158,7 +160,43 @@ impl SseHandler {
 
     /// Change detection for the topic (default: on when polled, off otherwise).
     pub fn change_detection(mut self, on: bool) -> Self {
-        self.change_detection = Some(on);
+        self.options = self.options.change_detection(on);
+        self
+    }
+
+    /// How many events the topic keeps for resume, instead of the manager's
+    /// [`history`](crate::manager::ManagerBuilder::history); applies to the topics this
+    /// handler creates. The macros' `history = N` option.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use sse_runtime::{Manager, SseHandler};
+    /// let manager = Manager::new();
+    /// let ticker = SseHandler::new(&manager)
+    ///     .topic("ticker")
+    ///     .history(10_000)                        // a busy topic: keep more to resume from
+    ///     .history_bytes(16 << 20)
+    ///     .retention(Duration::from_secs(120));   // and for longer after its last subscriber
+    /// let app: axum::Router = axum::Router::new().route("/sse/ticker", axum::routing::get(ticker));
+    /// ```
+    pub fn history(mut self, events: usize) -> Self {
+        self.options = self.options.history(events);
+        self
+    }
+
+    /// The most bytes of encoded events the topic keeps for resume, instead of the manager's
+    /// [`history_bytes`](crate::manager::ManagerBuilder::history_bytes). The macros'
+    /// `history_bytes = N` option.
+    pub fn history_bytes(mut self, bytes: usize) -> Self {
+        self.options = self.options.history_bytes(bytes);
+        self
+    }
+
+    /// How long the topic's history outlives its last subscriber, instead of the manager's
+    /// [`retention`](crate::manager::ManagerBuilder::retention). The macros'
+    /// `retention = "60s"` option.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.options = self.options.retention(retention);
         self
     }
 
@@ -193,12 +231,9 @@ impl SseHandler {
             }
             None => topic_of(parts),
         };
-        let mut options = SubscribeOptions::new();
+        let mut options = self.options.clone();
         if let Some(factory) = &self.polling {
             options = options.shared_polling(factory(&shared_view(parts)));
-        }
-        if let Some(on) = self.change_detection {
-            options = options.change_detection(on);
         }
         open(&self.manager, &topic, parts, options, expires)
     }

@@ -40,6 +40,9 @@ pub(crate) struct Hub {
     changed: Arc<Notify>,
     /// Whether the task relaying the parent token's cancellation has been spawned.
     watching: AtomicBool,
+    /// Whether [`router_with`](crate::routes::router_with) mounted the macro routes on this
+    /// manager; read by the generated `publish_*` helpers to report a publish no route serves.
+    pub(crate) serves_macro_routes: AtomicBool,
     /// With a backplane: the broker that numbers, records and fans out every event. Topics
     /// are then caches of the broker's, listened to while they have local subscribers.
     broker: Option<Arc<dyn Broker>>,
@@ -200,6 +203,7 @@ impl Hub {
             counters,
             changed,
             watching: AtomicBool::new(false),
+            serves_macro_routes: AtomicBool::new(false),
         }
     }
 

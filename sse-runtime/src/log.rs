@@ -153,17 +153,31 @@ impl Log {
 
     /// Where a client that last received sequence number `last` continues: the cursor right
     /// after it, when every event since is held and within the newest `history` events.
-    pub(crate) fn resume_point(&self, last: u64, history: usize) -> Result<u64, Gap> {
+    pub(crate) fn resume_point(
+        &self,
+        last: u64,
+        history_events: usize,
+        history_bytes: usize,
+    ) -> Result<u64, Gap> {
         let cursor = last.saturating_add(1);
         if cursor > self.next_seq {
             return Err(Gap::Ahead);
         }
         let history_start = self
             .next_seq
-            .saturating_sub(history as u64)
+            .saturating_sub(history_events as u64)
             .max(self.first_seq);
         if cursor < history_start {
             return Err(Gap::Evicted);
+        }
+        // The log may hold more than the history (the lag window of slow subscribers); a
+        // resume replays at most the history's bytes, or the newest event alone.
+        if self.next_seq - cursor > 1 {
+            let first = &self.entries[(cursor - self.first_seq) as usize];
+            let replay = self.end_offset - (first.end - first.frame.len() as u64);
+            if replay > history_bytes as u64 {
+                return Err(Gap::Evicted);
+            }
         }
         Ok(cursor)
     }
@@ -229,10 +243,14 @@ mod tests {
         for _ in 0..5 {
             log.append(Bytes::from_static(b"x"), &limits(10, 100));
         }
-        assert_eq!(log.resume_point(5, 3), Ok(6));
-        assert_eq!(log.resume_point(2, 3), Ok(3));
-        assert_eq!(log.resume_point(1, 3), Err(Gap::Evicted));
-        assert_eq!(log.resume_point(6, 3), Err(Gap::Ahead));
+        assert_eq!(log.resume_point(5, 3, 100), Ok(6));
+        assert_eq!(log.resume_point(2, 3, 100), Ok(3));
+        assert_eq!(log.resume_point(1, 3, 100), Err(Gap::Evicted));
+        assert_eq!(log.resume_point(6, 3, 100), Err(Gap::Ahead));
+        // By bytes: three 1-byte frames to replay do not fit in 2; the newest alone always does.
+        assert_eq!(log.resume_point(2, 10, 2), Err(Gap::Evicted));
+        assert_eq!(log.resume_point(3, 10, 2), Ok(4));
+        assert_eq!(log.resume_point(4, 10, 0), Ok(5));
         let (chunk, next) = log.chunk(3);
         assert_eq!((&chunk[..], next), (&b"xxx"[..], 6));
     }

@@ -166,7 +166,11 @@ pub fn router() -> Router {
 }
 
 /// Like [`router`], on an explicit manager, so that tests (or several services in one
-/// process) do not share state. Use the generated `publish_*_to(&manager, ..)` helpers with it.
+/// process) do not share state. Use the generated `publish_*_to(&manager, ..)` helpers with it:
+/// the plain `publish_*` helpers publish into the global manager, which then serves no route.
+/// Such a publish is logged as an error (once per helper) and counted in
+/// [`Stats::unrouted`](crate::stats::Stats::unrouted). To configure the manager behind
+/// [`router`] and the plain helpers, [`install`](crate::manager::ManagerBuilder::install) it.
 ///
 /// # Panics
 /// When two registrations conflict, as [`router`].
@@ -182,6 +186,7 @@ pub fn try_router_with(manager: &Manager) -> Result<Router, RegistrationError> {
     let mut routes: Vec<&Route> = inventory::iter::<Route>.into_iter().collect();
     routes.sort_by(|a, b| (a.path, a.item).cmp(&(b.path, b.item)));
     check(&routes)?;
+    manager.mark_serving_macro_routes();
     Ok(routes.into_iter().fold(Router::new(), |router, route| {
         router.route(route.path, (route.mount)(manager))
     }))

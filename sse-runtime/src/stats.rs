@@ -44,6 +44,10 @@ pub struct Stats {
     /// Retained histories dropped before their time to stay within
     /// [`max_retained`](crate::manager::ManagerBuilder::max_retained).
     pub retained_evicted: u64,
+    /// Publishes by a generated `publish_*` helper into the global manager while the macro
+    /// routes were mounted on another manager (by [`router_with`](crate::routes::router_with)),
+    /// so no route of the global manager could deliver them. The first is logged as an error.
+    pub unrouted: u64,
     /// The broker connection's state, with a [`Backplane`](crate::backplane::Backplane).
     pub backplane: Option<BackplaneStats>,
 }
@@ -141,6 +145,7 @@ pub(crate) struct Counters {
     pub(crate) refused: [AtomicU64; 5],
     pub(crate) denied: AtomicU64,
     pub(crate) retained_evicted: AtomicU64,
+    pub(crate) unrouted: AtomicU64,
 }
 
 impl Counters {
@@ -184,6 +189,7 @@ impl Counters {
                 }
             },
             retained_evicted: self.retained_evicted.load(Ordering::Relaxed),
+            unrouted: self.unrouted.load(Ordering::Relaxed),
             backplane: None,
         }
     }

@@ -632,10 +632,11 @@ impl History {
         if last.epoch() != self.epoch {
             return Err(ResetReason::UnknownEpoch);
         }
-        match self
-            .log
-            .resume_point(last.sequence(), self.limits.history_events)
-        {
+        match self.log.resume_point(
+            last.sequence(),
+            self.limits.history_events,
+            self.limits.history_bytes,
+        ) {
             Ok(cursor) => Ok(cursor),
             Err(Gap::Evicted) => Err(ResetReason::HistoryExceeded),
             Err(Gap::Ahead) if last.sequence() < self.log.next_seq() + self.ahead => {

@@ -88,7 +88,8 @@ impl ManagerBuilder {
         self
     }
 
-    /// Upper bound on the bytes of encoded events each topic keeps for history (default 4 MiB).
+    /// Upper bound on the bytes of encoded events each topic keeps for history (default 4 MiB):
+    /// a resume replays at most this much (or the newest event alone), else it gets a `reset`.
     pub fn history_bytes(mut self, bytes: usize) -> Self {
         self.limits.history_bytes = bytes;
         self

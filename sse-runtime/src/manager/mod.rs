@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -48,6 +49,11 @@ pub struct Manager {
 /// first [`Manager::global`]; never replaced, so every route and helper sees the same one.
 static GLOBAL: std::sync::OnceLock<Manager> = std::sync::OnceLock::new();
 
+/// Set when [`router_with`](crate::routes::router_with) mounts the macro routes on a manager
+/// other than the global one: from then on, a generated `publish_*` helper (which publishes into
+/// the global manager) is reported unless the global manager serves the routes too.
+static MACRO_ROUTES_ELSEWHERE: AtomicBool = AtomicBool::new(false);
+
 /// Makes `manager` the global one; gives it back if the global manager already exists.
 pub(crate) fn install_global(manager: Manager) -> Result<&'static Manager, Manager> {
     GLOBAL.set(manager)?;
@@ -78,6 +84,25 @@ impl Manager {
 
     pub(crate) fn counters(&self) -> &crate::stats::Counters {
         &self.hub.counters
+    }
+
+    /// Records that the macro routes are mounted on this manager.
+    pub(crate) fn mark_serving_macro_routes(&self) {
+        self.hub.serves_macro_routes.store(true, Ordering::Relaxed);
+        if !GLOBAL
+            .get()
+            .is_some_and(|global| Arc::ptr_eq(&global.hub, &self.hub))
+        {
+            MACRO_ROUTES_ELSEWHERE.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a generated `publish_*` helper publishing into this manager (the global one)
+    /// reaches no route: the macro routes were mounted on another manager and never on this
+    /// one.
+    pub(crate) fn misses_macro_routes(&self) -> bool {
+        MACRO_ROUTES_ELSEWHERE.load(Ordering::Relaxed)
+            && !self.hub.serves_macro_routes.load(Ordering::Relaxed)
     }
 
     /// Interval of heartbeats on idle streams.

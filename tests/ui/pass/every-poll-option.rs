@@ -25,6 +25,11 @@ async fn bare() -> Result<u32, PollError> {
     Ok(1)
 }
 
+#[sse_poll(history = 0, retention = "0s")]
+async fn forgetful() -> Result<u32, PollError> {
+    Ok(1)
+}
+
 #[sse_poll(interval = "1m 30s")]
 async fn interval() -> Result<u32, PollError> {
     Ok(1)
@@ -92,5 +97,5 @@ async fn snapshot(Query(p): Query<Params>) -> Result<u32, PollError> {
 
 fn main() {
     let _router = sse_runtime::routes::router_with(&Manager::new());
-    assert_eq!(sse_runtime::routes::registered_routes().len(), 11);
+    assert_eq!(sse_runtime::routes::registered_routes().len(), 12);
 }

@@ -45,10 +45,14 @@ async fn manager() -> Result<(), http::StatusCode> {
 #[derive(serde::Serialize)]
 struct Hygiene;
 
+#[sse_topic("kept", history = 10_000, history_bytes = 16_777_216, retention = "2m")]
+#[derive(serde::Serialize)]
+struct Kept;
+
 fn main() {
     let manager = Manager::new();
     let _router = sse_runtime::routes::router_with(&manager);
-    assert_eq!(sse_runtime::routes::registered_routes().len(), 8);
+    assert_eq!(sse_runtime::routes::registered_routes().len(), 9);
     publish_plain_to(&manager, &Plain);
     publish_with_path_to(&manager, &WithPath);
     publish_with_event_to(&manager, &WithEvent);
@@ -57,5 +61,6 @@ fn main() {
     publish_guarded_to(&manager, &Guarded);
     publish_item_to(&manager, "a", 1, &Item::A);
     publish_item_to(&manager, "b", 2, &Item::B(2));
+    publish_kept_to(&manager, &Kept);
     assert_eq!(Item::EVENT, Some("item"));
 }
