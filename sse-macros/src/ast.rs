@@ -192,6 +192,12 @@ pub(crate) fn per_subscriber(ty: &Type) -> Option<&'static str> {
         .find(|name| last.ident == name)
 }
 
+/// Whether `ty` is axum's `State<T>`, which needs a router state type that `router()`'s
+/// routes, registered from every crate of the binary, do not have.
+pub(crate) fn is_state(ty: &Type) -> bool {
+    matches!(ty, Type::Path(path) if path.path.segments.last().is_some_and(|s| s.ident == "State"))
+}
+
 fn is_cancellation_token(ty: &Type) -> bool {
     matches!(ty, Type::Path(path) if path.path.segments.last().is_some_and(|s| s.ident == "CancellationToken"))
 }

@@ -164,9 +164,18 @@ pub(crate) fn poll(ctxt: &mut Ctxt, model: &PollAttr) {
         );
     }
     for input in ast::inputs(function) {
-        if let ast::Input::Extractor(ty) = input
-            && let Some(name) = ast::per_subscriber(&ty)
-        {
+        let ast::Input::Extractor(ty) = input else {
+            continue;
+        };
+        if ast::is_state(&ty) {
+            ctxt.error(
+                &ty,
+                "`State` needs the router's state type, but the routes of `router()` come from every \
+                 crate of the binary and have none: add the value to the router with \
+                 `.layer(Extension(value))` and take `Extension<T>` here",
+            );
+        }
+        if let Some(name) = ast::per_subscriber(&ty) {
             ctxt.error(
                 &ty,
                 format!(
