@@ -2,9 +2,9 @@
 //! headless Chromium driven over WebDriver (chromedriver), assertions read from the page's DOM
 //! and from the server's own counts.
 //!
-//! Needs /usr/bin/chromium and /usr/bin/chromedriver (`.ci/run` installs them). Without them
-//! the tests print a loud SKIPPED line and pass, unless `SSE_REQUIRE_BROWSER=1` (set in CI)
-//! makes their absence a failure.
+//! Needs /usr/bin/chromium and /usr/bin/chromedriver: `cargo xtask test` installs them. Without
+//! them these tests fail, saying so; they never pass without having run. `cargo xtask test
+//! --no-browser` leaves them out on purpose and lists them as not run.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -23,18 +23,14 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// One browser at a time: the machine has two cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn browser_available() -> bool {
-    let present = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
-    if !present {
-        assert!(
-            std::env::var_os("SSE_REQUIRE_BROWSER").is_none(),
-            "SSE_REQUIRE_BROWSER is set but {CHROMIUM} or {CHROMEDRIVER} is missing"
-        );
-        eprintln!(
-            "\n*** SKIPPED: browser test needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver) ***\n"
-        );
-    }
-    present
+/// Fails the test, saying what to do, when Chromium or its driver is not installed.
+fn require_browser() {
+    assert!(
+        Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists(),
+        "this browser test needs {CHROMIUM} and {CHROMEDRIVER}: run the suite with `cargo xtask \
+         test`, which installs them (apt-get install chromium chromium-driver), or leave the \
+         browser tests out with `cargo xtask test --no-browser`, which lists them as not run"
+    );
 }
 
 fn free_port() -> u16 {
@@ -251,28 +247,23 @@ impl Browser {
     }
 }
 
-/// A dashboard on `port` and a browser, one test at a time; `None` (after a loud SKIPPED line)
-/// when Chromium is not installed.
-async fn session(port: u16) -> Option<(tokio::sync::MutexGuard<'static, ()>, Dashboard, Browser)> {
-    let (one, browser) = browser_session().await?;
+/// A dashboard on `port` and a browser, one test at a time.
+async fn session(port: u16) -> (tokio::sync::MutexGuard<'static, ()>, Dashboard, Browser) {
+    let (one, browser) = browser_session().await;
     let server = Dashboard::start(port).await;
-    Some((one, server, browser))
+    (one, server, browser)
 }
 
-/// A browser alone, one test at a time; `None` (after a loud SKIPPED line) without Chromium.
-async fn browser_session() -> Option<(tokio::sync::MutexGuard<'static, ()>, Browser)> {
+/// A browser alone, one test at a time.
+async fn browser_session() -> (tokio::sync::MutexGuard<'static, ()>, Browser) {
+    require_browser();
     let one = ONE_AT_A_TIME.lock().await;
-    if !browser_available() {
-        return None;
-    }
-    Some((one, Browser::start().await))
+    (one, Browser::start().await)
 }
 
 #[tokio::test]
 async fn polled_values_arrive_and_update_the_plot_at_the_configured_interval() {
-    let Some((_one, server, browser)) = session(free_port()).await else {
-        return;
-    };
+    let (_one, server, browser) = session(free_port()).await;
     browser.client.goto(&server.url("/")).await.unwrap();
     browser
         .until("window.dashboard.samples.length >= 4 && window.dashboard.status === 'live'")
@@ -317,9 +308,7 @@ async fn polled_values_arrive_and_update_the_plot_at_the_configured_interval() {
 
 #[tokio::test]
 async fn an_alarm_triggered_from_the_page_appears_in_the_feed() {
-    let Some((_one, server, browser)) = session(free_port()).await else {
-        return;
-    };
+    let (_one, server, browser) = session(free_port()).await;
     browser.client.goto(&server.url("/")).await.unwrap();
     browser.until("window.dashboard.samples.length >= 1").await;
     assert_eq!(browser.eval("window.dashboard.alarms").await, 0);
@@ -334,9 +323,7 @@ async fn an_alarm_triggered_from_the_page_appears_in_the_feed() {
 
 #[tokio::test]
 async fn two_tabs_with_different_pids_get_two_pollers_which_stop_when_the_tabs_close() {
-    let Some((_one, server, browser)) = session(free_port()).await else {
-        return;
-    };
+    let (_one, server, browser) = session(free_port()).await;
     let client = &browser.client;
     let blank = client.window().await.unwrap();
 
@@ -390,9 +377,7 @@ async fn two_tabs_with_different_pids_get_two_pollers_which_stop_when_the_tabs_c
 #[tokio::test]
 async fn the_page_reconnects_after_a_server_restart_and_updates_resume() {
     let port = free_port();
-    let Some((_one, server, browser)) = session(port).await else {
-        return;
-    };
+    let (_one, server, browser) = session(port).await;
     browser.client.goto(&server.url("/")).await.unwrap();
     browser
         .until("window.dashboard.samples.length >= 2 && window.dashboard.status === 'live'")
@@ -425,9 +410,7 @@ async fn the_page_reconnects_after_a_server_restart_and_updates_resume() {
 /// and an alarm raised from the tab of one instance appears in the tab of the other.
 #[tokio::test]
 async fn two_instances_on_one_redis_share_the_system_poller_and_the_alarms() {
-    let Some((_one, browser)) = browser_session().await else {
-        return;
-    };
+    let (_one, browser) = browser_session().await;
     let redis = RedisServer::start().await;
     let url = redis.url();
     let a = Dashboard::start_with(free_port(), &["--redis", &url]).await;
@@ -506,9 +489,7 @@ async fn two_instances_on_one_redis_share_the_system_poller_and_the_alarms() {
 /// guard refusal), `EventSource` gives up, and the page opens a new session and a new stream.
 #[tokio::test]
 async fn the_process_view_needs_a_session_and_the_page_renews_it_when_it_expires() {
-    let Some((_one, browser)) = browser_session().await else {
-        return;
-    };
+    let (_one, browser) = browser_session().await;
     let server = Dashboard::start_with(free_port(), &["--session", "2"]).await;
     let anonymous = reqwest::get(server.url("/sse/process?pid=1"))
         .await
