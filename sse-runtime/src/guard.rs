@@ -159,5 +159,6 @@ pub(crate) async fn admit(
         Err(response) => response,
     };
     manager.counters().denied.fetch_add(1, Ordering::Relaxed);
+    crate::telemetry::refused("guard");
     Err(refusal)
 }

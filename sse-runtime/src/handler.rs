@@ -13,7 +13,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts, OriginalUri, RawPathParams, Request};
+use axum::extract::{
+    ConnectInfo, FromRequestParts, MatchedPath, OriginalUri, RawPathParams, Request,
+};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode, Uri};
@@ -267,9 +269,15 @@ pub(crate) fn open(
         options = options.client(peer.ip());
     }
     match manager.subscribe_with(topic, options) {
-        Ok(subscription) => SseStream::from(subscription)
-            .ending_at(expires)
-            .into_response(),
+        Ok(subscription) => {
+            let route = parts
+                .extensions
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str);
+            SseStream::routed(subscription, route)
+                .ending_at(expires)
+                .into_response()
+        }
         Err(refused) => refused.into_response(),
     }
 }

@@ -23,6 +23,7 @@ use crate::publish::{Outcome, PublishError};
 use crate::refusal::SubscribeError;
 use crate::remote::Outgoing;
 use crate::stats::{Counters, Stats, TopicStats};
+use crate::telemetry::{self, GaugeShare};
 use crate::topic::{History, Membership, Published, Recorded, Start, Topic};
 
 type Map<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
@@ -75,6 +76,8 @@ struct Live {
     idle_since: Option<Instant>,
     /// Whether a linger task watches this topic; at most one does, whatever the churn.
     lingering: bool,
+    /// Its share of the `sse_topics` gauge.
+    _gauge: GaugeShare,
 }
 
 impl Live {
@@ -84,6 +87,7 @@ impl Live {
             poller,
             idle_since: None,
             lingering: false,
+            _gauge: GaugeShare::new(telemetry::TOPICS, 1.0),
         }
     }
 }
@@ -93,6 +97,8 @@ struct Retained {
     /// plus this one), so a client that comes back within the retention time gets them.
     history: Mutex<History>,
     until: Instant,
+    /// Its bytes when retained, as its share of the `sse_retained_bytes` gauge.
+    _gauge: GaugeShare,
 }
 
 /// Where a publish by topic name goes.
@@ -119,11 +125,13 @@ impl Registry {
     /// were dropped early.
     fn retain(&mut self, topic: &Topic, now: Instant, caps: &Caps) -> u64 {
         if let Some((history, retention)) = topic.take_history() {
+            let bytes = history.bytes() as f64;
             self.retained.insert(
                 topic.name.clone(),
                 Retained {
                     history: Mutex::new(history),
                     until: now + retention,
+                    _gauge: GaugeShare::new(telemetry::RETAINED_BYTES, bytes),
                 },
             );
         }
@@ -285,6 +293,7 @@ impl Hub {
         // is not handed out yet.
         if let Some(poller) = poller {
             self.counters.pollers.fetch_add(1, Ordering::Relaxed);
+            telemetry::pollers(1.0);
             self.counters
                 .pollers_started
                 .fetch_add(1, Ordering::Relaxed);
@@ -626,6 +635,7 @@ impl Hub {
         let stop = async move {
             poller.stop().await;
             hub.counters.pollers.fetch_sub(1, Ordering::Relaxed);
+            telemetry::pollers(-1.0);
             hub.counters.pollers_stopped.fetch_add(1, Ordering::Relaxed);
             hub.changed.notify_waiters();
         };

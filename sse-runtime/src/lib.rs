@@ -74,6 +74,7 @@ pub mod serve;
 pub mod stats;
 mod stream;
 pub mod subscription;
+pub mod telemetry;
 mod topic;
 mod typed;
 

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use crate::config::Limits;
+use crate::telemetry::{self, Stamp};
 
 /// Most bytes handed to the connection in one chunk when a subscriber is behind.
 const MAX_CHUNK: usize = 256 * 1024;
@@ -30,6 +31,18 @@ struct Entry {
     frame: Bytes,
     /// Stream offset just past this frame.
     end: u64,
+    /// When it was appended (for the publish-to-write histogram; nothing without `metrics`).
+    at: Stamp,
+}
+
+/// Frames read for one subscriber: what [`Log::chunk`] hands out.
+pub(crate) struct Chunk {
+    /// One or more whole frames.
+    pub(crate) bytes: Bytes,
+    /// How many.
+    pub(crate) events: u64,
+    /// When the first of them was appended.
+    pub(crate) oldest: Stamp,
 }
 
 /// How far a subscriber is behind the head of the log.
@@ -130,17 +143,17 @@ impl Log {
 
     /// The frames from `cursor` on, up to [`MAX_CHUNK`] bytes (at least one frame), as one
     /// chunk, and the cursor after them. `cursor` must be in the log.
-    pub(crate) fn chunk(&self, cursor: u64) -> (Bytes, u64) {
+    pub(crate) fn chunk(&self, cursor: u64) -> (Chunk, u64) {
         let start = (cursor - self.first_seq) as usize;
-        let first = &self.entries[start].frame;
+        let first = &self.entries[start];
         let mut end = start + 1;
-        let mut len = first.len();
+        let mut len = first.frame.len();
         while end < self.entries.len() && len + self.entries[end].frame.len() <= MAX_CHUNK {
             len += self.entries[end].frame.len();
             end += 1;
         }
-        let chunk = if end == start + 1 {
-            first.clone()
+        let bytes = if end == start + 1 {
+            first.frame.clone()
         } else {
             let mut buf = BytesMut::with_capacity(len);
             for entry in self.entries.range(start..end) {
@@ -148,7 +161,13 @@ impl Log {
             }
             buf.freeze()
         };
-        (chunk, cursor + (end - start) as u64)
+        let events = (end - start) as u64;
+        let chunk = Chunk {
+            bytes,
+            events,
+            oldest: first.at,
+        };
+        (chunk, cursor + events)
     }
 
     /// Where a client that last received sequence number `last` continues: the cursor right
@@ -189,6 +208,7 @@ impl Log {
         self.entries.push_back(Entry {
             frame,
             end: self.end_offset,
+            at: telemetry::stamp(),
         });
         self.next_seq += 1;
         while self.entries.len() > 1
@@ -252,6 +272,6 @@ mod tests {
         assert_eq!(log.resume_point(3, 10, 2), Ok(4));
         assert_eq!(log.resume_point(4, 10, 0), Ok(5));
         let (chunk, next) = log.chunk(3);
-        assert_eq!((&chunk[..], next), (&b"xxx"[..], 6));
+        assert_eq!((&chunk.bytes[..], chunk.events, next), (&b"xxx"[..], 3, 6));
     }
 }

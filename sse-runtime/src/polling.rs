@@ -9,7 +9,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use http::StatusCode;
@@ -241,11 +241,13 @@ async fn poll_loop<F, Fut, T, E>(
             // stops this run or wins the lease back. Never poll without it.
             continue;
         }
+        let started = Instant::now();
         let outcome = tokio::select! {
             biased;
             () = token.cancelled() => return,
             outcome = AssertUnwindSafe(poll(token.clone())).catch_unwind() => outcome,
         };
+        crate::telemetry::polled(started.elapsed(), !matches!(outcome, Ok(Ok(_))));
         match outcome {
             Ok(Ok(value)) => {
                 failures.recovered(&publisher);

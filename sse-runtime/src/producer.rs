@@ -278,6 +278,7 @@ pub(crate) fn tally(counters: &Counters, topic: &str, recorded: Recorded) {
     match recorded {
         Recorded::Appended(_) => {
             counters.published.fetch_add(1, Ordering::Relaxed);
+            crate::telemetry::published();
         }
         Recorded::Duplicate => {
             counters.duplicates.fetch_add(1, Ordering::Relaxed);

@@ -151,15 +151,16 @@ pub(crate) struct Counters {
 impl Counters {
     /// Counts a refusal by its cap (a shutdown is not counted).
     pub(crate) fn refused(&self, error: SubscribeError) {
-        let slot = match error {
+        let (slot, reason) = match error {
             SubscribeError::ShutDown => return,
-            SubscribeError::TooManyStreams => 0,
-            SubscribeError::TooManyFromClient => 1,
-            SubscribeError::TooManySubscribers => 2,
-            SubscribeError::TooManyTopics => 3,
-            SubscribeError::TooManyPollers => 4,
+            SubscribeError::TooManyStreams => (0, "streams"),
+            SubscribeError::TooManyFromClient => (1, "per_client"),
+            SubscribeError::TooManySubscribers => (2, "per_topic"),
+            SubscribeError::TooManyTopics => (3, "topics"),
+            SubscribeError::TooManyPollers => (4, "pollers"),
         };
         self.refused[slot].fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::refused(reason);
     }
 
     pub(crate) fn snapshot(&self, topics: usize, retained: usize, retained_bytes: usize) -> Stats {

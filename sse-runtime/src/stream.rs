@@ -22,7 +22,8 @@ use tokio::time::{Instant, Sleep};
 use crate::config::{MIN_INTERVAL, StreamSettings};
 use crate::event_id::EventId;
 use crate::frame;
-use crate::subscription::{Joined, ResetReason, Subscription};
+use crate::subscription::{EndReason, Joined, ResetReason, Subscription};
+use crate::telemetry::{self, Disconnect};
 
 pin_project! {
     /// A [`Subscription`] as an SSE response body.
@@ -63,6 +64,22 @@ pin_project! {
         heartbeat: Sleep,
         holding: bool,
         finished: bool,
+        // Why it ended, once known here; a stream dropped without one lost its client.
+        end: Option<Disconnect>,
+        // Its route's metric handles (zero-sized without the `metrics` feature).
+        route: telemetry::Handle,
+        // One span per stream: route, topic (query redacted), resume outcome, end reason.
+        span: tracing::Span,
+    }
+
+    impl PinnedDrop for SseStream {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let reason = this.end.unwrap_or(Disconnect::ClientGone);
+            this.route.closed(reason);
+            this.span.record("end", reason.as_str());
+            tracing::debug!(parent: &*this.span, reason = reason.as_str(), "stream ended");
+        }
     }
 }
 
@@ -75,11 +92,31 @@ impl SseStream {
             heartbeat: heartbeat.max(MIN_INTERVAL),
             ..subscription.stream_settings()
         };
-        Self::with_settings(subscription, settings)
+        Self::with_settings(subscription, settings, None)
     }
 
-    fn with_settings(subscription: Subscription, settings: StreamSettings) -> Self {
+    /// Streams `subscription` with its manager's settings, as the response of the route
+    /// `route` (the `MatchedPath` template), for metrics and the stream's span.
+    pub(crate) fn routed(subscription: Subscription, route: Option<&str>) -> Self {
+        let settings = subscription.stream_settings();
+        Self::with_settings(subscription, settings, route)
+    }
+
+    fn with_settings(
+        subscription: Subscription,
+        settings: StreamSettings,
+        route: Option<&str>,
+    ) -> Self {
         let now = Instant::now();
+        let span = tracing::info_span!(
+            "sse_stream",
+            route = route.unwrap_or("other"),
+            topic = %redacted(subscription.topic()),
+            resume = tracing::field::Empty,
+            end = tracing::field::Empty,
+        );
+        let handle = telemetry::route(route);
+        handle.opened();
         Self {
             subscription,
             started: false,
@@ -91,6 +128,18 @@ impl SseStream {
             heartbeat: tokio::time::sleep_until(now + settings.heartbeat),
             holding: false,
             finished: false,
+            end: None,
+            route: handle,
+            span,
+        }
+    }
+
+    /// Records that writing the stream failed with `error`: a write deadline that passed
+    /// (`TimedOut`, from [`WriteDeadline`](crate::WriteDeadline)) or a client gone.
+    pub(crate) fn write_failed(self: Pin<&mut Self>, error: &std::io::Error) {
+        let end = self.project().end;
+        if end.is_none() && error.kind() == std::io::ErrorKind::TimedOut {
+            *end = Some(Disconnect::WriteDeadline);
         }
     }
 
@@ -114,8 +163,34 @@ impl From<Subscription> for SseStream {
     /// Streams `subscription` with its manager's settings.
     fn from(subscription: Subscription) -> Self {
         let settings = subscription.stream_settings();
-        Self::with_settings(subscription, settings)
+        Self::with_settings(subscription, settings, None)
     }
+}
+
+/// A topic for logs: a URL-derived topic's query may carry what identifies someone, so it is
+/// left out.
+fn redacted(topic: &str) -> std::borrow::Cow<'_, str> {
+    match topic.split_once('?') {
+        Some((path, _query)) => format!("{path}?[redacted]").into(),
+        None => topic.into(),
+    }
+}
+
+/// Records how a stream joined: a resume (replayed or reset, with why) on its route's
+/// metrics and its span.
+fn announce(route: &telemetry::Handle, span: &tracing::Span, joined: Option<Joined>) {
+    let outcome = match joined {
+        Some(Joined::Resumed) => {
+            route.resumed(None);
+            "replayed"
+        }
+        Some(Joined::Reset { reason, .. }) => {
+            route.resumed(Some(reason.as_str()));
+            reason.as_str()
+        }
+        Some(Joined::Live) | None => return,
+    };
+    span.record("resume", outcome);
 }
 
 /// What a stream sends before any event: the `retry:` hint (plus up to half of it as jitter, so
@@ -176,6 +251,8 @@ impl Body for SseStream {
         if !*this.started {
             *this.started = true;
             *this.announced = this.subscription.joined().is_some();
+            announce(this.route, this.span, this.subscription.joined());
+            tracing::debug!(parent: &*this.span, joined = ?this.subscription.joined(), "stream opened");
             let retry = this.subscription.stream_settings().retry;
             return Poll::Ready(Some(Ok(Frame::data(preamble(this.subscription, retry)))));
         }
@@ -185,6 +262,7 @@ impl Body for SseStream {
             match this.subscription.poll_joined(cx) {
                 Poll::Ready(joined) => {
                     *this.announced = true;
+                    announce(this.route, this.span, joined);
                     if let Some(reset) = announcement(joined) {
                         return Poll::Ready(Some(Ok(Frame::data(reset))));
                     }
@@ -209,16 +287,24 @@ impl Body for SseStream {
         match if waiting {
             Poll::Pending
         } else {
-            this.subscription.poll_recv(cx)
+            this.subscription.poll_chunk(cx)
         } {
             Poll::Ready(Some(chunk)) => {
                 // The timer is not reset per event (that would cost a timer-wheel update per
                 // event per subscriber); when it fires, it checks the time of the last write.
                 *this.last_write = Instant::now();
-                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                this.route
+                    .wrote(chunk.events, chunk.bytes.len(), &chunk.oldest);
+                return Poll::Ready(Some(Ok(Frame::data(chunk.bytes))));
             }
             Poll::Ready(None) => {
                 *this.finished = true;
+                *this.end = Some(match this.subscription.end_reason() {
+                    Some(EndReason::Lagged) => Disconnect::Lagged,
+                    Some(EndReason::ShutDown) => Disconnect::ShutDown,
+                    Some(EndReason::Closed) => Disconnect::Closed,
+                    Some(EndReason::Unsubscribed) | None => Disconnect::ClientGone,
+                });
                 return Poll::Ready(None);
             }
             Poll::Pending => {}
@@ -228,6 +314,7 @@ impl Body for SseStream {
             let now = Instant::now();
             if this.expires.is_some_and(|at| at <= now) {
                 *this.finished = true;
+                *this.end = Some(Disconnect::Expired);
                 return Poll::Ready(None);
             }
             let wake = |due: Instant| this.expires.map_or(due, |at| due.min(at));

@@ -29,6 +29,7 @@ use bytes::Bytes;
 use crate::config::{HistoryOverrides, StreamSettings};
 use crate::event_id::EventId;
 use crate::hub::{Hub, Join};
+use crate::log::Chunk;
 use crate::producer::PollingService;
 use crate::topic::{Membership, Read, Start, Subscriber, Topic};
 
@@ -326,6 +327,13 @@ impl Subscription {
 
     /// Polling form of [`recv`](Self::recv).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        self.poll_chunk(cx)
+            .map(|chunk| chunk.map(|chunk| chunk.bytes))
+    }
+
+    /// Like [`poll_recv`](Self::poll_recv), with how many events the chunk holds and when the
+    /// first was published.
+    pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
         if self.ended.is_some() {
             return Poll::Ready(None);
         }
@@ -352,10 +360,10 @@ impl Subscription {
 
     /// Leaves the topic now.
     pub fn unsubscribe(mut self) {
-        let _ = self.end(EndReason::Unsubscribed);
+        let _ = self.end::<()>(EndReason::Unsubscribed);
     }
 
-    fn end(&mut self, reason: EndReason) -> Poll<Option<Bytes>> {
+    fn end<T>(&mut self, reason: EndReason) -> Poll<Option<T>> {
         if self.ended.is_none() {
             self.ended = Some(reason);
             self.hub.leave(&self.topic, self.key, self.client);
@@ -366,7 +374,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let _ = self.end(EndReason::Unsubscribed);
+        let _ = self.end::<()>(EndReason::Unsubscribed);
     }
 }
 

@@ -26,7 +26,7 @@ use slab::Slab;
 use crate::config::Limits;
 use crate::event_id::{EventId, IdBuf};
 use crate::frame;
-use crate::log::{Gap, Log};
+use crate::log::{Chunk, Gap, Log};
 
 pub(crate) struct Topic {
     pub(crate) name: Arc<str>,
@@ -220,7 +220,7 @@ pub(crate) struct Membership {
 
 pub(crate) enum Read {
     /// One or more whole frames, in order.
-    Frames(Bytes),
+    Frames(Chunk),
     /// Nothing new; the subscriber's waker is registered.
     Empty,
     /// The subscriber fell further behind than allowed (or out of the log).

@@ -6,6 +6,8 @@
 //!   `204 No Content`; with `?confirm`, answers once it is sent (`413` if too large, `503` with
 //!   the reason if the broker did not take it);
 //! - `GET /stats`: `{"topics": .., "subscribers": .., ...}`;
+//! - `GET /metrics`: the runtime's metrics in Prometheus text (see `sse_runtime::telemetry`),
+//!   unless `METRICS=0`, which installs no recorder;
 //! - `GET /poll/{topic}`: a polled topic (`{"n": <counter>, "port": <this server's port>}`,
 //!   every 100 ms, while subscribed), for the subscribe/unsubscribe churn scenario and, with a
 //!   backplane, to see which instance polls.
@@ -111,7 +113,19 @@ async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port as u16)).await?;
     let port = listener.local_addr()?.port();
 
+    let metrics = (std::env::var("METRICS").as_deref() != Ok("0")).then(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the only metrics recorder")
+    });
     let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let rendered = metrics.as_ref().map(|handle| handle.render());
+                async move { rendered.ok_or((StatusCode::NOT_FOUND, "METRICS=0: no recorder")) }
+            }),
+        )
         .route("/sse/{topic}", get(SseHandler::new(&manager)))
         .route(
             "/poll/{topic}",

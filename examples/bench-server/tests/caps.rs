@@ -3,12 +3,10 @@
 //! IP, `503` otherwise, with `Retry-After`), counts the refusals in `/stats`, and serves again
 //! once the clients have left.
 
-use std::time::Duration;
-
 use sse_integration_tests::PATIENCE;
 
 mod common;
-use common::Node;
+use common::{Node, stats_until};
 
 async fn status(url: &str) -> (u16, Option<String>, reqwest::Response) {
     let response = tokio::time::timeout(PATIENCE, reqwest::get(url))
@@ -20,19 +18,6 @@ async fn status(url: &str) -> (u16, Option<String>, reqwest::Response) {
         .get("retry-after")
         .map(|v| v.to_str().unwrap().to_owned());
     (response.status().as_u16(), retry_after, response)
-}
-
-/// Waits until `/stats` satisfies `done`.
-async fn stats_until(node: &Node, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let stats = node.stats().await;
-        if done(&stats) {
-            return stats;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{stats}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

@@ -113,7 +113,21 @@ fn app() -> axum::Router {
         .route("/api/stats/wait", get(api::wait_for_stats))
         .route("/api/topics", get(api::topics))
         .route("/api/info", get(api::info))
+        .route(
+            "/metrics",
+            get(|| async {
+                METRICS
+                    .get()
+                    .map(|handle| handle.render())
+                    .unwrap_or_default()
+            }),
+        )
 }
+
+/// The Prometheus recorder of the runtime's metrics (`sse_runtime::telemetry`), installed at
+/// start-up; `GET /metrics` renders it.
+static METRICS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+    std::sync::OnceLock::new();
 
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -134,6 +148,10 @@ async fn main() -> std::io::Result<()> {
         )
         .init();
     let options = options();
+    match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => drop(METRICS.set(handle)),
+        Err(error) => tracing::warn!(%error, "no /metrics: the recorder could not be installed"),
+    }
     if let Some(url) = &options.redis {
         join_cluster(url).await;
     }

@@ -295,6 +295,23 @@ async fn polled_values_arrive_and_update_the_plot_at_the_configured_interval() {
     assert!((0.0..=100.0).contains(&cpu));
     assert_eq!(browser.text("status").await, "live");
 
+    // The operator's view of the same: the page's system stream and its poller, in /metrics.
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{metrics}"))
+    };
+    assert_eq!(line(r#"sse_streams{route="/sse/system"}"#), 1.0);
+    assert!(line("sse_pollers") >= 1.0, "{metrics}");
+    assert!(line(r#"sse_events_delivered_total{route="/sse/system"}"#) >= 4.0);
+
     // A screenshot for the README (docs/dashboard.png is a reviewed copy of it).
     browser
         .until("window.dashboard.samples.length >= 8 && window.dashboard.processSamples >= 2")

@@ -93,7 +93,7 @@ async fn a_poller_reads_the_database_through_the_pool_in_an_extension() {
     let bolts = place(&server, "bolts", 40, "open").await;
     let mut open = SseClient::connect(&server.url("/sse/orders/open")).await;
     assert_eq!(open.status, 200);
-    assert_eq!(orders_of(&mut open).await, [bolts.clone()]);
+    assert_eq!(orders_of(&mut open).await, std::slice::from_ref(&bolts));
 
     let nuts = place(&server, "nuts", 12, "open").await;
     place(&server, "washers", 5, "shipped").await;

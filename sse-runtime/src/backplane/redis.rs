@@ -568,6 +568,7 @@ async fn publishing(shared: Arc<Shared>, mut queue: mpsc::Receiver<Job>) {
             match &outcome {
                 Ok(Outcome::Sent(_)) => {
                     shared.counters.published.fetch_add(1, Ordering::Relaxed);
+                    crate::telemetry::published();
                 }
                 Ok(Outcome::Duplicate) => {
                     shared.counters.duplicates.fetch_add(1, Ordering::Relaxed);

@@ -733,7 +733,12 @@ async fn stream_sse<I: AsyncRead + AsyncWrite + Unpin>(
         })
         .await;
         match step {
-            Step::Data(data) => write_data(&mut io, framing, data).await?,
+            Step::Data(data) => {
+                if let Err(error) = write_data(&mut io, framing, data).await {
+                    stream.as_mut().write_failed(&error);
+                    return Err(error);
+                }
+            }
             Step::End => {
                 io.write_all(framing.last_chunk()).await?;
                 return io.shutdown().await;

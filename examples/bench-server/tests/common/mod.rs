@@ -64,3 +64,20 @@ impl Drop for Node {
 pub async fn reqwest_get(url: &str) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
 }
+
+/// Waits until `/stats` satisfies `done` (the server's own counts: what it has seen, not a
+/// guess at how long it takes).
+pub async fn stats_until(
+    node: &Node,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + sse_integration_tests::PATIENCE;
+    loop {
+        let stats = node.stats().await;
+        if done(&stats) {
+            return stats;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
