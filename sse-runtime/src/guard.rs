@@ -36,7 +36,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use axum::extract::FromRequestParts;
@@ -158,7 +157,6 @@ pub(crate) async fn admit(
         },
         Err(response) => response,
     };
-    manager.counters().denied.fetch_add(1, Ordering::Relaxed);
-    crate::telemetry::refused("guard");
+    manager.counters().refused_by_guard();
     Err(refusal)
 }

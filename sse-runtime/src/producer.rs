@@ -277,8 +277,7 @@ pub(crate) fn outgoing(
 pub(crate) fn tally(counters: &Counters, topic: &str, recorded: Recorded) {
     match recorded {
         Recorded::Appended(_) => {
-            counters.published.fetch_add(1, Ordering::Relaxed);
-            crate::telemetry::published();
+            counters.published();
         }
         Recorded::Duplicate => {
             counters.duplicates.fetch_add(1, Ordering::Relaxed);

@@ -163,6 +163,18 @@ impl Counters {
         crate::telemetry::refused(reason);
     }
 
+    /// Counts a request refused by a route's guard.
+    pub(crate) fn refused_by_guard(&self) {
+        self.denied.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::refused("guard");
+    }
+
+    /// Counts an event appended to a topic (in-process, or numbered by the broker).
+    pub(crate) fn published(&self) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::published();
+    }
+
     pub(crate) fn snapshot(&self, topics: usize, retained: usize, retained_bytes: usize) -> Stats {
         Stats {
             topics,

@@ -567,8 +567,7 @@ async fn publishing(shared: Arc<Shared>, mut queue: mpsc::Receiver<Job>) {
         for (job, outcome) in batch.drain(..).zip(outcomes) {
             match &outcome {
                 Ok(Outcome::Sent(_)) => {
-                    shared.counters.published.fetch_add(1, Ordering::Relaxed);
-                    crate::telemetry::published();
+                    shared.counters.published();
                 }
                 Ok(Outcome::Duplicate) => {
                     shared.counters.duplicates.fetch_add(1, Ordering::Relaxed);
