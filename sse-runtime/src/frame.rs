@@ -16,6 +16,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, header};
 use serde::Serialize;
 
+use crate::event_id::EventId;
+
 /// The comment frame sent on idle streams so proxies keep the connection open and a dead peer
 /// surfaces as a write error.
 pub const HEARTBEAT: &[u8] = b":\n\n";
@@ -85,6 +87,25 @@ pub fn set_headers(headers: &mut HeaderMap) {
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+}
+
+/// The `reset` event that tells a client its `Last-Event-ID` could not be resumed from:
+/// `{"reason", "continueFrom"}`, with the id just before `continue_from` (the live stream's
+/// first), so a reconnect after it resumes from there instead of being reset again.
+pub(crate) fn reset(reason: &str, continue_from: EventId) -> Bytes {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Reset<'a> {
+        reason: &'a str,
+        continue_from: String,
+    }
+    let data = serde_json::to_vec(&Reset {
+        reason,
+        continue_from: continue_from.to_string(),
+    })
+    .expect("plain struct serializes");
+    let here = EventId::new(continue_from.epoch(), continue_from.sequence() - 1);
+    event(Some(&here.to_string()), Some("reset"), &data)
 }
 
 pub(crate) fn encoded_len(id: Option<&str>, event: Option<&str>, data: &[u8]) -> usize {

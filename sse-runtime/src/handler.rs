@@ -25,7 +25,7 @@ use crate::guard::{self, ErasedGuard, Guard};
 use crate::manager::Manager;
 use crate::producer::PollingService;
 use crate::stream::SseStream;
-use crate::subscription::SubscribeOptions;
+use crate::subscription::{SubscribeOptions, Subscription};
 
 /// Longest topic (path plus query) a request may derive; longer gets `414 URI Too Long`.
 pub const MAX_TOPIC_LEN: usize = 2048;
@@ -269,6 +269,14 @@ pub(crate) fn open(
         options = options.client(peer.ip());
     }
     match manager.subscribe_with(topic, options) {
+        Ok(subscription) if parts.extensions.get::<Claim>().is_some() => {
+            let claim = parts.extensions.get::<Claim>().expect("checked");
+            *claim.0.lock() = Some(Claimed {
+                subscription,
+                expires,
+            });
+            StatusCode::OK.into_response()
+        }
         Ok(subscription) => {
             let route = parts
                 .extensions
@@ -310,11 +318,33 @@ pub fn shared_view(parts: &Parts) -> Parts {
     view.version = parts.version;
     view.extensions = parts.extensions.clone();
     view.extensions.remove::<ConnectInfo<SocketAddr>>();
+    view.extensions.remove::<Claim>();
     view
 }
 
+/// Where a topic of a multi-topic stream is left by its route (see
+/// [`MultiHandler`](crate::multi::MultiHandler)): a request that carries a claim gets its
+/// subscription, and the guard's expiry, put here by [`open`], and an empty `200`, instead of
+/// a stream of its own.
+#[derive(Clone, Default)]
+pub(crate) struct Claim(Arc<parking_lot::Mutex<Option<Claimed>>>);
+
+/// What a route left in a [`Claim`]: the topic's subscription and when its guard's
+/// credentials expire.
+pub(crate) struct Claimed {
+    pub(crate) subscription: Subscription,
+    pub(crate) expires: Option<tokio::time::Instant>,
+}
+
+impl Claim {
+    /// The subscription the route left, if it opened one.
+    pub(crate) fn take(&self) -> Option<Claimed> {
+        self.0.lock().take()
+    }
+}
+
 /// The answer to `HEAD` on an SSE route: what a `GET` would get, without the stream.
-fn head_only() -> Response {
+pub(crate) fn head_only() -> Response {
     let mut response = Response::new(axum::body::Body::empty());
     frame::set_headers(response.headers_mut());
     response
@@ -452,7 +482,7 @@ const QUERY_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'=');
 
 /// The request's `Last-Event-ID`: the header, or the `last_event_id` query parameter.
-fn last_event_id(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+pub(crate) fn last_event_id(headers: &HeaderMap, uri: &Uri) -> Option<String> {
     if let Some(value) = headers.get("last-event-id") {
         // Not visible ASCII: kept as is, so it is treated as malformed (a reset), not ignored.
         return Some(value.to_str().unwrap_or("\u{fffd}").to_owned());

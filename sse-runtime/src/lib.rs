@@ -64,6 +64,8 @@ pub mod handler;
 mod hub;
 mod log;
 pub mod manager;
+pub mod multi;
+mod multiplex;
 pub mod polling;
 mod producer;
 pub mod publish;

@@ -16,13 +16,13 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use parking_lot::Mutex;
 use pin_project_lite::pin_project;
-use serde::Serialize;
 use tokio::time::{Instant, Sleep};
 
 use crate::config::{MIN_INTERVAL, StreamSettings};
-use crate::event_id::EventId;
 use crate::frame;
-use crate::subscription::{EndReason, Joined, ResetReason, Subscription};
+use crate::log::Chunk;
+use crate::multiplex::Multiplex;
+use crate::subscription::{EndReason, Joined, Subscription};
 use crate::telemetry::{self, Disconnect};
 
 pin_project! {
@@ -47,7 +47,7 @@ pin_project! {
     /// let app: Router = Router::new().route("/alarms", get(alarms)).with_state(Manager::new());
     /// ```
     pub struct SseStream {
-        subscription: Subscription,
+        source: Source,
         // Whether the preamble went out. It is made on the first poll, not kept from the start:
         // an idle stream's size is every connection's cost.
         started: bool,
@@ -92,33 +92,45 @@ impl SseStream {
             heartbeat: heartbeat.max(MIN_INTERVAL),
             ..subscription.stream_settings()
         };
-        Self::with_settings(subscription, settings, None)
+        Self::with_settings(Source::One(subscription), settings, None)
     }
 
     /// Streams `subscription` with its manager's settings, as the response of the route
     /// `route` (the `MatchedPath` template), for metrics and the stream's span.
     pub(crate) fn routed(subscription: Subscription, route: Option<&str>) -> Self {
         let settings = subscription.stream_settings();
-        Self::with_settings(subscription, settings, route)
+        Self::with_settings(Source::One(subscription), settings, route)
     }
 
-    fn with_settings(
-        subscription: Subscription,
-        settings: StreamSettings,
-        route: Option<&str>,
-    ) -> Self {
+    /// Streams several topics as one (see the [`multiplex`](crate::multiplex) module), with the
+    /// first one's manager's settings, as the response of the route `route`.
+    pub(crate) fn multiplexed(topics: Multiplex, route: Option<&str>) -> Self {
+        let settings = topics.first().stream_settings();
+        Self::with_settings(Source::Many(topics), settings, route)
+    }
+
+    fn with_settings(source: Source, settings: StreamSettings, route: Option<&str>) -> Self {
         let now = Instant::now();
+        let topic = match &source {
+            Source::One(subscription) => redacted(subscription.topic()),
+            Source::Many(topics) => topics
+                .labels()
+                .map(redacted)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .into(),
+        };
         let span = tracing::info_span!(
             "sse_stream",
             route = route.unwrap_or("other"),
-            topic = %redacted(subscription.topic()),
+            topic = %topic,
             resume = tracing::field::Empty,
             end = tracing::field::Empty,
         );
         let handle = telemetry::route(route);
         handle.opened();
         Self {
-            subscription,
+            source,
             started: false,
             announced: false,
             heartbeat_every: settings.heartbeat,
@@ -143,9 +155,9 @@ impl SseStream {
         }
     }
 
-    /// The subscription being streamed.
+    /// The subscription being streamed (of a multi-topic stream, the first topic's).
     pub fn subscription(&self) -> &Subscription {
-        &self.subscription
+        self.source.first()
     }
 
     /// Ends the stream at `at` (credentials that expire then), if given.
@@ -163,7 +175,64 @@ impl From<Subscription> for SseStream {
     /// Streams `subscription` with its manager's settings.
     fn from(subscription: Subscription) -> Self {
         let settings = subscription.stream_settings();
-        Self::with_settings(subscription, settings, None)
+        Self::with_settings(Source::One(subscription), settings, None)
+    }
+}
+
+/// What a stream reads: one subscription, or several topics read as one.
+enum Source {
+    One(Subscription),
+    Many(Multiplex),
+}
+
+impl Source {
+    fn first(&self) -> &Subscription {
+        match self {
+            Self::One(subscription) => subscription,
+            Self::Many(topics) => topics.first(),
+        }
+    }
+
+    /// How the stream joined. A multi-topic stream announces each topic's reset among its
+    /// events, so as a whole it is live from the start.
+    fn joined(&self) -> Option<Joined> {
+        match self {
+            Self::One(subscription) => subscription.joined(),
+            Self::Many(_) => Some(Joined::Live),
+        }
+    }
+
+    fn poll_joined(&mut self, cx: &Context<'_>) -> Poll<Option<Joined>> {
+        match self {
+            Self::One(subscription) => subscription.poll_joined(cx),
+            Self::Many(_) => Poll::Ready(Some(Joined::Live)),
+        }
+    }
+
+    fn has_pending(&self, cx: &Context<'_>) -> bool {
+        match self {
+            Self::One(subscription) => subscription.has_pending(cx),
+            Self::Many(topics) => topics.has_pending(cx),
+        }
+    }
+
+    fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        route: &telemetry::Handle,
+        span: &tracing::Span,
+    ) -> Poll<Option<Chunk>> {
+        match self {
+            Self::One(subscription) => subscription.poll_chunk(cx),
+            Self::Many(topics) => topics.poll_chunk(cx, |joined| announce(route, span, joined)),
+        }
+    }
+
+    fn end_reason(&self) -> Option<EndReason> {
+        match self {
+            Self::One(subscription) => subscription.end_reason(),
+            Self::Many(topics) => topics.end_reason(),
+        }
     }
 }
 
@@ -197,11 +266,11 @@ fn announce(route: &telemetry::Handle, span: &tracing::Span, joined: Option<Join
 /// the clients of a restarting server do not all come back in the same instant), then a `reset`
 /// event if the subscription could not resume from the client's last event id (when that is
 /// already known).
-fn preamble(subscription: &Subscription, retry: Duration) -> Bytes {
+fn preamble(source: &Source, retry: Duration) -> Bytes {
     let base = retry.as_millis() as u64;
-    let jitter = std::hash::RandomState::new().hash_one(subscription.topic()) % (base / 2).max(1);
+    let jitter = std::hash::RandomState::new().hash_one(source.first().topic()) % (base / 2).max(1);
     let retry = frame::retry(base + jitter);
-    match announcement(subscription.joined()) {
+    match announcement(source.joined()) {
         Some(reset) => [retry, reset].concat().into(),
         None => retry,
     }
@@ -213,27 +282,9 @@ fn announcement(joined: Option<Joined>) -> Option<Bytes> {
         Joined::Reset {
             reason,
             continue_from,
-        } => Some(reset_event(reason, continue_from)),
+        } => Some(frame::reset(reason.as_str(), continue_from)),
         _ => None,
     }
-}
-
-/// The `reset` event: `{"reason", "continueFrom"}`, carrying the id just before the live
-/// stream, so a reconnect after it resumes from there instead of being reset again.
-fn reset_event(reason: ResetReason, continue_from: EventId) -> Bytes {
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Reset<'a> {
-        reason: &'a str,
-        continue_from: String,
-    }
-    let data = serde_json::to_vec(&Reset {
-        reason: reason.as_str(),
-        continue_from: continue_from.to_string(),
-    })
-    .expect("plain struct serializes");
-    let here = EventId::new(continue_from.epoch(), continue_from.sequence() - 1);
-    frame::event(Some(&here.to_string()), Some("reset"), &data)
 }
 
 impl Body for SseStream {
@@ -250,16 +301,16 @@ impl Body for SseStream {
         }
         if !*this.started {
             *this.started = true;
-            *this.announced = this.subscription.joined().is_some();
-            announce(this.route, this.span, this.subscription.joined());
-            tracing::debug!(parent: &*this.span, joined = ?this.subscription.joined(), "stream opened");
-            let retry = this.subscription.stream_settings().retry;
-            return Poll::Ready(Some(Ok(Frame::data(preamble(this.subscription, retry)))));
+            *this.announced = this.source.joined().is_some();
+            announce(this.route, this.span, this.source.joined());
+            tracing::debug!(parent: &*this.span, joined = ?this.source.joined(), "stream opened");
+            let retry = this.source.first().stream_settings().retry;
+            return Poll::Ready(Some(Ok(Frame::data(preamble(this.source, retry)))));
         }
         // Nothing is read before the client is told how it joined: a reset goes first.
         let mut waiting = false;
         if !*this.announced {
-            match this.subscription.poll_joined(cx) {
+            match this.source.poll_joined(cx) {
                 Poll::Ready(joined) => {
                     *this.announced = true;
                     announce(this.route, this.span, joined);
@@ -273,7 +324,7 @@ impl Body for SseStream {
         // Write batching: events that arrive within `batch` of the previous write wait for the
         // end of that window and go out together, one write instead of several. A stream that
         // has been quiet for `batch` writes at once, so only a busy stream waits, never longer.
-        if !this.batch.is_zero() && !*this.holding && this.subscription.has_pending(cx) {
+        if !this.batch.is_zero() && !*this.holding && this.source.has_pending(cx) {
             let ready_at = *this.last_write + *this.batch;
             if ready_at > Instant::now() {
                 *this.holding = true;
@@ -287,7 +338,7 @@ impl Body for SseStream {
         match if waiting {
             Poll::Pending
         } else {
-            this.subscription.poll_chunk(cx)
+            this.source.poll_chunk(cx, this.route, this.span)
         } {
             Poll::Ready(Some(chunk)) => {
                 // The timer is not reset per event (that would cost a timer-wheel update per
@@ -299,7 +350,7 @@ impl Body for SseStream {
             }
             Poll::Ready(None) => {
                 *this.finished = true;
-                *this.end = Some(match this.subscription.end_reason() {
+                *this.end = Some(match this.source.end_reason() {
                     Some(EndReason::Lagged) => Disconnect::Lagged,
                     Some(EndReason::ShutDown) => Disconnect::ShutDown,
                     Some(EndReason::Closed) => Disconnect::Closed,

@@ -304,6 +304,15 @@ impl Subscription {
         Poll::Ready(self.joined)
     }
 
+    /// The id of the last event before the next one this subscription yields: the last one
+    /// it has handed out, or, before any, the newest the topic had sent when it joined (or the
+    /// one it resumed after). A client that has received everything handed out resumes from
+    /// it without a gap. `None` while [`joined`](Self::joined) is not known, or when the topic
+    /// has sent nothing before this subscription's next event.
+    pub(crate) fn position(&self) -> Option<EventId> {
+        self.topic.position(&self.subscriber)
+    }
+
     /// How the manager wants this subscription streamed.
     pub(crate) fn stream_settings(&self) -> StreamSettings {
         self.hub.config.stream

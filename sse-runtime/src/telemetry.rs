@@ -91,6 +91,14 @@ pub(crate) fn stamp() -> Stamp {
     return std::time::Instant::now();
 }
 
+/// The earlier of two stamps.
+pub(crate) fn earlier(a: &Stamp, b: &Stamp) -> Stamp {
+    #[cfg(feature = "metrics")]
+    return *a.min(b);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (a, b);
+}
+
 pub(crate) use imp::*;
 
 /// Counts in a gauge while it lives: `amount` added when made, taken back when dropped, so

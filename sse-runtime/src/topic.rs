@@ -544,6 +544,15 @@ impl Topic {
         self.state.read().subscribers.len()
     }
 
+    /// The id of the event just before `subscriber`'s next one: where a client that has read
+    /// everything handed out so far would resume. `None` before the subscriber is placed, or
+    /// while nothing precedes its next event (the topic has never sent one).
+    pub(crate) fn position(&self, subscriber: &Subscriber) -> Option<EventId> {
+        let state = self.state.read();
+        let cursor = subscriber.cursor.load(Ordering::Relaxed);
+        (cursor != PENDING && cursor > 1).then(|| EventId::new(state.history.epoch, cursor - 1))
+    }
+
     /// Id of the newest event, if any was sent.
     pub(crate) fn last_id(&self) -> Option<EventId> {
         self.state.read().history.last_id()

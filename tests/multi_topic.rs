@@ -1,0 +1,334 @@
+//! Spec: several topics on one connection (issue 14).
+//!
+//! - `MultiHandler` on `GET /sse?topic=/sse/a&topic=/sse/b` subscribes to each topic through
+//!   its own route (guard, poller, options as on their own) and streams them on one
+//!   connection. Each event's type is the topic as named (`/sse/b#note` for an event named
+//!   `note`); each id is a composite of every topic's position.
+//! - A reconnect with the last composite id resumes every topic with nothing missed and
+//!   nothing twice, including a topic the client had received nothing from.
+//! - A `Last-Event-ID` that is not a composite of these topics gets one `reset` per topic,
+//!   then goes on live.
+//! - A topic its route refuses refuses the whole request with that route's status, headers
+//!   and reason (naming the topic), and keeps nothing subscribed. No topic, too many topics,
+//!   a topic twice, a topic that is not a path, a route that serves no topic stream: `400`
+//!   with a reason. `HEAD` subscribes to nothing.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Query;
+use axum::routing::get;
+use eventsource_stream::Event;
+use http::StatusCode;
+use serde::Deserialize;
+use sse_integration_tests::{SseClient, TestServer};
+use sse_runtime::multi::MultiHandler;
+use sse_runtime::polling::Polling;
+use sse_runtime::{Manager, PollError, SseHandler};
+
+#[derive(Deserialize)]
+struct Key {
+    key: Option<String>,
+}
+
+async fn has_key(Query(q): Query<Key>) -> Result<(), (StatusCode, &'static str)> {
+    match q.key.as_deref() {
+        Some("sesame") => Ok(()),
+        _ => Err((StatusCode::FORBIDDEN, "wrong key")),
+    }
+}
+
+/// Three topic routes and a plain one, with the multi-topic route on `/sse`.
+fn app(manager: &Manager) -> Router {
+    let topics = Router::new()
+        .route("/sse/a", get(SseHandler::new(manager).topic("a")))
+        .route("/sse/b", get(SseHandler::new(manager).topic("b")))
+        .route(
+            "/sse/vault",
+            get(SseHandler::new(manager).topic("vault").guard(has_key)),
+        )
+        .route(
+            "/sse/ticks",
+            get(SseHandler::new(manager).polling(|_| {
+                Polling::new(|_| async { Ok::<_, PollError>("tick") })
+                    .interval(Duration::from_secs(3600))
+            })),
+        )
+        .route("/plain", get(|| async { "not a stream" }))
+        .route("/sse/nested", get(MultiHandler::new(Router::new())));
+    topics
+        .clone()
+        .route("/sse", get(MultiHandler::new(topics).max_topics(3)))
+}
+
+async fn start(manager: &Manager, direct: bool) -> TestServer {
+    if direct {
+        TestServer::start_direct(app(manager), Duration::from_secs(5)).await
+    } else {
+        TestServer::start(app(manager), Duration::from_secs(5)).await
+    }
+}
+
+/// The sequence numbers of a composite id's entries (`None` for an empty entry).
+fn sequences(id: &str) -> Vec<Option<u64>> {
+    id.split('_')
+        .map(|entry| {
+            (!entry.is_empty()).then(|| entry.rsplit_once('-').unwrap().1.parse().unwrap())
+        })
+        .collect()
+}
+
+fn seen(event: &Event) -> (String, String, Vec<Option<u64>>) {
+    (
+        event.event.clone(),
+        event.data.clone(),
+        sequences(&event.id),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_event_names_its_topic_and_carries_every_topics_position() {
+    for direct in [false, true] {
+        let manager = Manager::new();
+        let server = start(&manager, direct).await;
+        let mut client = SseClient::connect(&server.url("/sse?topic=/sse/a&topic=/sse/b")).await;
+        assert_eq!(client.status, 200);
+        assert_eq!(client.headers["content-type"], "text/event-stream");
+        manager.wait_until(|s| s.subscribers == 2).await;
+
+        manager.publish("a", &"a1");
+        let first = client.event().await;
+        manager.publish_event("b", Some("note"), &"b1");
+        let second = client.event().await;
+        manager.publish("a", &"a2");
+        let third = client.event().await;
+        assert_eq!(
+            [seen(&first), seen(&second), seen(&third)],
+            [
+                ("/sse/a".into(), "\"a1\"".into(), vec![Some(1), None]),
+                (
+                    "/sse/b#note".into(),
+                    "\"b1\"".into(),
+                    vec![Some(1), Some(1)]
+                ),
+                ("/sse/a".into(), "\"a2\"".into(), vec![Some(2), Some(1)]),
+            ],
+            "under {}",
+            if direct { "serve" } else { "axum::serve" }
+        );
+        drop(client);
+        manager.wait_until(|s| s.subscribers == 0).await;
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_with_the_last_composite_id_resumes_every_topic_without_a_gap() {
+    let manager = Manager::builder()
+        .retention(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    // `b` has sent two events before the client joins; it will receive none of them live.
+    let early = manager.subscribe("b").unwrap();
+    manager.publish("b", &"b-before-1");
+    manager.publish("b", &"b-before-2");
+    let server = start(&manager, true).await;
+    let url = server.url("/sse?topic=/sse/a&topic=/sse/b");
+
+    let mut client = SseClient::connect(&url).await;
+    manager.wait_until(|s| s.subscribers == 3).await;
+    manager.publish("a", &"a1");
+    let last = client.event().await;
+    assert_eq!(
+        seen(&last).2,
+        vec![Some(1), Some(2)],
+        "b's position is where it joined"
+    );
+    drop(client);
+    drop(early);
+    manager.wait_until(|s| s.subscribers == 0).await;
+
+    // While the client is away, both topics go on (into their retained histories).
+    for i in 2..=4 {
+        manager.publish("a", &format!("a{i}"));
+        manager.publish("b", &format!("b{i}"));
+    }
+
+    let mut client = SseClient::connect_with(&url, Some(&last.id)).await;
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        let event = client.event().await;
+        got.push((event.event, event.data));
+    }
+    let of = |topic: &str| -> Vec<String> {
+        got.iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, d)| d.clone())
+            .collect()
+    };
+    assert_eq!(of("/sse/a"), ["\"a2\"", "\"a3\"", "\"a4\""]);
+    assert_eq!(of("/sse/b"), ["\"b2\"", "\"b3\"", "\"b4\""]);
+    assert!(got.iter().all(|(t, _)| !t.ends_with("#reset")), "{got:?}");
+
+    // And live from there, with no event twice.
+    manager.publish("a", &"a5");
+    let live = client.event().await;
+    assert_eq!(
+        seen(&live),
+        ("/sse/a".into(), "\"a5\"".into(), vec![Some(5), Some(5)])
+    );
+    drop(client);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_event_id_that_is_not_a_composite_of_these_topics_resets_each_topic() {
+    let manager = Manager::new();
+    let server = start(&manager, false).await;
+    let url = server.url("/sse?topic=/sse/a&topic=/sse/b");
+    for stale in ["18c2f0a9d3e00-4", "nonsense", "1-1_2-2_3-3"] {
+        let mut client = SseClient::connect_with(&url, Some(stale)).await;
+        let mut resets = Vec::new();
+        for _ in 0..2 {
+            let event = client.event().await;
+            let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+            assert_eq!(data["reason"], "malformed-last-event-id", "{stale}");
+            resets.push(event.event);
+        }
+        assert_eq!(resets, ["/sse/a#reset", "/sse/b#reset"], "{stale}");
+        manager.wait_until(|s| s.subscribers == 2).await;
+        manager.publish("b", &"live");
+        let live = client.event().await;
+        assert_eq!(
+            (live.event.as_str(), live.data.as_str()),
+            ("/sse/b", "\"live\"")
+        );
+        drop(client);
+        manager.wait_until(|s| s.subscribers == 0).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_its_route_refuses_refuses_the_whole_request_and_keeps_nothing() {
+    let manager = Manager::builder()
+        .max_streams_per_client(2)
+        .build()
+        .unwrap();
+    let server = start(&manager, true).await;
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(server.url(path)).send();
+
+    // The guard of /sse/vault refuses; /sse/a, subscribed first, is released.
+    let refused = get("/sse?topic=/sse/a&topic=/sse/vault%3Fkey%3Dguess")
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(
+        refused.text().await.unwrap(),
+        "topic /sse/vault?key=guess: wrong key"
+    );
+    let stats = manager.wait_until(|s| s.subscribers == 0).await;
+    assert_eq!((stats.topics, stats.refused.guard), (0, 1));
+
+    // Three topics from one client over its cap of two: the cap's 429 and Retry-After.
+    let over = get("/sse?topic=/sse/a&topic=/sse/b&topic=/sse/vault%3Fkey%3Dsesame")
+        .await
+        .unwrap();
+    assert_eq!(over.status(), 429);
+    assert!(over.headers().contains_key("retry-after"));
+    assert!(
+        over.text()
+            .await
+            .unwrap()
+            .starts_with("topic /sse/vault?key=sesame: ")
+    );
+    manager.wait_until(|s| s.subscribers == 0).await;
+
+    // With the key, the vault streams next to another topic.
+    let mut client =
+        SseClient::connect(&server.url("/sse?topic=/sse/a&topic=/sse/vault%3Fkey%3Dsesame")).await;
+    assert_eq!(client.status, 200);
+    manager.wait_until(|s| s.subscribers == 2).await;
+    manager.publish("vault", &"gold");
+    let event = client.event().await;
+    assert_eq!(event.event, "/sse/vault?key=sesame");
+    drop(client);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_the_handler_cannot_serve_are_refused_with_a_reason() {
+    let manager = Manager::new();
+    let server = start(&manager, true).await;
+    let http = reqwest::Client::new();
+    for (path, status, reason) in [
+        ("/sse", 400, "name the topics to stream"),
+        (
+            "/sse?topic=/sse/a&topic=/sse/b&topic=/sse/ticks&topic=/plain",
+            400,
+            "at most 3 topics per stream; this request names 4",
+        ),
+        (
+            "/sse?topic=/sse/a&topic=/sse/a",
+            400,
+            "topic /sse/a is named twice",
+        ),
+        ("/sse?topic=alarms", 400, "topic \"alarms\" is not a path"),
+        ("/sse?topic=http://elsewhere/sse/a", 400, "is not a path"),
+        ("/sse?topic=/sse/nope", 404, "topic /sse/nope: "),
+        (
+            "/sse?topic=/plain",
+            400,
+            "topic /plain: its route does not serve a topic stream",
+        ),
+        (
+            "/sse?topic=/sse/nested%3Ftopic%3D/sse/a",
+            400,
+            "cannot name another multi-topic route",
+        ),
+    ] {
+        let response = http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(reason), "{path}: {body:?}");
+    }
+    let long = format!("/sse?topic=/{}", "x".repeat(3000));
+    assert_eq!(
+        http.get(server.url(&long)).send().await.unwrap().status(),
+        414
+    );
+
+    let head = http
+        .head(server.url("/sse?topic=/sse/a&topic=/sse/ticks"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], "text/event-stream");
+    let stats = manager.stats();
+    assert_eq!(
+        (stats.topics, stats.subscribers, stats.pollers_started),
+        (0, 0, 0)
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polled_topic_in_a_multi_topic_stream_shares_the_poller_of_its_route() {
+    let manager = Manager::new();
+    let server = start(&manager, true).await;
+    let mut direct = SseClient::connect(&server.url("/sse/ticks")).await;
+    assert_eq!(direct.event().await.data, "\"tick\"");
+    let mut multi = SseClient::connect(&server.url("/sse?topic=/sse/ticks&topic=/sse/a")).await;
+    let stats = manager.wait_until(|s| s.subscribers == 3).await;
+    assert_eq!((stats.pollers, stats.pollers_started), (1, 1));
+    manager.publish("a", &"a1");
+    let event = multi.event().await;
+    assert_eq!(
+        (event.event.as_str(), event.data.as_str()),
+        ("/sse/a", "\"a1\"")
+    );
+    drop((direct, multi));
+    server.stop().await;
+}
