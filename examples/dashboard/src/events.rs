@@ -122,15 +122,17 @@ async fn check_alarms(sample: &SystemSample) -> Result<(), PollError> {
         if above.1 != version {
             *above = ([false; 3], version);
         }
+        // The CPU has no reading right after an idle gap: its state stays as it was.
         let readings = [
             ("cpu", sample.cpu, t.cpu),
-            ("memory", sample.memory, t.memory),
-            ("load", sample.load[0], t.load),
+            ("memory", Some(sample.memory), t.memory),
+            ("load", Some(sample.load[0]), t.load),
         ];
         readings
             .into_iter()
             .zip(above.0.iter_mut())
             .filter_map(|((metric, value, threshold), above)| {
+                let value = value?;
                 let now_above = value > threshold;
                 let crossed = now_above && !*above;
                 *above = now_above;

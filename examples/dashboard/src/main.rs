@@ -1,9 +1,10 @@
 //! A live dashboard of this machine, served by the framework: CPU, memory, load and network
-//! polled from /proc with `#[sse_poll]`, alarms with an `#[sse_topic]` type, a page that
-//! subscribes with the browser's `EventSource`.
+//! polled from /proc with `#[sse_poll]`, alarms with an `#[sse_topic]` type, the runtime's own
+//! figures (`operator`), and a page that subscribes to all of them on one `EventSource`
+//! (the multi-topic route `/sse`).
 //!
 //! `cargo run -p dashboard` then open the printed URL. `--addr HOST:PORT` (or `DASHBOARD_ADDR`)
-//! changes the address (default 127.0.0.1:3000); `RUST_LOG` the log level. `--redis URL` (or
+//! changes the address (default 127.0.0.1:3000; the host may be a name, like `localhost`); `RUST_LOG` the log level. `--redis URL` (or
 //! `DASHBOARD_REDIS`) runs it as one of several instances on that Redis: an alarm raised on one
 //! reaches the pages served by every other, the thresholds are shared, and each poller runs
 //! on one instance at a time. `--session SECS` sets how long a browser's session lasts (the
@@ -12,24 +13,27 @@
 mod api;
 mod events;
 mod metrics;
+mod operator;
 mod session;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::http::header;
 use axum::routing::get;
 use sse_runtime::backplane::Backplane;
+use sse_runtime::multi::MultiHandler;
 use sse_runtime::{Manager, WriteDeadline};
 
 const INDEX: &str = include_str!("../static/index.html");
 const SCRIPT: &str = include_str!("../static/app.js");
 const STYLE: &str = include_str!("../static/style.css");
+const ICON: &str = include_str!("../static/icon.svg");
 
 const USAGE: &str = "usage: dashboard [--addr HOST:PORT] [--redis redis://HOST:PORT] [--session SECS]   (default address 127.0.0.1:3000, in-process, sessions of an hour)";
 
 struct Options {
-    addr: SocketAddr,
+    /// `HOST:PORT`; the host may be a name (`localhost`), resolved when binding.
+    addr: String,
     redis: Option<String>,
     session: Duration,
 }
@@ -62,10 +66,6 @@ fn options() -> Options {
         }
     }
     let addr = addr.unwrap_or_else(|| "127.0.0.1:3000".to_owned());
-    let addr = addr.parse().unwrap_or_else(|_| {
-        eprintln!("invalid address {addr:?}; expected HOST:PORT like 127.0.0.1:3000");
-        std::process::exit(2);
-    });
     Options {
         addr,
         redis,
@@ -91,7 +91,15 @@ async fn join_cluster(url: &str) {
 }
 
 fn app() -> axum::Router {
-    sse_runtime::router()
+    let topics = sse_runtime::router();
+    // One connection for every panel: GET /sse?topic=/sse/system&topic=/sse/alarms&...
+    topics
+        .clone()
+        .route("/sse", get(MultiHandler::new(topics).max_topics(8)))
+        .route(
+            "/favicon.ico",
+            get(|| async { ([(header::CONTENT_TYPE, "image/svg+xml")], ICON) }),
+        )
         .route(
             "/",
             get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX) }),
@@ -155,7 +163,18 @@ async fn main() -> std::io::Result<()> {
     if let Some(url) = &options.redis {
         join_cluster(url).await;
     }
-    let listener = tokio::net::TcpListener::bind(options.addr).await?;
+    let listener = match tokio::net::TcpListener::bind(options.addr.as_str()).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            let hint = if error.kind() == std::io::ErrorKind::InvalidInput {
+                " (expected HOST:PORT, like 127.0.0.1:3000 or localhost:3000)"
+            } else {
+                ""
+            };
+            eprintln!("cannot listen on {}: {error}{hint}", options.addr);
+            std::process::exit(2);
+        }
+    };
     session::configure(listener.local_addr()?.port(), options.session);
     let url = format!("http://{}/", listener.local_addr()?);
     println!("dashboard listening on {url}");

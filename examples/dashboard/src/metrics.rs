@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -13,17 +13,19 @@ use serde::Serialize;
 pub struct SystemSample {
     /// Milliseconds since the Unix epoch.
     pub at: u64,
-    /// Busy share of all CPUs since the previous sample, 0-100.
-    pub cpu: f64,
+    /// Busy share of all CPUs since the previous sample, 0-100; `None` without a recent
+    /// previous sample (the first after an idle gap), rather than an average over the gap.
+    pub cpu: Option<f64>,
     /// Used share of memory (total minus available), 0-100.
     pub memory: f64,
     pub memory_used_mib: u64,
     pub memory_total_mib: u64,
     /// 1, 5 and 15 minute load averages.
     pub load: [f64; 3],
-    /// Bytes per second received and sent, all interfaces, since the previous sample.
-    pub net_rx: f64,
-    pub net_tx: f64,
+    /// Bytes per second received and sent, all interfaces, since the previous sample (`None`
+    /// as for `cpu`).
+    pub net_rx: Option<f64>,
+    pub net_tx: Option<f64>,
     pub cpus: usize,
     /// The pid of the dashboard that took the sample: with several instances on one Redis,
     /// one of them polls for all.
@@ -38,20 +40,13 @@ pub struct ProcessSample {
     pub name: String,
     pub state: String,
     pub threads: u64,
-    /// Share of one CPU since the previous sample of this pid, 0-100 per core.
-    pub cpu: f64,
+    /// Share of one CPU since the previous sample of this pid, 0-100 per core (`None` without
+    /// a recent one).
+    pub cpu: Option<f64>,
     pub rss_mib: f64,
 }
 
-struct Previous {
-    when: Instant,
-    busy: u64,
-    total: u64,
-    rx: u64,
-    tx: u64,
-}
-
-static SYSTEM: Mutex<Option<Previous>> = Mutex::new(None);
+static SYSTEM: Mutex<Option<Counters>> = Mutex::new(None);
 static PROCESSES: Mutex<Option<HashMap<u32, (Instant, u64)>>> = Mutex::new(None);
 
 fn now_ms() -> u64 {
@@ -67,8 +62,21 @@ fn invalid(what: &str) -> io::Error {
     )
 }
 
-/// Reads the machine's state. CPU and network rates are relative to the previous call.
-pub fn system() -> io::Result<SystemSample> {
+/// How old the previous reading may be for a rate against it: older (nobody watched for a
+/// while, so the poller was stopped), and the rate would be the average over the whole gap.
+const STALE: Duration = Duration::from_secs(3);
+
+/// The counters rates are computed from.
+#[derive(Clone, Copy)]
+struct Counters {
+    when: Instant,
+    busy: u64,
+    total: u64,
+    rx: u64,
+    tx: u64,
+}
+
+fn counters() -> io::Result<(Counters, usize)> {
     let stat = fs::read_to_string("/proc/stat")?;
     let cpu_line = stat.lines().next().ok_or_else(|| invalid("/proc/stat"))?;
     let ticks: Vec<u64> = cpu_line
@@ -81,11 +89,30 @@ pub fn system() -> io::Result<SystemSample> {
     }
     let total: u64 = ticks.iter().sum();
     let idle = ticks[3] + ticks[4];
-    let busy = total - idle;
     let cpus = stat
         .lines()
         .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
         .count();
+    let (rx, tx) = network_totals()?;
+    let counters = Counters {
+        when: Instant::now(),
+        busy: total - idle,
+        total,
+        rx,
+        tx,
+    };
+    Ok((counters, cpus))
+}
+
+/// Reads the machine's state. CPU and network rates are relative to the previous call; when
+/// that is older than [`STALE`] (or there is none) they are left out: never an average over
+/// an idle gap.
+pub fn system() -> io::Result<SystemSample> {
+    let (now, cpus) = counters()?;
+    let before = SYSTEM
+        .lock()
+        .replace(now)
+        .filter(|p| now.when.duration_since(p.when) < STALE);
 
     let meminfo = fs::read_to_string("/proc/meminfo")?;
     let field = |name: &str| {
@@ -104,36 +131,25 @@ pub fn system() -> io::Result<SystemSample> {
         *slot = value.parse().map_err(|_| invalid("/proc/loadavg"))?;
     }
 
-    let (rx, tx) = network_totals()?;
-    let now = Instant::now();
-    let mut previous = SYSTEM.lock();
-    let (cpu, net_rx, net_tx) = match previous.as_ref() {
-        Some(p) if total > p.total => {
-            let seconds = now.duration_since(p.when).as_secs_f64().max(1e-3);
-            (
-                100.0 * (busy - p.busy.min(busy)) as f64 / (total - p.total) as f64,
-                rx.saturating_sub(p.rx) as f64 / seconds,
-                tx.saturating_sub(p.tx) as f64 / seconds,
-            )
-        }
-        _ => (100.0 * busy as f64 / total.max(1) as f64, 0.0, 0.0),
-    };
-    *previous = Some(Previous {
-        when: now,
-        busy,
-        total,
-        rx,
-        tx,
+    let seconds = |before: &Counters| now.when.duration_since(before.when).as_secs_f64().max(1e-3);
+    let cpu = before.map(|before| {
+        let ticks = now.total.saturating_sub(before.total).max(1);
+        round(100.0 * now.busy.saturating_sub(before.busy) as f64 / ticks as f64)
     });
+    let rate = |bytes: fn(&Counters) -> u64| {
+        before.map(|before| {
+            round(bytes(&now).saturating_sub(bytes(&before)) as f64 / seconds(&before))
+        })
+    };
     Ok(SystemSample {
         at: now_ms(),
-        cpu: round(cpu),
+        cpu,
         memory: round(100.0 * (total_kib - available_kib) as f64 / total_kib as f64),
         memory_used_mib: (total_kib - available_kib) / 1024,
         memory_total_mib: total_kib / 1024,
         load,
-        net_rx: round(net_rx),
-        net_tx: round(net_tx),
+        net_rx: rate(|c| c.rx),
+        net_tx: rate(|c| c.tx),
         cpus,
         sampled_by: std::process::id(),
     })
@@ -177,14 +193,15 @@ pub fn process(pid: u32) -> io::Result<ProcessSample> {
     let threads = get(20)?.parse().unwrap_or(0);
     let rss_pages: u64 = get(24)?.parse().unwrap_or(0);
     let now = Instant::now();
-    let mut processes = PROCESSES.lock();
-    let previous = processes
+    let previous = PROCESSES
+        .lock()
         .get_or_insert_with(HashMap::new)
-        .insert(pid, (now, ticks));
+        .insert(pid, (now, ticks))
+        .filter(|(when, _)| now.duration_since(*when) < STALE);
     // Kernel clock ticks are 100 per second on Linux.
-    let cpu = previous.map_or(0.0, |(when, before)| {
+    let cpu = previous.map(|(when, before)| {
         let seconds = now.duration_since(when).as_secs_f64().max(1e-3);
-        ticks.saturating_sub(before) as f64 / 100.0 / seconds * 100.0
+        round(ticks.saturating_sub(before) as f64 / 100.0 / seconds * 100.0)
     });
     Ok(ProcessSample {
         at: now_ms(),
@@ -192,11 +209,48 @@ pub fn process(pid: u32) -> io::Result<ProcessSample> {
         name,
         state: get(3)?.to_owned(),
         threads,
-        cpu: round(cpu),
+        cpu,
         rss_mib: round(rss_pages as f64 * 4096.0 / 1048576.0),
     })
 }
 
 fn round(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One test, as both parts set the one previous reading.
+    #[test]
+    fn rates_are_over_a_recent_previous_reading_and_left_out_after_an_idle_gap() {
+        // A reading a second ago with no byte received before it: the rate is against it, so
+        // it is about every byte this machine ever received, per second.
+        let (mut recent, _) = counters().unwrap();
+        let received = recent.rx as f64;
+        recent.when -= Duration::from_secs(1);
+        recent.rx = 0;
+        *SYSTEM.lock() = Some(recent);
+        let sample = system().unwrap();
+        assert!(
+            sample.net_rx.unwrap() > received / 2.0,
+            "against the recent reading: {sample:?}"
+        );
+        assert!((0.0..=100.0).contains(&sample.cpu.unwrap()));
+
+        // The same a minute ago (the poller stopped while nobody watched): a rate against it
+        // would be the gap's average, a spike on the plot. There is none instead.
+        let (mut stale, _) = counters().unwrap();
+        stale.when -= Duration::from_secs(60);
+        stale.rx = 0;
+        *SYSTEM.lock() = Some(stale);
+        let sample = system().unwrap();
+        assert_eq!(
+            (sample.cpu, sample.net_rx, sample.net_tx),
+            (None, None, None)
+        );
+        // And the next reading, a moment later, has its rates again.
+        assert!(system().unwrap().cpu.is_some());
+    }
 }

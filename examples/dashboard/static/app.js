@@ -1,4 +1,5 @@
-// The dashboard page: three EventSource subscriptions, no build step, no library.
+// The dashboard page: every panel on one EventSource (the multi-topic route /sse), no build
+// step, no library.
 "use strict";
 
 const HISTORY = 120; // samples kept for the charts
@@ -6,6 +7,9 @@ const dashboard = (window.dashboard = {
   samples: [], // {at, arrived, cpu, memory, rx, tx}
   sampledBy: null, // pid of the dashboard instance that took the last system sample
   processSamples: 0,
+  processPid: null, // pid of the process the panel shows
+  runtime: [], // {delivered, published, streams} per second, for the runtime chart
+  lastRuntime: null, // the newest runtime sample
   sessions: 0,
   alarms: 0,
   reconnects: 0,
@@ -32,8 +36,17 @@ function formatRate(bytesPerSecond) {
 }
 
 function drawChart(canvas, series, { max, format }) {
+  // Drawn at the size it is shown (and the screen's pixel ratio), so that its labels stay
+  // readable in a narrow window instead of being scaled down with the picture.
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth || canvas.width;
+  const height = Number(canvas.dataset.height);
+  if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
+    canvas.width = Math.round(width * ratio);
+    canvas.height = Math.round(height * ratio);
+  }
   const ctx = canvas.getContext("2d");
-  const { width, height } = canvas;
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   const pad = { left: 44, right: 8, top: 10, bottom: 18 };
   ctx.clearRect(0, 0, width, height);
   const top = max ?? Math.max(1, ...series.flatMap((s) => s.values)) * 1.15;
@@ -49,14 +62,25 @@ function drawChart(canvas, series, { max, format }) {
   for (const { values, color } of series) {
     const offset = HISTORY - values.length;
     ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath();
-    values.forEach((v, i) => (i === 0 ? ctx.moveTo(x(i + offset), y(v)) : ctx.lineTo(x(i + offset), y(v))));
+    // A null (no reading) breaks the line instead of dropping it to zero.
+    let pen = false;
+    values.forEach((v, i) => {
+      if (v === null) { pen = false; return; }
+      (pen ? ctx.lineTo : ctx.moveTo).call(ctx, x(i + offset), y(v));
+      pen = true;
+    });
     ctx.stroke();
-    if (values.length) {
+    if (values.length && values[values.length - 1] !== null) {
       ctx.fillStyle = color; ctx.beginPath();
       ctx.arc(x(values.length - 1 + offset), y(values[values.length - 1]), 3, 0, 2 * Math.PI); ctx.fill();
     }
   }
 }
+
+const TOPICS = { system: "/sse/system", runtime: "/sse/runtime", alarms: "/sse/alarms" };
+let processTopic = null; // "/sse/process?pid=N", once the pid is known and valid
+let pidExplicit = false; // the page's URL names the pid (else it follows the server's own)
+let source = null;
 
 function render() {
   const s = dashboard.samples;
@@ -72,92 +96,201 @@ function render() {
   ], { format: (v) => formatRate(v).replace("/s", "") });
 }
 
+// The URL of the one stream: every topic, each named by the URL of its own route.
+function streamUrl() {
+  const params = new URLSearchParams();
+  for (const topic of [TOPICS.system, TOPICS.runtime, TOPICS.alarms, processTopic]) {
+    if (topic) params.append("topic", topic);
+  }
+  return "/sse?" + params;
+}
+
 // System: one shared topic and poller for every open page.
-function watchSystem() {
-  const source = new EventSource("/sse/system");
-  source.onopen = () => setStatus("live");
-  source.onerror = () => {
-    // The browser reconnects by itself (after the server's retry hint) and sends Last-Event-ID.
-    if (dashboard.status !== "reconnecting") { dashboard.reconnects++; $("reconnects").textContent = dashboard.reconnects; }
-    setStatus("reconnecting");
-  };
-  source.onmessage = (event) => {
-    const data = JSON.parse(event.data);
-    if (data.statusCode) { console.warn("poll error", data); return; }
-    setStatus("live");
-    dashboard.samples.push({ at: data.at, arrived: Date.now(), cpu: data.cpu, memory: data.memory, rx: data.net_rx, tx: data.net_tx });
-    if (dashboard.samples.length > HISTORY) dashboard.samples.shift();
-    $("cpu-value").textContent = data.cpu.toFixed(1);
-    $("memory-value").textContent = data.memory.toFixed(1);
-    $("memory-detail").textContent = `${data.memory_used_mib} / ${data.memory_total_mib} MiB`;
-    $("load-value").textContent = data.load.map((l) => l.toFixed(2)).join(" / ");
-    $("rx-value").textContent = formatRate(data.net_rx);
-    $("tx-value").textContent = formatRate(data.net_tx);
-    $("sample-count").textContent = String(Number($("sample-count").textContent) + 1);
-    $("sampled-by").textContent = String(data.sampled_by);
-    dashboard.sampledBy = data.sampled_by;
-    render();
-    updated();
-  };
+function onSystem(event) {
+  const data = JSON.parse(event.data);
+  if (data.statusCode) { console.warn("poll error", data); return; }
+  setStatus("live");
+  // Right after an idle gap the server sends no rates (null), rather than the gap's average.
+  dashboard.samples.push({ at: data.at, arrived: Date.now(), cpu: data.cpu, memory: data.memory, rx: data.net_rx, tx: data.net_tx });
+  if (dashboard.samples.length > HISTORY) dashboard.samples.shift();
+  $("cpu-value").textContent = data.cpu === null ? "–" : data.cpu.toFixed(1);
+  $("memory-value").textContent = data.memory.toFixed(1);
+  $("memory-detail").textContent = `${data.memory_used_mib} / ${data.memory_total_mib} MiB`;
+  $("load-value").textContent = data.load.map((l) => l.toFixed(2)).join(" / ");
+  $("rx-value").textContent = data.net_rx === null ? "–" : formatRate(data.net_rx);
+  $("tx-value").textContent = data.net_tx === null ? "–" : formatRate(data.net_tx);
+  $("sample-count").textContent = String(Number($("sample-count").textContent) + 1);
+  $("sampled-by").textContent = String(data.sampled_by);
+  dashboard.sampledBy = data.sampled_by;
+  render();
+  updated();
+}
+
+// Runtime: the framework's own figures, from the same recorder as /metrics.
+function tally(id, counts) {
+  const list = $(id);
+  list.replaceChildren();
+  const entries = Object.entries(counts).filter(([, n]) => n > 0);
+  if (!entries.length) { const none = document.createElement("dt"); none.className = "muted"; none.textContent = "none yet"; list.append(none); }
+  for (const [name, count] of entries) {
+    const dt = document.createElement("dt"); dt.textContent = name;
+    const dd = document.createElement("dd"); dd.textContent = String(count);
+    list.append(dt, dd);
+  }
+}
+
+function onRuntime(event) {
+  const data = JSON.parse(event.data);
+  if (data.statusCode) { console.warn("poll error", data); return; }
+  dashboard.lastRuntime = data;
+  dashboard.runtime.push({ delivered: data.delivered_per_s ?? 0, published: data.published_per_s ?? 0, streams: data.streams });
+  if (dashboard.runtime.length > HISTORY) dashboard.runtime.shift();
+  const rate = (v) => (v === null || v === undefined ? "–" : v.toFixed(v < 10 ? 1 : 0));
+  $("runtime-pid").textContent = String(data.sampled_by);
+  $("runtime-streams").textContent = String(data.streams);
+  $("runtime-topics").textContent = String(data.topics);
+  $("runtime-pollers").textContent = String(data.pollers);
+  $("runtime-published").textContent = rate(data.published_per_s);
+  $("runtime-delivered").textContent = rate(data.delivered_per_s);
+  tally("runtime-disconnects", data.disconnects);
+  tally("runtime-resumes", data.resumes);
+  tally("runtime-refusals", data.refusals);
+  renderRuntime();
+  updated();
+}
+
+function renderRuntime() {
+  const r = dashboard.runtime;
+  drawChart($("runtime-chart"), [
+    { values: r.map((p) => p.delivered), color: "#3ecf8e" },
+    { values: r.map((p) => p.published), color: "#4aa8ff" },
+    { values: r.map((p) => p.streams), color: "#f5a524" },
+  ], { format: (v) => v.toFixed(v < 10 ? 1 : 0) });
 }
 
 // Process: the topic is the URL (path + query), so each pid gets its own poller. The route
-// needs a session (a cookie): the page opens one, and when the session expires the server ends
-// the stream and refuses the reconnect, EventSource gives up (CLOSED), and the page opens a new
-// session and a new stream.
+// needs a session (a cookie): the page opens one before the stream, and when the session
+// expires the server ends the stream and refuses the reconnect, EventSource gives up (CLOSED),
+// and the page opens a new session and a new stream.
+function onProcess(event) {
+  const data = JSON.parse(event.data);
+  const error = $("process-error");
+  if (data.statusCode) { error.hidden = false; error.textContent = `${data.statusCode}: ${data.message}`; return; }
+  error.hidden = true;
+  dashboard.processSamples++;
+  dashboard.processPid = data.pid;
+  $("process-name").textContent = data.name;
+  $("process-state").textContent = data.state;
+  $("process-cpu").textContent = data.cpu === null ? "–" : data.cpu.toFixed(1) + " %";
+  $("process-rss").textContent = data.rss_mib.toFixed(1) + " MiB";
+  $("process-threads").textContent = String(data.threads);
+  updated();
+}
+
+function processError(message) {
+  const error = $("process-error");
+  error.hidden = false;
+  error.textContent = message;
+  for (const id of ["process-name", "process-state", "process-cpu", "process-rss", "process-threads"]) $(id).textContent = "–";
+}
+
 async function openSession() {
   const response = await fetch("/api/session", { method: "POST" });
   if (!response.ok) throw new Error(`no session: ${response.status}`);
   dashboard.sessions++;
 }
 
-async function watchProcess() {
-  let pid = new URLSearchParams(location.search).get("pid");
-  if (!pid) pid = String((await (await fetch("/api/info")).json()).pid);
-  $("pid-input").value = pid;
-  const url = `/sse/process?pid=${encodeURIComponent(pid)}`;
-  $("process-topic").textContent = url;
-  const open = async () => {
-    await openSession();
-    const source = new EventSource(url);
-    source.onerror = () => {
-      if (source.readyState === EventSource.CLOSED) setTimeout(open, 500);
-    };
-    source.onmessage = (event) => {
-      const data = JSON.parse(event.data);
-      const error = $("process-error");
-      if (data.statusCode) { error.hidden = false; error.textContent = `${data.statusCode}: ${data.message}`; return; }
-      error.hidden = true;
-      dashboard.processSamples++;
-      $("process-name").textContent = data.name;
-      $("process-state").textContent = data.state;
-      $("process-cpu").textContent = data.cpu.toFixed(1) + " %";
-      $("process-rss").textContent = data.rss_mib.toFixed(1) + " MiB";
-      $("process-threads").textContent = String(data.threads);
-      updated();
-    };
+// The server's own pid, unless the page's URL names one: after a server restart the page
+// follows the new process instead of watching the old, gone one.
+async function choosePid() {
+  const asked = new URLSearchParams(location.search).get("pid");
+  if (asked !== null) {
+    pidExplicit = true;
+    $("pid-input").value = asked;
+    if (!/^[1-9][0-9]{0,9}$/.test(asked)) {
+      processError(`?pid=${asked} is not a process id: give a whole number above 0.`);
+      return null;
+    }
+    return asked;
+  }
+  return String((await (await fetch("/api/info")).json()).pid);
+}
+
+function setProcess(pid) {
+  processTopic = pid === null ? null : `/sse/process?pid=${pid}`;
+  if (pid !== null) $("pid-input").value = pid;
+  $("process-topic").textContent = processTopic ?? "–";
+}
+
+// Why the server refused the stream: the same request, read as text.
+async function refusal(url) {
+  const controller = new AbortController();
+  const response = await fetch(url, { signal: controller.signal });
+  if (response.ok) { controller.abort(); return null; }
+  return { status: response.status, reason: await response.text() };
+}
+
+async function connect() {
+  if (processTopic) await openSession();
+  const url = streamUrl();
+  $("stream-url").textContent = decodeURIComponent(url);
+  const stream = (source = new EventSource(url));
+  stream.onopen = async () => {
+    setStatus("live");
+    if (pidExplicit) return;
+    const pid = String((await (await fetch("/api/info")).json()).pid);
+    if (processTopic !== `/sse/process?pid=${pid}` && source === stream) {
+      // A new server process: watch it, on a new stream (the others resume on it).
+      setProcess(pid);
+      stream.close();
+      await connect();
+    }
   };
-  await open();
+  stream.onerror = async () => {
+    if (stream.readyState !== EventSource.CLOSED) {
+      // The browser reconnects by itself (after the server's retry hint) and sends
+      // Last-Event-ID, from which the server resumes every topic.
+      if (dashboard.status !== "reconnecting") { dashboard.reconnects++; $("reconnects").textContent = dashboard.reconnects; }
+      setStatus("reconnecting");
+      return;
+    }
+    // Refused: find out why. An expired session is renewed; anything else is shown.
+    const refused = await refusal(url).catch(() => null);
+    if (source !== stream) return;
+    if (refused && (refused.status === 401 || refused.status === 403)) {
+      setTimeout(connect, 500);
+      return;
+    }
+    setStatus("refused");
+    $("status").textContent = refused ? `refused: ${refused.status} ${refused.reason}` : "refused";
+    setTimeout(connect, 5000);
+  };
+  stream.addEventListener(TOPICS.system, onSystem);
+  stream.addEventListener(TOPICS.runtime, onRuntime);
+  stream.addEventListener(TOPICS.alarms + "#alarm", onAlarm);
+  if (processTopic) stream.addEventListener(processTopic, onProcess);
+}
+
+async function watch() {
+  setProcess(await choosePid());
   $("process-form").onsubmit = (event) => {
     event.preventDefault();
     location.search = "?pid=" + encodeURIComponent($("pid-input").value);
   };
+  await connect();
 }
 
-function watchAlarms() {
-  const source = new EventSource("/sse/alarms");
-  source.addEventListener("alarm", (event) => {
-    const alarm = JSON.parse(event.data);
-    const list = $("alarms");
-    list.querySelector(".empty")?.remove();
-    const item = document.createElement("li");
-    item.dataset.metric = alarm.metric;
-    const time = new Date(alarm.at).toLocaleTimeString();
-    item.textContent = `${time}  ${alarm.metric} ${alarm.value} above ${alarm.threshold}`;
-    list.prepend(item);
-    dashboard.alarms++;
-    updated();
-  });
+function onAlarm(event) {
+  const alarm = JSON.parse(event.data);
+  const list = $("alarms");
+  list.querySelector(".empty")?.remove();
+  const item = document.createElement("li");
+  item.dataset.metric = alarm.metric;
+  const time = new Date(alarm.at).toLocaleTimeString();
+  item.textContent = `${time}  ${alarm.metric} ${alarm.value} above ${alarm.threshold}`;
+  list.prepend(item);
+  dashboard.alarms++;
+  updated();
 }
 
 async function thresholds() {
@@ -172,8 +305,8 @@ async function thresholds() {
   };
 }
 
-watchSystem();
-watchAlarms();
-watchProcess();
+window.addEventListener("resize", () => { render(); renderRuntime(); });
+watch();
 thresholds();
 render();
+renderRuntime();

@@ -295,7 +295,8 @@ async fn polled_values_arrive_and_update_the_plot_at_the_configured_interval() {
     assert!((0.0..=100.0).contains(&cpu));
     assert_eq!(browser.text("status").await, "live");
 
-    // The operator's view of the same: the page's system stream and its poller, in /metrics.
+    // The page holds one EventSource: /metrics shows one open stream, on the multi-topic
+    // route, which delivered the system samples (and the other panels' events).
     let metrics = reqwest::get(server.url("/metrics"))
         .await
         .unwrap()
@@ -308,18 +309,97 @@ async fn polled_values_arrive_and_update_the_plot_at_the_configured_interval() {
             .find_map(|line| line.strip_prefix(prefix)?.trim().parse().ok())
             .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{metrics}"))
     };
-    assert_eq!(line(r#"sse_streams{route="/sse/system"}"#), 1.0);
-    assert!(line("sse_pollers") >= 1.0, "{metrics}");
-    assert!(line(r#"sse_events_delivered_total{route="/sse/system"}"#) >= 4.0);
+    let streams: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with("sse_streams{") && !line.ends_with(" 0"))
+        .collect();
+    assert_eq!(
+        streams,
+        [r#"sse_streams{route="/sse"} 1"#],
+        "one EventSource"
+    );
+    assert!(
+        line("sse_pollers") >= 3.0,
+        "system, runtime, process: {metrics}"
+    );
+    assert!(line(r#"sse_events_delivered_total{route="/sse"}"#) >= 4.0);
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('link[rel=icon]').length")
+            .await,
+        1
+    );
+    let icon = reqwest::get(server.url("/favicon.ico")).await.unwrap();
+    assert_eq!(icon.status(), 200);
+
+    // The operator's panel plots the same figures, streamed once a second.
+    browser
+        .until("window.dashboard.lastRuntime && window.dashboard.lastRuntime.delivered_per_s > 0")
+        .await;
+    let runtime = browser.eval("window.dashboard.lastRuntime").await;
+    assert_eq!(runtime["streams"], 1.0, "{runtime}");
+    assert!(runtime["pollers"].as_f64().unwrap() >= 3.0, "{runtime}");
+    assert_eq!(browser.text("runtime-streams").await, "1");
 
     // A screenshot for the README (docs/dashboard.png is a reviewed copy of it).
     browser
         .until("window.dashboard.samples.length >= 8 && window.dashboard.processSamples >= 2")
         .await;
+    browser.client.set_window_size(1400, 1400).await.unwrap();
+    browser.until("window.dashboard.runtime.length >= 4").await;
     let png = browser.client.screenshot().await.unwrap();
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     std::fs::write(&out, &png).unwrap();
     eprintln!("screenshot saved to {}", out.display());
+
+    // A narrow window (420 px, a phone): one column, nothing wider than the window, no card
+    // whose content is clipped.
+    browser.client.set_window_size(420, 1000).await.unwrap();
+    let width = browser.eval("window.innerWidth").await.as_u64().unwrap();
+    assert!(width <= 420, "the window is narrow: {width}");
+    let overflow = browser
+        .eval(
+            "[document.documentElement, ...document.querySelectorAll('.card, header, .card *')]\
+             .filter(e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'auto')\
+             .map(e => e.id || e.className || e.tagName)",
+        )
+        .await;
+    assert_eq!(
+        overflow,
+        json!([]),
+        "elements wider than their box at 420 px"
+    );
+    let page = browser
+        .eval("document.documentElement.scrollWidth")
+        .await
+        .as_u64()
+        .unwrap();
+    assert!(
+        page <= width,
+        "no horizontal scroll: page {page} px in a {width} px window"
+    );
+    let png = browser.client.screenshot().await.unwrap();
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-narrow.png");
+    std::fs::write(&out, &png).unwrap();
+    eprintln!("narrow screenshot saved to {}", out.display());
+    browser.client.close().await.unwrap();
+}
+
+/// `?pid=abc` is not a process id: the process panel says so, and every other panel streams.
+#[tokio::test]
+async fn a_pid_that_is_not_a_number_gets_a_message_and_the_rest_of_the_page_streams() {
+    let (_one, server, browser) = session(free_port()).await;
+    browser.client.goto(&server.url("/?pid=abc")).await.unwrap();
+    browser
+        .until("window.dashboard.samples.length >= 2 && window.dashboard.status === 'live'")
+        .await;
+    let message = browser.text("process-error").await;
+    assert!(
+        message.contains("?pid=abc is not a process id"),
+        "{message}"
+    );
+    assert_eq!(browser.text("process-name").await, "–");
+    assert_eq!(browser.eval("window.dashboard.processSamples").await, 0);
     browser.client.close().await.unwrap();
 }
 
@@ -374,9 +454,9 @@ async fn two_tabs_with_different_pids_get_two_pollers_which_stop_when_the_tabs_c
             .iter()
             .all(|t| t["polled"] == true && t["subscribers"] == 1)
     );
-    // The process pollers, plus the one system poller both tabs share.
-    let stats = server.wait_for("pollers=3").await;
-    assert_eq!(stats["pollers"], 3);
+    // The process pollers, plus the system and runtime pollers both tabs share.
+    let stats = server.wait_for("pollers=4").await;
+    assert_eq!(stats["pollers"], 4);
 
     for (tab, _) in tabs {
         client.switch_to_window(tab).await.unwrap();
@@ -410,12 +490,18 @@ async fn the_page_reconnects_after_a_server_restart_and_updates_resume() {
         .as_u64()
         .unwrap();
 
-    let _server = Dashboard::start(port).await;
+    let old_pid = browser.eval("window.dashboard.processPid").await;
+    let server = Dashboard::start(port).await;
+    assert_ne!(old_pid, json!(server.pid()));
     browser
         .until(&format!(
             "window.dashboard.status === 'live' && window.dashboard.samples.length >= {}",
             before + 2
         ))
+        .await;
+    // The process panel follows the new server process (the page's URL names no pid).
+    browser
+        .until(&format!("window.dashboard.processPid === {}", server.pid()))
         .await;
     assert_eq!(browser.eval("window.dashboard.reconnects").await, 1);
     assert_eq!(browser.text("reconnects").await, "1");
@@ -478,13 +564,17 @@ async fn two_instances_on_one_redis_share_the_system_poller_and_the_alarms() {
         seen[1].1
     );
     // Each instance polls its own process view (each tab shows its server's pid); the system
-    // poller runs on the sampler alone.
+    // poller runs on the sampler alone, the runtime poller on one of the two.
+    let mut leases = 0;
     for server in [&a, &b] {
         let stats = server.get("/api/stats").await;
-        let expected = if server.pid() == sampler { 2 } else { 1 };
         assert_eq!(stats["backplane"]["connected"], true, "{stats}");
-        assert_eq!(stats["backplane"]["leases"], expected, "{stats}");
+        let held = stats["backplane"]["leases"].as_u64().unwrap();
+        let at_least = if server.pid() == sampler { 2 } else { 1 };
+        assert!(held >= at_least, "{stats}");
+        leases += held;
     }
+    assert_eq!(leases, 4, "two process pollers, one system, one runtime");
 
     // Lower the memory threshold from the tab on A: the alarm shows in the tab on B.
     client.switch_to_window(tabs[0].clone()).await.unwrap();
