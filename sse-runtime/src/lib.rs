@@ -38,7 +38,8 @@
 //! The root has what every user touches. The modules group the rest: [`config`] (defaults and
 //! [`ConfigError`](config::ConfigError)), [`manager`] ([`ManagerBuilder`](manager::ManagerBuilder)),
 //! [`subscription`] (options, how a subscription joined, why it ended), [`polling`] (pollers
-//! and the producer contract), [`handler`] (topics derived from requests), [`routes`] (the
+//! and the producer contract), [`handler`] (topics derived from requests), [`multi`] (several
+//! topics on one connection), [`routes`] (the
 //! registry the macros fill), [`serve`](mod@serve) (limits of the HTTP engine), [`frame`]
 //! (the wire encoding, for handlers of your own), [`event_id`] and [`stats`].
 //!
