@@ -21,7 +21,7 @@ use axum::routing::get;
 use http::StatusCode;
 use http::request::Parts;
 use serde::{Deserialize, Serialize};
-use sse_integration_tests::{PATIENCE, SseClient, TestServer};
+use sse_integration_tests::{PATIENCE, SseClient, TestServer, has_key};
 use sse_runtime::{Manager, PollError, SseHandler, sse_poll, sse_topic};
 
 /// The caller named by `Authorization: Bearer <name>` (a stand-in for a verified token).
@@ -38,18 +38,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|name| Self(name.to_owned()))
             .ok_or((StatusCode::UNAUTHORIZED, "no bearer token"))
-    }
-}
-
-#[derive(Deserialize)]
-struct Key {
-    key: Option<String>,
-}
-
-async fn has_key(Query(q): Query<Key>) -> Result<(), (StatusCode, &'static str)> {
-    match q.key.as_deref() {
-        Some("sesame") => Ok(()),
-        _ => Err((StatusCode::FORBIDDEN, "wrong key")),
     }
 }
 

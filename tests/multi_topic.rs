@@ -16,27 +16,12 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::Query;
 use axum::routing::get;
 use eventsource_stream::Event;
-use http::StatusCode;
-use serde::Deserialize;
-use sse_integration_tests::{SseClient, TestServer};
+use sse_integration_tests::{SseClient, TestServer, has_key};
 use sse_runtime::multi::MultiHandler;
 use sse_runtime::polling::Polling;
 use sse_runtime::{Manager, PollError, SseHandler};
-
-#[derive(Deserialize)]
-struct Key {
-    key: Option<String>,
-}
-
-async fn has_key(Query(q): Query<Key>) -> Result<(), (StatusCode, &'static str)> {
-    match q.key.as_deref() {
-        Some("sesame") => Ok(()),
-        _ => Err((StatusCode::FORBIDDEN, "wrong key")),
-    }
-}
 
 /// Three topic routes and a plain one, with the multi-topic route on `/sse`.
 fn app(manager: &Manager) -> Router {

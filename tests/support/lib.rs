@@ -602,3 +602,18 @@ pub fn rss_kib() -> i64 {
 mod redis_server;
 pub use redis_server::RedisServer;
 pub mod faults;
+
+#[derive(serde::Deserialize)]
+pub struct Key {
+    key: Option<String>,
+}
+
+/// A test guard: admits `?key=sesame`, refuses anything else with `403 wrong key`.
+pub async fn has_key(
+    axum::extract::Query(q): axum::extract::Query<Key>,
+) -> Result<(), (axum::http::StatusCode, &'static str)> {
+    match q.key.as_deref() {
+        Some("sesame") => Ok(()),
+        _ => Err((axum::http::StatusCode::FORBIDDEN, "wrong key")),
+    }
+}
