@@ -203,6 +203,10 @@ impl Log {
 
     /// Appends a frame, then drops the oldest while over either bound (keeping the newest).
     pub(crate) fn append(&mut self, frame: Bytes, limits: &Limits) {
+        // A frozen buffer is shared lazily: its first clone allocates the shared header. Clone
+        // it here, on the publisher, so that no reader ever allocates (nor under the topic's
+        // read lock): every clone a reader makes is a reference count.
+        let frame = frame.clone();
         self.end_offset += frame.len() as u64;
         self.bytes += frame.len();
         self.entries.push_back(Entry {
