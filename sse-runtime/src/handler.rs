@@ -269,23 +269,26 @@ pub(crate) fn open(
         options = options.client(peer.ip());
     }
     match manager.subscribe_with(topic, options) {
-        Ok(subscription) if parts.extensions.get::<Claim>().is_some() => {
-            let claim = parts.extensions.get::<Claim>().expect("checked");
-            *claim.0.lock() = Some(Claimed {
-                subscription,
-                expires,
-            });
-            StatusCode::OK.into_response()
-        }
-        Ok(subscription) => {
-            let route = parts
-                .extensions
-                .get::<MatchedPath>()
-                .map(MatchedPath::as_str);
-            SseStream::routed(subscription, route)
-                .ending_at(expires)
-                .into_response()
-        }
+        // A topic of a multi-topic stream: its subscription goes to the claim, not to a
+        // stream of its own.
+        Ok(subscription) => match parts.extensions.get::<Claim>() {
+            Some(claim) => {
+                *claim.0.lock() = Some(Claimed {
+                    subscription,
+                    expires,
+                });
+                StatusCode::OK.into_response()
+            }
+            None => {
+                let route = parts
+                    .extensions
+                    .get::<MatchedPath>()
+                    .map(MatchedPath::as_str);
+                SseStream::routed(subscription, route)
+                    .ending_at(expires)
+                    .into_response()
+            }
+        },
         Err(refused) => refused.into_response(),
     }
 }
