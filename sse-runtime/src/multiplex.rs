@@ -212,18 +212,18 @@ pub(crate) fn write_composite(
             out.put_u8(SEPARATOR as u8);
         }
         let Some(id) = position else { continue };
+        // A delta entry is an id whose epoch is the delta: written and read as one.
         let delta = previous
             .and_then(|p| id.epoch().checked_sub(p))
             .filter(|&delta| delta < 1 << 32);
-        match delta {
+        let written = match delta {
             Some(delta) => {
                 out.put_u8(DELTA as u8);
-                out.put_slice(crate::event_id::hex(delta, &mut [0; 16]));
-                out.put_u8(b'-');
-                out.put_slice(itoa::Buffer::new().format(id.sequence()).as_bytes());
+                EventId::new(delta, id.sequence())
             }
-            None => out.put_slice(id.encode(&mut IdBuf::new()).as_bytes()),
-        }
+            None => id,
+        };
+        out.put_slice(written.encode(&mut IdBuf::new()).as_bytes());
         previous = Some(id.epoch());
     }
 }
