@@ -340,9 +340,14 @@ where
                 .headers
                 .get(header::EXPECT)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        // Most requests have no body: they get no channel either.
+        // Most requests have no body: they get no channel either. A body that arrived whole
+        // with its head is already in memory: the handler gets it as it is, with no channel,
+        // budget or `100 Continue` (all for bytes still to come).
         let (mut feed, body) = match length {
             0 => (None, Body::empty()),
+            _ if buf.len() as u64 >= length => {
+                (None, Body::from(buf.split_to(length as usize).freeze()))
+            }
             _ => {
                 let (feed, body) = body::channel(length, expect_continue);
                 (Some(feed), Body::new(body))
@@ -704,9 +709,10 @@ async fn stream_sse<I: AsyncRead + AsyncWrite + Unpin>(
             // discarded, and the stream is over once the socket reads as EOF. Reading until it
             // is pending registers the waker, so the EOF behind discarded bytes is seen at once;
             // a client that keeps sending gets 64 KiB discarded per turn, then yields.
-            let mut probe = [0u8; 4096];
+            // Uninitialized: zeroing 4 KiB on every wake-up was most of a stream's user time.
+            let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
             for turn in 0.. {
-                let mut probe = ReadBuf::new(&mut probe);
+                let mut probe = ReadBuf::uninit(&mut probe);
                 match Pin::new(&mut io).poll_read(cx, &mut probe) {
                     Poll::Ready(Ok(())) if probe.filled().is_empty() => {
                         return Poll::Ready(Step::Hangup);
