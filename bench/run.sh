@@ -19,13 +19,13 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-"S1 S2 S2rate S3 S4a S4b S5"}
 PORT=${PORT:-$((10000 + RANDOM % 15000))}
-cargo build --release -q -p bench-server -p baseline-server -p loadgen
+cargo build --release -q -p bench-server -p baseline-server -p ceiling-server -p loadgen
 # The load generator is one client address with up to 10 000 streams: bench-server's caps are
 # raised so that they never refuse a scenario's clients (the baseline has none). Set them to
 # see the caps at work.
 export MAX_STREAMS=${MAX_STREAMS:-1000000} MAX_STREAMS_PER_IP=${MAX_STREAMS_PER_IP:-1000000}
 export MAX_TOPICS=${MAX_TOPICS:-1000000} MAX_POLLERS=${MAX_POLLERS:-1000000}
-SERVERS=${SERVERS:-"bench-server=target/release/bench-server axum=bench/bench-server-axum.sh baseline-server=target/release/baseline-server"}
+SERVERS=${SERVERS:-"bench-server=target/release/bench-server axum=bench/bench-server-axum.sh baseline-server=target/release/baseline-server ceiling=target/release/ceiling-server"}
 OUT=${OUT:-bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl}
 mkdir -p "$(dirname "$OUT")"
 ulimit -n "$(ulimit -Hn)"
