@@ -162,11 +162,12 @@ impl Server {
                 () = &mut signal => break,
                 (io, peer) = listener.accept() => {
                     let (router, stop, budget) = (self.router.clone(), stop.clone(), budget.clone());
+                    let tasks = connections.clone();
                     let head_timeout = self.head_timeout;
                     let engine = self.engine;
                     connections.spawn(async move {
                         let result = match engine {
-                            Engine::Direct => connection(io, peer, router, stop, budget, head_timeout).await,
+                            Engine::Direct => connection(io, peer, router, stop, budget, head_timeout, tasks).await,
                             Engine::Hyper => hyper::connection(io, peer, router, stop, head_timeout).await,
                         };
                         if let Err(error) = result {
@@ -299,6 +300,16 @@ struct Head {
     headers: HeaderMap,
 }
 
+/// What a connection does after answering a request.
+enum Next {
+    /// Read the next request.
+    KeepAlive,
+    /// Close: the answer said so, or the request's end cannot be trusted.
+    Close,
+    /// The handler answered with an SSE stream: the connection is the stream's from now on.
+    Stream(Response, Pin<Box<SseStream>>),
+}
+
 async fn connection<I, A>(
     mut io: I,
     peer: A,
@@ -306,6 +317,7 @@ async fn connection<I, A>(
     stop: CancellationToken,
     budget: Budget,
     head_timeout: Duration,
+    tasks: TaskTracker,
 ) -> io::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -327,83 +339,129 @@ where
             },
         };
         buf.advance(head_len);
-        let length = match body_length(&head) {
-            Ok(length) => length,
-            Err(refusal) => return refuse(&mut io, refusal).await,
-        };
-        let keep_alive = wants_keep_alive(&head);
-        let is_head = head.method == Method::HEAD;
         let version = head.version;
-        // HTTP/1.0 has no 100 Continue; its clients send the body without waiting.
-        let expect_continue = version == Version::HTTP_11
-            && head
-                .headers
-                .get(header::EXPECT)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        // Most requests have no body: they get no channel either. A body that arrived whole
-        // with its head is already in memory: the handler gets it as it is, with no channel,
-        // budget or `100 Continue` (all for bytes still to come).
-        let (mut feed, body) = match length {
-            0 => (None, Body::empty()),
-            _ if buf.len() as u64 >= length => {
-                (None, Body::from(buf.split_to(length as usize).freeze()))
+        // Boxed: a request's state (the router's future, the head, the body's feed) is large,
+        // and a connection's task is as large as its largest await point. Unboxed, every open
+        // stream kept room for it (2.2 KiB a connection); boxed, it lives only while a request
+        // is answered.
+        let answered = Box::pin(answer(
+            &mut io,
+            &mut buf,
+            head,
+            &peer,
+            &router,
+            &budget,
+            head_timeout,
+        ));
+        match answered.await? {
+            Next::KeepAlive => {}
+            Next::Close => return io.shutdown().await,
+            Next::Stream(response, stream) => {
+                let (head, framing) = sse_head(response, version);
+                // From here on the connection belongs to the stream, in a task of its own sized
+                // for the stream alone (this one, sized for requests, ends: 1.4 KiB less for
+                // every open stream). Tracked like the connection, so shutdown waits for it.
+                tasks.spawn(async move {
+                    if let Err(error) = stream_sse(io, head, stream, framing).await {
+                        tracing::debug!(%error, "stream ended with an error");
+                    }
+                });
+                return Ok(());
             }
-            _ => {
-                let (feed, body) = body::channel(length, expect_continue);
-                (Some(feed), Body::new(body))
-            }
-        };
-        let mut request = Request::new(body);
-        *request.method_mut() = head.method;
-        *request.uri_mut() = head.uri;
-        *request.version_mut() = head.version;
-        *request.headers_mut() = head.headers;
-        request.extensions_mut().insert(ConnectInfo(peer.clone()));
-
-        // The handler runs while the body is delivered on demand; whichever ends first, the
-        // response is what decides the connection's next step.
-        let respond = router.clone().oneshot(request);
-        tokio::pin!(respond);
-        let mut failed = false;
-        let delivered = match feed.as_mut() {
-            None => None,
-            Some(feed) => tokio::select! {
-                biased;
-                Ok::<_, Infallible>(response) = &mut respond => Some(response),
-                result = feed.deliver(&mut io, &mut buf, &budget, head_timeout) => {
-                    failed = result.is_err();
-                    None
-                }
-            },
-        };
-        let mut response = match delivered {
-            Some(response) => response,
-            None => {
-                let Ok::<_, Infallible>(response) = respond.await;
-                response
-            }
-        };
-        // A body the handler did not read: what arrived with the head is skipped; if more is
-        // still to come, the connection closes rather than read it.
-        let body_done = !failed && feed.as_mut().is_none_or(|f| f.discard_buffered(&mut buf));
-
-        let takeover = response
-            .extensions_mut()
-            .remove::<Takeover>()
-            .and_then(|t| t.take());
-        if let Some(stream) = takeover.filter(|_| !is_head) {
-            // From here on the connection belongs to the stream; buffers are released.
-            drop((buf, feed));
-            return stream_sse(io, response, stream, version).await;
-        }
-        // `keep_alive` is already false for HTTP/1.0 requests.
-        let close = !keep_alive || !body_done || has_token(response.headers(), "close");
-        write_response(&mut io, response, is_head, close, version).await?;
-        drop(feed); // releases the body's share of the budget
-        if close {
-            return io.shutdown().await;
         }
     }
+}
+
+/// Answers one request whose head was read (and taken out of `buf`): runs the router while
+/// the body is delivered on demand, then writes the response, or hands an SSE stream back.
+async fn answer<I, A>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    head: Head,
+    peer: &A,
+    router: &Router,
+    budget: &Budget,
+    head_timeout: Duration,
+) -> io::Result<Next>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A: Clone + Send + Sync + 'static,
+{
+    let length = match body_length(&head) {
+        Ok(length) => length,
+        Err(refusal) => {
+            refuse(io, refusal).await?;
+            return Ok(Next::Close);
+        }
+    };
+    let keep_alive = wants_keep_alive(&head);
+    let is_head = head.method == Method::HEAD;
+    let version = head.version;
+    // HTTP/1.0 has no 100 Continue; its clients send the body without waiting.
+    let expect_continue = version == Version::HTTP_11
+        && head
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    // Most requests have no body: they get no channel either. A body that arrived whole
+    // with its head is already in memory: the handler gets it as it is, with no channel,
+    // budget or `100 Continue` (all for bytes still to come).
+    let (mut feed, body) = match length {
+        0 => (None, Body::empty()),
+        _ if buf.len() as u64 >= length => {
+            (None, Body::from(buf.split_to(length as usize).freeze()))
+        }
+        _ => {
+            let (feed, body) = body::channel(length, expect_continue);
+            (Some(feed), Body::new(body))
+        }
+    };
+    let mut request = Request::new(body);
+    *request.method_mut() = head.method;
+    *request.uri_mut() = head.uri;
+    *request.version_mut() = head.version;
+    *request.headers_mut() = head.headers;
+    request.extensions_mut().insert(ConnectInfo(peer.clone()));
+
+    // The handler runs while the body is delivered on demand; whichever ends first, the
+    // response is what decides the connection's next step.
+    let respond = router.clone().oneshot(request);
+    tokio::pin!(respond);
+    let mut failed = false;
+    let delivered = match feed.as_mut() {
+        None => None,
+        Some(feed) => tokio::select! {
+            biased;
+            Ok::<_, Infallible>(response) = &mut respond => Some(response),
+            result = feed.deliver(io, buf, budget, head_timeout) => {
+                failed = result.is_err();
+                None
+            }
+        },
+    };
+    let mut response = match delivered {
+        Some(response) => response,
+        None => {
+            let Ok::<_, Infallible>(response) = respond.await;
+            response
+        }
+    };
+    // A body the handler did not read: what arrived with the head is skipped; if more is
+    // still to come, the connection closes rather than read it.
+    let body_done = !failed && feed.as_mut().is_none_or(|f| f.discard_buffered(buf));
+
+    let takeover = response
+        .extensions_mut()
+        .remove::<Takeover>()
+        .and_then(|t| t.take());
+    if let Some(stream) = takeover.filter(|_| !is_head) {
+        return Ok(Next::Stream(response, stream));
+    }
+    // `keep_alive` is already false for HTTP/1.0 requests.
+    let close = !keep_alive || !body_done || has_token(response.headers(), "close");
+    write_response(io, response, is_head, close, version).await?;
+    drop(feed); // releases the body's share of the budget
+    Ok(if close { Next::Close } else { Next::KeepAlive })
 }
 
 /// Reads until `buf` holds a complete request head (or the client closes, or the head is to be
@@ -682,21 +740,30 @@ async fn write_data<I: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Writes the SSE response head, then the stream's frames as they come, until the stream ends
-/// or the client goes away.
-async fn stream_sse<I: AsyncRead + AsyncWrite + Unpin>(
-    mut io: I,
-    mut response: Response,
-    mut stream: Pin<Box<SseStream>>,
-    version: Version,
-) -> io::Result<()> {
+/// The head of an SSE response, and how its body is delimited.
+fn sse_head(mut response: Response, version: Version) -> (Vec<u8>, Framing) {
     let framing = Framing::unknown_length(version);
     if framing == Framing::Close {
         let close = HeaderValue::from_static("close");
         response.headers_mut().insert(header::CONNECTION, close);
     }
-    io.write_all(&encode_head(&response, framing)).await?;
-    drop(response);
+    (encode_head(&response, framing), framing)
+}
+
+/// Writes the SSE response head, then the stream's frames as they come, until the stream ends
+/// or the client goes away.
+///
+/// It runs as a task of its own, which every open stream keeps for as long as it is open: it
+/// takes the encoded head rather than the response, since whatever an async fn takes stays in
+/// its future to the end.
+async fn stream_sse<I: AsyncRead + AsyncWrite + Unpin>(
+    mut io: I,
+    head: Vec<u8>,
+    mut stream: Pin<Box<SseStream>>,
+    framing: Framing,
+) -> io::Result<()> {
+    io.write_all(&head).await?;
+    drop(head);
     loop {
         enum Step {
             Data(Bytes),
@@ -751,5 +818,35 @@ async fn stream_sse<I: AsyncRead + AsyncWrite + Unpin>(
             }
             Step::Hangup => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::response::IntoResponse;
+
+    use super::*;
+
+    /// Every open stream keeps its task for as long as it is open, so the task's size is a
+    /// floor of the memory per connection: it must hold the stream's state alone, not the
+    /// request's (the router's future, the head), which once made it 2.2 KiB.
+    #[tokio::test]
+    async fn an_open_streams_task_holds_the_stream_alone() {
+        fn size<T>(_: &T) -> usize {
+            std::mem::size_of::<T>()
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let io = crate::deadline::DeadlineIo::new(client.await.unwrap(), Duration::from_secs(1));
+        let manager = crate::Manager::new();
+        let stream = SseStream::from(manager.subscribe("t").unwrap());
+        let (head, framing) = sse_head(stream.into_response(), Version::HTTP_11);
+        let stream = Box::pin(SseStream::from(manager.subscribe("t").unwrap()));
+        let task = stream_sse(io, head, stream, framing);
+        assert!(
+            size(&task) <= 512,
+            "a stream's task is {} bytes",
+            size(&task)
+        );
     }
 }
