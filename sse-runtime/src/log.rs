@@ -143,7 +143,12 @@ impl Log {
 
     /// The frames from `cursor` on, up to [`MAX_CHUNK`] bytes (at least one frame), as one
     /// chunk, and the cursor after them. `cursor` must be in the log.
-    pub(crate) fn chunk(&self, cursor: u64) -> (Chunk, u64) {
+    ///
+    /// With `append_to`, the frames are appended to that buffer instead and the chunk's bytes
+    /// are empty: a reader that reuses its buffer allocates nothing, however many frames it
+    /// reads at once. Without, a single frame is the shared encoded one (no allocation) and
+    /// several are copied into a new buffer.
+    pub(crate) fn chunk(&self, cursor: u64, append_to: Option<&mut Vec<u8>>) -> (Chunk, u64) {
         let start = (cursor - self.first_seq) as usize;
         let first = &self.entries[start];
         let mut end = start + 1;
@@ -152,7 +157,13 @@ impl Log {
             len += self.entries[end].frame.len();
             end += 1;
         }
-        let bytes = if end == start + 1 {
+        let bytes = if let Some(buf) = append_to {
+            buf.reserve(len);
+            for entry in self.entries.range(start..end) {
+                buf.extend_from_slice(&entry.frame);
+            }
+            Bytes::new()
+        } else if end == start + 1 {
             first.frame.clone()
         } else {
             let mut buf = BytesMut::with_capacity(len);
@@ -275,7 +286,13 @@ mod tests {
         assert_eq!(log.resume_point(2, 10, 2), Err(Gap::Evicted));
         assert_eq!(log.resume_point(3, 10, 2), Ok(4));
         assert_eq!(log.resume_point(4, 10, 0), Ok(5));
-        let (chunk, next) = log.chunk(3);
+        let (chunk, next) = log.chunk(3, None);
         assert_eq!((&chunk.bytes[..], chunk.events, next), (&b"xxx"[..], 3, 6));
+        let mut buf = b"head:".to_vec();
+        let (chunk, next) = log.chunk(4, Some(&mut buf));
+        assert_eq!(
+            (&buf[..], chunk.bytes.len(), chunk.events, next),
+            (&b"head:xx"[..], 0, 2, 6)
+        );
     }
 }

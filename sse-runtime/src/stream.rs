@@ -216,15 +216,33 @@ impl Source {
         }
     }
 
+    /// The next frames; with `append_to`, appended to it (see [`Log::chunk`]). A multi-topic
+    /// stream relabels its frames into a buffer of its own first, so it still allocates one
+    /// per read.
+    ///
+    /// [`Log::chunk`]: crate::log::Log::chunk
     fn poll_chunk(
         &mut self,
         cx: &mut Context<'_>,
         route: &telemetry::Handle,
         span: &tracing::Span,
+        append_to: Option<&mut Vec<u8>>,
     ) -> Poll<Option<Chunk>> {
         match self {
-            Self::One(subscription) => subscription.poll_chunk(cx),
-            Self::Many(topics) => topics.poll_chunk(cx, |joined| announce(route, span, joined)),
+            Self::One(subscription) => subscription.poll_chunk_to(cx, append_to),
+            Self::Many(topics) => {
+                let chunk = ready!(topics.poll_chunk(cx, |joined| announce(route, span, joined)));
+                Poll::Ready(chunk.map(|chunk| match append_to {
+                    Some(buf) => {
+                        buf.extend_from_slice(&chunk.bytes);
+                        Chunk {
+                            bytes: Bytes::new(),
+                            ..chunk
+                        }
+                    }
+                    None => chunk,
+                }))
+            }
         }
     }
 
@@ -287,14 +305,27 @@ fn announcement(joined: Option<Joined>) -> Option<Bytes> {
     }
 }
 
-impl Body for SseStream {
-    type Data = Bytes;
-    type Error = Infallible;
+/// `data`, or, with `append_to`, nothing: `data` is appended to it instead.
+fn emit(data: Bytes, append_to: Option<&mut Vec<u8>>) -> Bytes {
+    match append_to {
+        Some(buf) => {
+            buf.extend_from_slice(&data);
+            Bytes::new()
+        }
+        None => data,
+    }
+}
 
-    fn poll_frame(
+impl SseStream {
+    /// The stream's next bytes, as [`Body::poll_frame`] yields them; with `append_to`, they are
+    /// appended to that buffer instead (and the returned bytes are empty), so that a writer
+    /// that reuses its buffer allocates nothing per event, however many it reads at once.
+    /// [`serve`](crate::serve()) writes streams this way.
+    pub(crate) fn poll_data(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        mut append_to: Option<&mut Vec<u8>>,
+    ) -> Poll<Option<Bytes>> {
         let mut this = self.project();
         if *this.finished {
             return Poll::Ready(None);
@@ -305,7 +336,7 @@ impl Body for SseStream {
             announce(this.route, this.span, this.source.joined());
             tracing::debug!(parent: &*this.span, joined = ?this.source.joined(), "stream opened");
             let retry = this.source.first().stream_settings().retry;
-            return Poll::Ready(Some(Ok(Frame::data(preamble(this.source, retry)))));
+            return Poll::Ready(Some(emit(preamble(this.source, retry), append_to)));
         }
         // Nothing is read before the client is told how it joined: a reset goes first.
         let mut waiting = false;
@@ -315,7 +346,7 @@ impl Body for SseStream {
                     *this.announced = true;
                     announce(this.route, this.span, joined);
                     if let Some(reset) = announcement(joined) {
-                        return Poll::Ready(Some(Ok(Frame::data(reset))));
+                        return Poll::Ready(Some(emit(reset, append_to)));
                     }
                 }
                 Poll::Pending => waiting = true,
@@ -335,18 +366,21 @@ impl Body for SseStream {
             ready!(this.heartbeat.as_mut().poll(cx));
             *this.holding = false;
         }
+        let appended_before = append_to.as_ref().map_or(0, |buf| buf.len());
         match if waiting {
             Poll::Pending
         } else {
-            this.source.poll_chunk(cx, this.route, this.span)
+            let append_to = append_to.as_deref_mut();
+            this.source.poll_chunk(cx, this.route, this.span, append_to)
         } {
             Poll::Ready(Some(chunk)) => {
                 // The timer is not reset per event (that would cost a timer-wheel update per
                 // event per subscriber); when it fires, it checks the time of the last write.
                 *this.last_write = Instant::now();
-                this.route
-                    .wrote(chunk.events, chunk.bytes.len(), &chunk.oldest);
-                return Poll::Ready(Some(Ok(Frame::data(chunk.bytes))));
+                let appended = append_to.map_or(0, |buf| buf.len() - appended_before);
+                let bytes = chunk.bytes.len() + appended;
+                this.route.wrote(chunk.events, bytes, &chunk.oldest);
+                return Poll::Ready(Some(chunk.bytes));
             }
             Poll::Ready(None) => {
                 *this.finished = true;
@@ -378,8 +412,21 @@ impl Body for SseStream {
             this.heartbeat
                 .as_mut()
                 .reset(wake(now + *this.heartbeat_every));
-            return Poll::Ready(Some(Ok(Frame::data(frame::heartbeat()))));
+            return Poll::Ready(Some(emit(frame::heartbeat(), append_to)));
         }
+    }
+}
+
+impl Body for SseStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.poll_data(cx, None)
+            .map(|data| data.map(|data| Ok(Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -343,6 +343,16 @@ impl Subscription {
     /// Like [`poll_recv`](Self::poll_recv), with how many events the chunk holds and when the
     /// first was published.
     pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
+        self.poll_chunk_to(cx, None)
+    }
+
+    /// Like [`poll_chunk`](Self::poll_chunk); with `append_to`, the frames are appended to
+    /// that buffer and the chunk's bytes are empty (no allocation, however many it reads).
+    pub(crate) fn poll_chunk_to(
+        &mut self,
+        cx: &mut Context<'_>,
+        append_to: Option<&mut Vec<u8>>,
+    ) -> Poll<Option<Chunk>> {
         if self.ended.is_some() {
             return Poll::Ready(None);
         }
@@ -354,7 +364,7 @@ impl Subscription {
         }
         match self
             .topic
-            .read(&self.subscriber, self.exempt_until, cx.waker())
+            .read(&self.subscriber, self.exempt_until, cx.waker(), append_to)
         {
             Read::Frames(chunk) => Poll::Ready(Some(chunk)),
             Read::Empty => Poll::Pending,

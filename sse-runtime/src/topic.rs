@@ -490,13 +490,15 @@ impl Topic {
         Published::Recorded(recorded)
     }
 
-    /// Copies out what `subscriber` has not sent yet. Lag is not held against it while its
-    /// cursor is below `exempt_until` (a resumed subscriber's backlog).
+    /// Copies out what `subscriber` has not sent yet (appended to `append_to`, if given; see
+    /// [`Log::chunk`]). Lag is not held against it while its cursor is below `exempt_until` (a
+    /// resumed subscriber's backlog).
     pub(crate) fn read(
         &self,
         subscriber: &Subscriber,
         exempt_until: u64,
         waker: &std::task::Waker,
+        append_to: Option<&mut Vec<u8>>,
     ) -> Read {
         subscriber.waker.register(waker);
         let state = self.state.read();
@@ -518,7 +520,7 @@ impl Topic {
         {
             return Read::Lagged;
         }
-        let (chunk, next) = history.log.chunk(cursor);
+        let (chunk, next) = history.log.chunk(cursor, append_to);
         subscriber.cursor.store(next, Ordering::Relaxed);
         subscriber.fresh.store(false, Ordering::Relaxed);
         Read::Frames(chunk)

@@ -9,44 +9,22 @@
 //! - A subscriber that reads one event at a time (the usual case: it is woken per event)
 //!   allocates nothing: the frame it writes is the shared encoded one.
 //! - A subscriber that is behind reads its backlog as one coalesced chunk: one buffer per
-//!   read, however many events it holds, so less than one allocation per event.
+//!   read, however many events it holds, so less than one allocation per event. (Through
+//!   `sse_runtime::serve`, which copies the frames into a buffer it reuses, not even that:
+//!   tests/serve_allocations.rs.)
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use sse_runtime::Manager;
 use sse_runtime::subscription::Subscription;
 
-struct Counting;
+#[path = "common/counting.rs"]
+mod counting;
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use counting::{Counting, allocations};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// Allocations made by `f`.
-fn allocations<T>(f: impl FnOnce() -> T) -> (T, u64) {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let out = f();
-    (out, ALLOCATIONS.load(Ordering::Relaxed) - before)
-}
 
 /// Reads what `subscription` has now; the number of events read.
 fn read(subscription: &mut Subscription, cx: &mut Context<'_>) -> usize {

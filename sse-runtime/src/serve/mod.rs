@@ -7,6 +7,9 @@
 //! connection keeps no buffers at all: frames go from the topic's log to the socket in one
 //! vectored write per wake-up.
 //!
+//! TCP connections get `TCP_NODELAY`: a stream coalesces what it writes itself, so an event
+//! goes out when it is written.
+//!
 //! What it implements of HTTP/1.1: keep-alive, pipelined requests, `Content-Length` request
 //! bodies (up to [`MAX_BODY`], streamed to the handler only when it reads them, under a budget
 //! shared by all connections), `Expect: 100-continue`, `HEAD`, chunked and fixed-length
@@ -160,7 +163,8 @@ impl Server {
         loop {
             tokio::select! {
                 () = &mut signal => break,
-                (io, peer) = listener.accept() => {
+                (mut io, peer) = listener.accept() => {
+                    no_delay(&mut io);
                     let (router, stop, budget) = (self.router.clone(), stop.clone(), budget.clone());
                     let tasks = connections.clone();
                     let head_timeout = self.head_timeout;
@@ -180,6 +184,28 @@ impl Server {
         stop.cancel();
         connections.close();
         connections.wait().await;
+    }
+}
+
+/// Sets `TCP_NODELAY` on a TCP connection (a `TcpListener`'s, or one under [`WriteDeadline`]),
+/// as Go's `net/http` does for every connection: an event goes out when it is written, not
+/// when the client has acknowledged the previous one (Nagle's algorithm). Streams coalesce what
+/// they write themselves, and with Nagle on, the fan-out benchmark delivered a third fewer
+/// events per second. Other I/O types are left as they are (wrap the listener with
+/// `axum::serve::ListenerExt::tap_io` to set it on them).
+///
+/// [`WriteDeadline`]: crate::WriteDeadline
+fn no_delay<I: 'static>(io: &mut I) {
+    let io: &dyn std::any::Any = io;
+    let tcp = match io.downcast_ref::<tokio::net::TcpStream>() {
+        Some(tcp) => tcp,
+        None => match io.downcast_ref::<crate::deadline::DeadlineIo<tokio::net::TcpStream>>() {
+            Some(io) => io.get_ref(),
+            None => return,
+        },
+    };
+    if let Err(error) = tcp.set_nodelay(true) {
+        tracing::debug!(%error, "could not set TCP_NODELAY");
     }
 }
 
@@ -766,7 +792,11 @@ async fn stream_sse<I: AsyncRead + AsyncWrite + Unpin>(
     drop(head);
     loop {
         enum Step {
-            Data(Bytes),
+            /// What the stream had was written in full.
+            Wrote,
+            /// What the socket did not take at once, to be written before anything else.
+            Rest(Bytes),
+            Failed(io::Error),
             End,
             Hangup,
         }
@@ -793,32 +823,79 @@ async fn stream_sse<I: AsyncRead + AsyncWrite + Unpin>(
                     Poll::Pending => break,
                 }
             }
-            match stream.as_mut().poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => Poll::Ready(
-                    frame
-                        .into_data()
-                        .map_or(Step::Data(Bytes::new()), Step::Data),
-                ),
-                Poll::Ready(None) => Poll::Ready(Step::End),
-                Poll::Ready(Some(Err(never))) => match never {},
-                Poll::Pending => Poll::Pending,
-            }
+            // The frames are copied into the worker thread's scratch buffer, framed as one
+            // chunk, and written from there in the same poll: no allocation, however many
+            // events the stream has. Only what the socket does not take at once is copied out
+            // and kept, to be written before the next read.
+            SCRATCH.with_borrow_mut(|scratch| {
+                scratch.clear();
+                scratch.resize(SIZE_LINE, 0);
+                match stream.as_mut().poll_data(cx, Some(scratch)) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => return Poll::Ready(Step::End),
+                    Poll::Ready(Some(_appended)) => {}
+                }
+                if scratch.len() == SIZE_LINE {
+                    return Poll::Ready(Step::Wrote);
+                }
+                let start = frame_chunk(scratch, framing);
+                let step = match Pin::new(&mut io).poll_write(cx, &scratch[start..]) {
+                    Poll::Ready(Ok(n)) if start + n == scratch.len() => Step::Wrote,
+                    Poll::Ready(Ok(0)) => Step::Failed(io::ErrorKind::WriteZero.into()),
+                    Poll::Ready(Ok(n)) => Step::Rest(Bytes::copy_from_slice(&scratch[start + n..])),
+                    Poll::Pending => Step::Rest(Bytes::copy_from_slice(&scratch[start..])),
+                    Poll::Ready(Err(error)) => Step::Failed(error),
+                };
+                if scratch.capacity() > MAX_SCRATCH {
+                    *scratch = Vec::new();
+                }
+                Poll::Ready(step)
+            })
         })
         .await;
-        match step {
-            Step::Data(data) => {
-                if let Err(error) = write_data(&mut io, framing, data).await {
-                    stream.as_mut().write_failed(&error);
-                    return Err(error);
-                }
-            }
+        let written = match step {
+            Step::Wrote => Ok(()),
+            Step::Rest(rest) => io.write_all(&rest).await,
+            Step::Failed(error) => Err(error),
             Step::End => {
                 io.write_all(framing.last_chunk()).await?;
                 return io.shutdown().await;
             }
             Step::Hangup => return Ok(()),
+        };
+        if let Err(error) = written {
+            stream.as_mut().write_failed(&error);
+            return Err(error);
         }
     }
+}
+
+thread_local! {
+    /// Where a worker thread assembles what a stream writes next (the chunk's size line, its
+    /// frames, the closing CRLF): reused by every stream the thread runs.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Room kept at the front of the scratch buffer for a chunk's size line (hex digits, CRLF).
+const SIZE_LINE: usize = 16 + 2;
+
+/// A scratch buffer grown past this (by an event this large) is released after its write.
+const MAX_SCRATCH: usize = 1024 * 1024;
+
+/// Frames the data after the first [`SIZE_LINE`] bytes of `scratch` as `framing` delimits it
+/// (for `Chunked`, one chunk: its size line goes right before the data, its CRLF after); where
+/// the bytes to write start.
+fn frame_chunk(scratch: &mut Vec<u8>, framing: Framing) -> usize {
+    if framing != Framing::Chunked {
+        return SIZE_LINE;
+    }
+    let mut digits = [0u8; 16];
+    let size = crate::event_id::hex((scratch.len() - SIZE_LINE) as u64, &mut digits);
+    let start = SIZE_LINE - 2 - size.len();
+    scratch[start..SIZE_LINE - 2].copy_from_slice(size);
+    scratch[SIZE_LINE - 2..SIZE_LINE].copy_from_slice(b"\r\n");
+    scratch.extend_from_slice(b"\r\n");
+    start
 }
 
 #[cfg(test)]
@@ -826,6 +903,24 @@ mod tests {
     use axum::response::IntoResponse;
 
     use super::*;
+
+    /// Accepted TCP connections, bare or under a write deadline, send without Nagle's delay.
+    #[tokio::test]
+    async fn tcp_connections_get_no_delay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut bare, _) = listener.accept().await.unwrap();
+        assert!(!bare.nodelay().unwrap(), "off by default");
+        no_delay(&mut bare);
+        assert!(bare.nodelay().unwrap());
+
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut guarded = crate::deadline::DeadlineIo::new(tcp, Duration::from_secs(1));
+        no_delay(&mut guarded);
+        assert!(guarded.get_ref().nodelay().unwrap());
+    }
 
     /// Every open stream keeps its task for as long as it is open, so the task's size is a
     /// floor of the memory per connection: it must hold the stream's state alone, not the
