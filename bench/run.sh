@@ -42,6 +42,12 @@ args_for() {
     # S1 and S3 with every publish confirmed: a publisher that waits for the broker.
     S1c)    echo "--connections 1000 --topics 1 --events 2000 --payload 64 --confirm" ;;
     S3c)    echo "--connections 1000 --topics 1000 --events 200 --payload 64 --publishers 4 --confirm" ;;
+    # The latency curve: S2's 10 000 subscribers at 10, 25, 50 and 100 events/s (about 4 s of
+    # events each, at least 60 events).
+    C10)    echo "--connections 10000 --topics 1 --events 60 --payload 64 --sources 4 --rate 10" ;;
+    C25)    echo "--connections 10000 --topics 1 --events 100 --payload 64 --sources 4 --rate 25" ;;
+    C50)    echo "--connections 10000 --topics 1 --events 200 --payload 64 --sources 4 --rate 50" ;;
+    C100)   echo "--connections 10000 --topics 1 --events 400 --payload 64 --sources 4 --rate 100" ;;
     # Latency below saturation: 1 000 events/s to 100 subscribers.
     L1k)    echo "--connections 100 --topics 1 --events 3000 --payload 64 --rate 1000" ;;
     # Publishes that reach no one: 1 000 topics nobody watches, 20 000 publishes.
@@ -115,7 +121,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for entry in $order; do
       name=${entry%%=*}; binary=${entry#*=}
       # S5 needs polled routes, which only the framework's server has.
-      if [[ $scenario == S5 && $name == baseline-server ]]; then continue; fi
+      if [[ $scenario == S5 && ( $name == baseline-server || $name == ceiling ) ]]; then continue; fi
       # A fresh port for every run: the 4-tuples of the previous run's connections may still be
       # in TIME_WAIT.
       PORT=$((PORT + 1))

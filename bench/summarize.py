@@ -5,7 +5,8 @@ with the framework's figures as ratios against the baseline of the same run.
     python3 bench/summarize.py RESULTS.jsonl [REFERENCE]
 
 REFERENCE names the server the others are compared with (default `baseline-server`; the
-backplane runs use `inproc`)."""
+backplane runs use `inproc`). When the run has a `ceiling` server (bench/ceiling-server), every
+other server is also compared with it, in columns of its own."""
 import json
 import statistics
 import sys
@@ -30,6 +31,7 @@ def median(results, path):
 METRICS = [
     ("deliveries/s", ("deliveries_per_sec",), "{:,.0f}", "higher"),
     ("CPU µs/delivery", ("server_cpu_us_per_delivery",), "{:.2f}", "lower"),
+    ("load generator CPU µs/delivery", ("client_cpu_us_per_delivery",), "{:.2f}", "lower"),
     ("p50 ms", ("latency_us", "p50"), "{:.1f}", "lower"),
     ("p99 ms", ("latency_us", "p99"), "{:.1f}", "lower"),
     ("RSS/conn KiB", ("server_rss_per_connection_bytes",), "{:.1f}", "lower"),
@@ -48,15 +50,19 @@ METRICS = [
     ("pollers started/stopped", ("pollers",), "{}", None),
 ]
 scenarios = sorted({s for s, _ in by}, key=lambda s: (s[:2], s))
-servers = sorted({srv for _, srv in by if srv != REFERENCE})
+CEILING = "ceiling"
+servers = sorted({srv for _, srv in by if srv not in (REFERENCE, CEILING)})
+if any(srv == CEILING for _, srv in by):
+    servers.append(CEILING)
+under_ceiling = [s for s in servers if s != CEILING] if CEILING in servers else []
 # Figures that only some servers report (the backplane's) are shown for those alone; figures
 # only meaningful for the backplane runs are left out of the others' tables.
 BACKPLANE_ONLY = ("same instance", "cross instance", "Redis", "publish", "duplicated", "out of order")
 backplane_run = REFERENCE == "inproc"
 ref_name = "baseline" if REFERENCE == "baseline-server" else REFERENCE
 print(f"rounds: {max(r['round'] for r in rows)}  (medians; ratio = server / {ref_name} of the same run)\n")
-print("| scenario | metric | " + " | ".join(servers) + f" | {ref_name} | " + " | ".join(f"{s} / {ref_name}" for s in servers) + " |")
-print("|---|---|" + "---:|" * (2 * len(servers) + 1))
+print("| scenario | metric | " + " | ".join(servers) + f" | {ref_name} | " + " | ".join(f"{s} / {ref_name}" for s in servers) + "".join(f" | {s} / {CEILING}" for s in under_ceiling) + " |")
+print("|---|---|" + "---:|" * (2 * len(servers) + 1 + len(under_ceiling)))
 for scenario in scenarios:
     base = by.get((scenario, REFERENCE), [])
     for name, path, fmt, _ in METRICS:
@@ -64,11 +70,13 @@ for scenario in scenarios:
             continue
         ours = [median(by.get((scenario, srv), []), path) for srv in servers]
         b = median(base, path)
+        c = median(by.get((scenario, CEILING), []), path)
         if all(v is None for v in ours) and b is None:
             continue
         if name not in ("lost", "duplicated", "out of order") and all(v in (0, None) for v in ours) and b in (0, None):
             continue
         scale = 1000.0 if name.startswith("p") and " ms" in name else (1024.0 if "KiB" in name else 1.0)
         show = lambda v: "–" if v is None else (fmt.format(v / scale) if isinstance(v, (int, float)) else str(v))
-        ratio = lambda a: f"{a / b:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "–"
-        print(f"| {scenario} | {name} | " + " | ".join(show(a) for a in ours) + f" | {show(b)} | " + " | ".join(ratio(a) for a in ours) + " |")
+        ratio = lambda a, b=b: f"{a / b:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "–"
+        ceiling_ratios = "".join(f" | {ratio(a, c)}" for a, srv in zip(ours, servers) if srv in under_ceiling)
+        print(f"| {scenario} | {name} | " + " | ".join(show(a) for a in ours) + f" | {show(b)} | " + " | ".join(ratio(a) for a in ours) + ceiling_ratios + " |")

@@ -228,6 +228,10 @@ async fn main() {
     let connect_seconds = connect_started.elapsed().as_secs_f64();
     let rss_idle = servers.rss_kib();
     let cpu_before = servers.cpu_seconds();
+    // The load generator shares the machine's cores with the server under test: what it spends
+    // per delivery is CPU the server does not get, so it is reported next to the server's.
+    let client = proc_stats::Process::new(std::process::id());
+    let client_cpu_before = client.cpu_seconds();
     let broker_before = match o.broker {
         Some(addr) => Some(broker::read(addr).await.expect("INFO from the broker")),
         None => None,
@@ -308,6 +312,7 @@ async fn main() {
         publish_seconds
     };
     let cpu_after = servers.cpu_seconds();
+    let client_cpu = client.cpu_seconds() - client_cpu_before;
     let rss_end = servers.rss_kib();
 
     let mut totals = client::Totals::default();
@@ -374,6 +379,8 @@ async fn main() {
         "server_cpu_s": server_cpu,
         "server_cpu_us_per_delivery": server_cpu.filter(|_| delivered > 0).map(|c| c * 1e6 / delivered as f64),
         "server_cpu_us_per_publish": server_cpu.filter(|_| publishes > 0).map(|c| c * 1e6 / publishes as f64),
+        "client_cpu_s": client_cpu,
+        "client_cpu_us_per_delivery": (delivered > 0).then(|| client_cpu * 1e6 / delivered as f64),
         "server_rss_kib": { "before": rss_before, "idle": rss_idle, "end": rss_end },
         "server_rss_per_connection_bytes": rss_per_connection,
         "fd_limit": fd_limit,

@@ -1,4 +1,5 @@
-//! CPU time and resident memory of the server under test, from /proc.
+//! CPU time and resident memory of a process (the server under test, or the load generator
+//! itself), from /proc.
 
 pub struct Process {
     pid: u32,
