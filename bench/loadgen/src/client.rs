@@ -129,20 +129,24 @@ async fn follow(
         return Err(std::io::Error::other("status is not 200"));
     }
     let mut decoder = Decoder::default();
+    report.latencies_us.reserve(events as usize);
     let mut tracker = Tracker {
         next: 0,
         base,
-        received,
+        unreported: 0,
         report,
     };
     decoder.feed(&head[body_start..], &mut |data| tracker.on_data(data));
     while tracker.next < events || events == 0 {
+        // Counted once per read, not per event: the counter is shared by every subscriber.
+        received.fetch_add(std::mem::take(&mut tracker.unreported), Ordering::Relaxed);
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             break;
         }
         decoder.feed(&buf[..n], &mut |data| tracker.on_data(data));
     }
+    received.fetch_add(tracker.unreported, Ordering::Relaxed);
     Ok(())
 }
 
@@ -175,7 +179,8 @@ async fn open(
 struct Tracker<'a> {
     next: u64,
     base: Instant,
-    received: &'a AtomicU64,
+    /// Events received and not yet added to the shared count.
+    unreported: u64,
     report: &'a mut Report,
 }
 
@@ -190,7 +195,7 @@ impl Tracker<'_> {
             .latencies_us
             .push(now.saturating_sub(ts).min(u32::MAX as u64) as u32);
         self.report.totals.delivered += 1;
-        self.received.fetch_add(1, Ordering::Relaxed);
+        self.unreported += 1;
         if seq == self.next {
             self.next = seq + 1;
         } else if seq > self.next {
