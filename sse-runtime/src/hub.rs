@@ -41,6 +41,10 @@ pub(crate) struct Hub {
     changed: Arc<Notify>,
     /// Whether the task relaying the parent token's cancellation has been spawned.
     watching: AtomicBool,
+    /// Set by [`close_all`](Self::close_all) before it closes any topic, so that a stream
+    /// whose topic closed can tell a shutdown from a closed topic. Streams check it on every
+    /// poll: the token's own check locks a mutex that every stream would share.
+    closing: AtomicBool,
     /// Whether [`router_with`](crate::routes::router_with) mounted the macro routes on this
     /// manager; read by the generated `publish_*` helpers to report a publish no route serves.
     pub(crate) serves_macro_routes: AtomicBool,
@@ -211,12 +215,19 @@ impl Hub {
             counters,
             changed,
             watching: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             serves_macro_routes: AtomicBool::new(false),
         }
     }
 
     pub(crate) fn is_shut_down(&self) -> bool {
         self.config.token.is_cancelled()
+    }
+
+    /// Whether the hub is shut down and closing (or has closed) its topics: what a stream
+    /// checks on every poll, without a lock.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     /// Registers a subscriber of `name`, creating its broadcaster (and starting its poller)
@@ -608,6 +619,7 @@ impl Hub {
 
     /// Closes every topic (shutdown): their subscribers end, their pollers stop.
     pub(crate) fn close_all(self: &Arc<Self>) {
+        self.closing.store(true, Ordering::Release);
         let pollers: Vec<Arc<dyn PollingService>> = {
             let mut registry = self.registry.write();
             let pollers: Vec<_> = registry

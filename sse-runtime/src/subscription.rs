@@ -356,7 +356,7 @@ impl Subscription {
         if self.ended.is_some() {
             return Poll::Ready(None);
         }
-        if self.hub.is_shut_down() {
+        if self.hub.is_closing() {
             return self.end(EndReason::ShutDown);
         }
         if self.joined.is_none() && self.poll_joined(cx).is_pending() {

@@ -10,6 +10,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
+/// Whether subscribers parse each event's data as JSON (`--parse-json`) instead of scanning it
+/// for the two numbers they need: a heavier client, as a typical one is.
+pub static PARSE_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Connection attempts in flight at once.
 static CONNECTING: Semaphore = Semaphore::const_new(128);
 
@@ -186,8 +190,15 @@ struct Tracker<'a> {
 
 impl Tracker<'_> {
     fn on_data(&mut self, data: &[u8]) {
-        let (Some(seq), Some(ts)) = (number_after(data, b"\"s\":"), number_after(data, b"\"t\":"))
-        else {
+        let (seq, ts) = if PARSE_JSON.load(Ordering::Relaxed) {
+            let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+                return;
+            };
+            (value["s"].as_u64(), value["t"].as_u64())
+        } else {
+            (number_after(data, b"\"s\":"), number_after(data, b"\"t\":"))
+        };
+        let (Some(seq), Some(ts)) = (seq, ts) else {
             return;
         };
         let now = self.base.elapsed().as_micros() as u64;

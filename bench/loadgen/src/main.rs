@@ -18,7 +18,10 @@
 //! publishes per second through it). `--unwatched` publishes to topics nobody subscribes to
 //! (`--connections 0`): the cost of a publish that reaches no one. `--confirm` asks the server to
 //! answer each publish only once it is sent (with a backplane: once the broker has it), which
-//! slows a publisher to what the broker takes.
+//! slows a publisher to what the broker takes. `--parse-json` makes every subscriber parse each
+//! event's data as JSON instead of scanning it for the two numbers it needs: a heavier client,
+//! as a typical one is, to see how the client's own cost moves the servers' ratios (it runs
+//! on the same cores).
 
 mod broker;
 mod client;
@@ -78,6 +81,10 @@ fn parse_options() -> Options {
             }
             "--confirm" => {
                 o.confirm = true;
+                continue;
+            }
+            "--parse-json" => {
+                client::PARSE_JSON.store(true, Ordering::Relaxed);
                 continue;
             }
             _ => {}
