@@ -42,6 +42,8 @@ args_for() {
     # S1 and S3 with every publish confirmed: a publisher that waits for the broker.
     S1c)    echo "--connections 1000 --topics 1 --events 2000 --payload 64 --confirm" ;;
     S3c)    echo "--connections 1000 --topics 1000 --events 200 --payload 64 --publishers 4 --confirm" ;;
+    # S1 with a heavier client: every subscriber parses each event as JSON (serde_json).
+    S1j)    echo "--connections 1000 --topics 1 --events 2000 --payload 64 --parse-json" ;;
     # The latency curve: S2's 10 000 subscribers at 10, 25, 50 and 100 events/s (about 4 s of
     # events each, at least 60 events).
     C10)    echo "--connections 10000 --topics 1 --events 60 --payload 64 --sources 4 --rate 10" ;;

@@ -500,7 +500,6 @@ impl Topic {
         waker: &std::task::Waker,
         append_to: Option<&mut Vec<u8>>,
     ) -> Read {
-        subscriber.waker.register(waker);
         let state = self.state.read();
         if state.closed {
             return Read::Closed;
@@ -511,6 +510,12 @@ impl Topic {
             return Read::Lagged;
         };
         if backlog.events == 0 {
+            // Registered only now, and under the lock: a publish appends under the write lock
+            // and wakes after it, so it sees this waker. A subscriber that reads frames leaves
+            // no waker behind: a publish while it writes them does not wake it again (its
+            // next read takes that event in the same poll; a wake would requeue it for a poll
+            // that finds nothing).
+            subscriber.waker.register(waker);
             return Read::Empty;
         }
         let limits = &history.limits;

@@ -103,7 +103,7 @@ fn test(args: &[String]) -> ExitCode {
             "--no-fail-fast",
             "--package",
             package,
-            "--lib",
+            // Its unit tests (a binary crate: no `--lib`, which cargo refuses for it).
             "--bins",
         ]);
         rest.args(passthrough);
