@@ -13,7 +13,7 @@
 
 use std::task::{Context, Poll};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes};
 
 use crate::event_id::{EventId, IdBuf};
 use crate::frame;
@@ -89,15 +89,22 @@ impl Multiplex {
     /// Everything the topics have to send now, relabelled, in one chunk; `joined` is told how
     /// each topic joined when that becomes known. `None` once a topic's subscription ended
     /// (after what was read before it went out).
+    ///
+    /// With `append_to`, the relabelled frames are appended to that buffer and the chunk's
+    /// bytes are empty (see [`Log::chunk`](crate::log::Log::chunk)).
     pub(crate) fn poll_chunk(
         &mut self,
         cx: &mut Context<'_>,
         mut joined: impl FnMut(Option<Joined>),
+        append_to: Option<&mut Vec<u8>>,
     ) -> Poll<Option<Chunk>> {
         if self.ended.is_some() {
             return Poll::Ready(None);
         }
-        let mut out = BytesMut::new();
+        let mut own = Vec::new();
+        let appending = append_to.is_some();
+        let out = append_to.unwrap_or(&mut own);
+        let before = out.len();
         let mut events = 0;
         #[allow(clippy::let_unit_value)] // a stamp is `()` without the `metrics` feature
         let mut oldest = telemetry::stamp();
@@ -115,11 +122,7 @@ impl Multiplex {
                     continue_from,
                 }) = how
                 {
-                    self.relabel(
-                        &mut out,
-                        index,
-                        &frame::reset(reason.as_str(), continue_from),
-                    );
+                    self.relabel(out, index, &frame::reset(reason.as_str(), continue_from));
                 }
             }
             match self.parts[index].subscription.poll_chunk(cx) {
@@ -129,7 +132,7 @@ impl Multiplex {
                     let mut rest = &chunk.bytes[..];
                     while !rest.is_empty() {
                         let end = frame_end(rest);
-                        self.relabel(&mut out, index, &rest[..end]);
+                        self.relabel(out, index, &rest[..end]);
                         rest = &rest[end..];
                     }
                 }
@@ -141,7 +144,7 @@ impl Multiplex {
                 Poll::Pending => {}
             }
         }
-        if out.is_empty() {
+        if out.len() == before {
             return if self.ended.is_some() {
                 Poll::Ready(None)
             } else {
@@ -149,7 +152,7 @@ impl Multiplex {
             };
         }
         Poll::Ready(Some(Chunk {
-            bytes: out.freeze(),
+            bytes: if appending { Bytes::new() } else { own.into() },
             events,
             oldest,
         }))
@@ -158,7 +161,7 @@ impl Multiplex {
     /// Appends `frame`, one encoded event of part `index`, as this stream sends it: the
     /// composite id with that part's position moved to the event's id, the part's label as the
     /// event type (`label#name` for a named event), then the event's data lines.
-    fn relabel(&mut self, out: &mut BytesMut, index: usize, frame: &[u8]) {
+    fn relabel(&mut self, out: &mut Vec<u8>, index: usize, frame: &[u8]) {
         let (id, name, data) = split_frame(frame);
         if let Some(id) = id {
             self.parts[index].position = (id.sequence() > 0).then_some(id);
@@ -203,7 +206,7 @@ fn split_frame(frame: &[u8]) -> (Option<EventId>, Option<&[u8]>, &[u8]) {
 
 /// Writes the composite id of `positions` (see the module's documentation).
 pub(crate) fn write_composite(
-    out: &mut BytesMut,
+    out: &mut impl BufMut,
     positions: impl Iterator<Item = Option<EventId>>,
 ) {
     let mut previous: Option<u64> = None;
@@ -255,9 +258,9 @@ pub(crate) fn parse_composite(text: &str, topics: usize) -> Option<Vec<Option<Ev
 /// The composite id of `positions` as text.
 #[cfg(test)]
 fn composite(positions: &[Option<EventId>]) -> String {
-    let mut out = BytesMut::new();
+    let mut out = Vec::new();
     write_composite(&mut out, positions.iter().copied());
-    String::from_utf8(out.to_vec()).expect("ascii")
+    String::from_utf8(out).expect("ascii")
 }
 
 #[cfg(test)]

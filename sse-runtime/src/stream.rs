@@ -216,9 +216,7 @@ impl Source {
         }
     }
 
-    /// The next frames; with `append_to`, appended to it (see [`Log::chunk`]). A multi-topic
-    /// stream relabels its frames into a buffer of its own first, so it still allocates one
-    /// per read.
+    /// The next frames; with `append_to`, appended to it (see [`Log::chunk`]).
     ///
     /// [`Log::chunk`]: crate::log::Log::chunk
     fn poll_chunk(
@@ -231,17 +229,7 @@ impl Source {
         match self {
             Self::One(subscription) => subscription.poll_chunk_to(cx, append_to),
             Self::Many(topics) => {
-                let chunk = ready!(topics.poll_chunk(cx, |joined| announce(route, span, joined)));
-                Poll::Ready(chunk.map(|chunk| match append_to {
-                    Some(buf) => {
-                        buf.extend_from_slice(&chunk.bytes);
-                        Chunk {
-                            bytes: Bytes::new(),
-                            ..chunk
-                        }
-                    }
-                    None => chunk,
-                }))
+                topics.poll_chunk(cx, |joined| announce(route, span, joined), append_to)
             }
         }
     }
