@@ -216,6 +216,41 @@ async fn a_client_resumes_on_another_instance_with_exactly_what_it_missed() {
     assert_eq!(values(&mut resumed, 1).await[0].1, 25);
 }
 
+/// Spec (issue 32): a client cut before the topic's first event holds the position its stream
+/// gave it (`<epoch>-0`); the broker keeps that position for the retention time, so what is
+/// published meanwhile, on any instance, reaches it when it resumes on another, with no reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cut_before_the_first_event_resumes_on_another_instance_without_a_gap() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (Instance::start(&redis).await, Instance::start(&redis).await);
+    let mut client = SseClient::connect(&a.url()).await;
+    let (position, events) = client.position().await;
+    assert!(events.is_empty(), "{events:?}");
+    let position_id: sse_runtime::event_id::EventId = position.parse().unwrap();
+    assert_eq!(position_id.sequence(), 0, "{position}");
+    drop(client);
+    tokio::time::timeout(PATIENCE, a.manager.wait_until(|s| s.subscribers == 0))
+        .await
+        .unwrap();
+    for n in 0..3u64 {
+        assert!(matches!(
+            b.manager.publish_confirmed("feed", &n).await,
+            Ok(Outcome::Sent(_))
+        ));
+    }
+    let mut resumed = SseClient::connect_with(&b.url(), Some(&position)).await;
+    let rest = values(&mut resumed, 3).await;
+    let seen: Vec<(u64, u64, u64)> = rest
+        .iter()
+        .map(|(id, v)| {
+            let id: sse_runtime::event_id::EventId = id.parse().unwrap();
+            (id.epoch(), id.sequence(), *v)
+        })
+        .collect();
+    let epoch = position_id.epoch();
+    assert_eq!(seen, [(epoch, 1, 0), (epoch, 2, 1), (epoch, 3, 2)]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_to_a_topic_nobody_watches_records_nothing() {
     let redis = RedisServer::start().await;

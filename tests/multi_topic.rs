@@ -5,7 +5,11 @@
 //!   connection. Each event's type is the topic as named (`/sse/b#note` for an event named
 //!   `note`); each id is a composite of every topic's position.
 //! - A reconnect with the last composite id resumes every topic with nothing missed and
-//!   nothing twice, including a topic the client had received nothing from.
+//!   nothing twice, including a topic the client had received nothing from, and a topic that
+//!   had sent nothing at all (its entry is `<epoch>-0`). The stream starts with its position,
+//!   an `id:`-only frame, so even a client cut before any event resumes every topic. An empty
+//!   entry resets its topic. A reset's `continueFrom` is the topic's entry in the id of its
+//!   next event.
 //! - A `Last-Event-ID` that is not a composite of these topics gets one `reset` per topic,
 //!   then goes on live.
 //! - A topic its route refuses refuses the whole request with that route's status, headers
@@ -19,6 +23,7 @@ use axum::Router;
 use axum::routing::get;
 use eventsource_stream::Event;
 use sse_integration_tests::{SseClient, TestServer, has_key};
+use sse_runtime::event_id::EventId;
 use sse_runtime::multi::MultiHandler;
 use sse_runtime::polling::Polling;
 use sse_runtime::{Manager, PollError, SseHandler};
@@ -90,7 +95,7 @@ async fn each_event_names_its_topic_and_carries_every_topics_position() {
         assert_eq!(
             [seen(&first), seen(&second), seen(&third)],
             [
-                ("/sse/a".into(), "\"a1\"".into(), vec![Some(1), None]),
+                ("/sse/a".into(), "\"a1\"".into(), vec![Some(1), Some(0)]),
                 (
                     "/sse/b#note".into(),
                     "\"b1\"".into(),
@@ -308,6 +313,13 @@ async fn a_polled_topic_in_a_multi_topic_stream_shares_the_poller_of_its_route()
     let mut multi = SseClient::connect(&server.url("/sse?topic=/sse/ticks&topic=/sse/a")).await;
     let stats = manager.wait_until(|s| s.subscribers == 3).await;
     assert_eq!((stats.pollers, stats.pollers_started), (1, 1));
+    // A newcomer to a polled topic gets its newest value at once, under its original id.
+    let newest = multi.event().await;
+    assert_eq!(
+        (newest.event.as_str(), newest.data.as_str()),
+        ("/sse/ticks", "\"tick\"")
+    );
+    assert_eq!(sequences(&newest.id), [Some(1), Some(0)]);
     manager.publish("a", &"a1");
     let event = multi.event().await;
     assert_eq!(
@@ -315,5 +327,147 @@ async fn a_polled_topic_in_a_multi_topic_stream_shares_the_poller_of_its_route()
         ("/sse/a", "\"a1\"")
     );
     drop((direct, multi));
+    server.stop().await;
+}
+
+/// The entry of topic `index` in a composite id, as the topic's own id (a delta entry's epoch
+/// added to the previous entry's).
+fn entry(id: &str, index: usize) -> String {
+    let mut epoch = 0;
+    let mut entries = id.split('_').map(|entry| {
+        let (delta, text) = match entry.strip_prefix('.') {
+            Some(rest) => (true, rest),
+            None => (false, entry),
+        };
+        let id: EventId = text.parse().unwrap();
+        epoch = if delta {
+            epoch + id.epoch()
+        } else {
+            id.epoch()
+        };
+        format!("{epoch:x}-{}", id.sequence())
+    });
+    entries.nth(index).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_that_had_sent_nothing_resumes_from_its_entry_without_a_gap() {
+    for direct in [false, true] {
+        let manager = Manager::new();
+        let server = start(&manager, direct).await;
+        let url = server.url("/sse?topic=/sse/a&topic=/sse/b");
+        let mut client = SseClient::connect(&url).await;
+        manager.wait_until(|s| s.subscribers == 2).await;
+        manager.publish("a", &"a1");
+        let last = client.event().await;
+        assert_eq!(sequences(&last.id), [Some(1), Some(0)]);
+        drop(client);
+        manager.wait_until(|s| s.topics == 0).await;
+
+        // Published to the quiet topic while the client is away.
+        manager.publish("b", &"b1");
+        let mut client = SseClient::connect_with(&url, Some(&last.id)).await;
+        let event = client.event().await;
+        assert_eq!(
+            seen(&event),
+            ("/sse/b".into(), "\"b1\"".into(), vec![Some(1), Some(1)]),
+            "under {}",
+            if direct { "serve" } else { "axum::serve" }
+        );
+        drop(client);
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cut_before_any_event_resumes_every_topic_from_the_streams_position() {
+    let manager = Manager::new();
+    let early = manager.subscribe("b").unwrap();
+    manager.publish("b", &"b-before");
+    let server = start(&manager, true).await;
+    let url = server.url("/sse?topic=/sse/a&topic=/sse/b");
+    let mut client = SseClient::connect(&url).await;
+    let (position, events) = client.position().await;
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(sequences(&position), [Some(0), Some(1)]);
+    drop(client);
+    drop(early);
+    manager.wait_until(|s| s.topics == 0).await;
+
+    manager.publish("a", &"a1");
+    manager.publish("b", &"b2");
+    let mut client = SseClient::connect_with(&url, Some(&position)).await;
+    let mut got = vec![seen(&client.event().await), seen(&client.event().await)];
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("/sse/a".into(), "\"a1\"".into(), vec![Some(1), Some(1)]),
+            ("/sse/b".into(), "\"b2\"".into(), vec![Some(1), Some(2)]),
+        ]
+    );
+    drop(client);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_entry_resets_its_topic_and_the_reset_says_the_next_events_entry() {
+    let manager = Manager::new();
+    let anchor = manager.subscribe("a").unwrap();
+    manager.publish("a", &"a1");
+    let server = start(&manager, false).await;
+    let url = server.url("/sse?topic=/sse/a&topic=/sse/b");
+    let mut first = SseClient::connect(&url).await;
+    let (position, _) = first.position().await;
+    drop(first);
+    // `a` resumes from its entry; `b`'s is left out, as no stream writes it.
+    let holed = format!("{}_", entry(&position, 0));
+    let mut client = SseClient::connect_with(&url, Some(&holed)).await;
+    let reset = client.event().await;
+    assert_eq!(reset.event, "/sse/b#reset");
+    let data: serde_json::Value = serde_json::from_str(&reset.data).unwrap();
+    assert_eq!(data["reason"], "malformed-last-event-id");
+    manager.wait_until(|s| s.subscribers == 3).await;
+    manager.publish("b", &"b1");
+    let next = client.event().await;
+    assert_eq!(next.event, "/sse/b");
+    assert_eq!(
+        entry(&next.id, 1),
+        data["continueFrom"].as_str().unwrap(),
+        "the reset names the entry its topic's next event carries"
+    );
+    assert_eq!(entry(&next.id, 0), entry(&position, 0));
+    drop((client, anchor));
+    server.stop().await;
+}
+
+/// A polled topic detects changes: a client reset on it gets the newest value at once, whose
+/// entry is the reset's `continueFrom` (it was the event after it before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_on_a_polled_topic_continues_from_its_newest_value() {
+    let manager = Manager::new();
+    let server = start(&manager, true).await;
+    let url = server.url("/sse?topic=/sse/ticks&topic=/sse/a");
+    let mut first = SseClient::connect(&url).await;
+    let tick = first.event().await;
+    assert_eq!(sequences(&tick.id), [Some(1), Some(0)]);
+    let mut client = SseClient::connect_with(&url, Some("nonsense")).await;
+    let mut resets = Vec::new();
+    for _ in 0..2 {
+        let reset = client.event().await;
+        let data: serde_json::Value = serde_json::from_str(&reset.data).unwrap();
+        resets.push((
+            reset.event,
+            data["continueFrom"].as_str().unwrap().to_owned(),
+        ));
+    }
+    assert_eq!(resets[0].0, "/sse/ticks#reset");
+    let newest = client.event().await;
+    assert_eq!(
+        (newest.event.as_str(), newest.data.as_str()),
+        ("/sse/ticks", "\"tick\"")
+    );
+    assert_eq!(entry(&newest.id, 0), resets[0].1, "{resets:?}");
+    drop((first, client));
     server.stop().await;
 }

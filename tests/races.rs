@@ -28,9 +28,13 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 
 /// A manager whose pollers stop with their topic's last subscriber (no linger): the classes
 /// below are about the broadcaster that goes at once.
+/// Pollers stop with their last subscriber, and an emptied topic keeps no history: each round's
+/// broadcaster starts afresh (a newcomer to a revived history of a polled topic would be given
+/// its newest value, the previous poller's, before its own poller's first one).
 fn without_linger() -> Manager {
     Manager::builder()
         .poller_linger(Duration::ZERO)
+        .retention(Duration::ZERO)
         .build()
         .unwrap()
 }

@@ -475,3 +475,155 @@ async fn without_retention_the_returning_client_is_told_the_topic_started_over()
         "publishing to a topic with neither subscribers nor history is a no-op"
     );
 }
+
+// Lossless from the first byte (issue 32, part 1). Spec: every stream tells its client where it
+// is when it opens: a live start sends the topic's position as an `id:`-only frame (the client
+// keeps it as its last event id and dispatches nothing; `<epoch>-0` before the topic's first
+// event), a reset's own id is that position. A topic keeps its position through the retention
+// time even if it never sent anything, so a client cut before its first event resumes from
+// there and gets exactly what was published meanwhile, or a `reset` once the position is gone.
+// Never a silent gap.
+
+/// The only subscriber of a quiet topic is cut before any event, two events are published while
+/// it is away, and it reconnects with the last event id its stream gave it.
+/// Returns the position, the reconnected client, and the server and proxy it goes through.
+async fn cut_before_the_first_event(
+    direct: bool,
+    manager: &Manager,
+) -> (String, SseClient, (TestServer, CuttingProxy)) {
+    let server = if direct {
+        TestServer::start_direct(feed(manager), Duration::from_secs(30)).await
+    } else {
+        TestServer::start(feed(manager), Duration::from_secs(30)).await
+    };
+    let proxy = CuttingProxy::start(server.addr).await;
+    let mut client = SseClient::connect(&proxy.url("/feed")).await;
+    let (position, events) = client.position().await;
+    assert!(
+        events.is_empty(),
+        "the position dispatches no event: {events:?}"
+    );
+    assert_eq!(
+        position.parse::<EventId>().unwrap().sequence(),
+        0,
+        "before the topic's first event: {position}"
+    );
+    assert_eq!(proxy.cut_all(), 1);
+    client.until_dropped().await;
+    manager
+        .wait_until(|s| s.subscribers == 0 && s.topics == 0)
+        .await;
+    manager.publish("feed", &1);
+    manager.publish("feed", &2);
+    let resumed = SseClient::connect_with(&proxy.url("/feed"), Some(&position)).await;
+    (position, resumed, (server, proxy))
+}
+
+async fn a_sole_subscriber_cut_before_the_first_event_gets_what_was_published(direct: bool) {
+    let manager = Manager::new();
+    let (position, mut client, _server) = cut_before_the_first_event(direct, &manager).await;
+    let epoch = position.parse::<EventId>().unwrap().epoch();
+    for expected in [1, 2] {
+        let event = client.event().await;
+        assert_eq!(
+            (event.event.as_str(), event.data),
+            ("message", expected.to_string())
+        );
+        let id: EventId = event.id.parse().unwrap();
+        assert_eq!(
+            (id.epoch(), id.sequence()),
+            (epoch, expected),
+            "resumed in the same epoch, nothing before"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_sole_subscriber_cut_before_the_first_event_gets_what_was_published_meanwhile() {
+    a_sole_subscriber_cut_before_the_first_event_gets_what_was_published(false).await;
+}
+
+#[tokio::test]
+async fn the_same_under_sse_runtime_serve_before_the_first_event() {
+    a_sole_subscriber_cut_before_the_first_event_gets_what_was_published(true).await;
+}
+
+#[tokio::test]
+async fn a_position_before_the_first_event_that_outlived_its_retention_is_a_reset() {
+    let manager = Manager::builder()
+        .retention(Duration::ZERO)
+        .build()
+        .unwrap();
+    let (_position, mut client, _server) = cut_before_the_first_event(true, &manager).await;
+    let reset = client.event().await;
+    assert_eq!(reset.event, "reset");
+    assert_eq!(reset_reason(&reset), "unknown-epoch");
+    manager.publish("feed", &3);
+    assert_eq!(client.event().await.data, "3");
+}
+
+#[tokio::test]
+async fn a_live_start_tells_the_client_the_position_of_the_newest_event() {
+    let manager = Manager::new();
+    let _anchor = manager.subscribe("feed").unwrap();
+    for value in 1..=3 {
+        manager.publish("feed", &value);
+    }
+    let server = TestServer::start_direct(feed(&manager), Duration::from_secs(30)).await;
+    let mut client = SseClient::connect(&server.url("/feed")).await;
+    let (position, _) = client.position().await;
+    assert_eq!(position.parse::<EventId>().unwrap().sequence(), 3);
+    manager.publish("feed", &4);
+    let event = client.event().await;
+    assert_eq!(event.id.parse::<EventId>().unwrap().sequence(), 4);
+}
+
+/// A topic that detects changes carries states (a poller's): a newcomer, and a client whose id
+/// could not be resumed from, get the newest state at once, under its original id, which is the
+/// reset's `continueFrom`; the next different state follows, a duplicate never does.
+#[tokio::test]
+async fn a_newcomer_to_a_change_detecting_topic_gets_the_newest_state_at_once() {
+    let manager = Manager::new();
+    let mut anchor = manager
+        .subscribe_with("feed", SubscribeOptions::new().change_detection(true))
+        .unwrap();
+    manager.publish("feed", &"a");
+    manager.publish("feed", &"b");
+    anchor.recv().await.unwrap();
+    let server = TestServer::start_direct(feed(&manager), Duration::from_secs(30)).await;
+
+    let mut newcomer = SseClient::connect(&server.url("/feed")).await;
+    let newest = newcomer.event().await;
+    assert_eq!(
+        (
+            newest.data.as_str(),
+            newest.id.parse::<EventId>().unwrap().sequence()
+        ),
+        ("\"b\"", 2)
+    );
+
+    let mut reset = SseClient::connect_with(&server.url("/feed"), Some("nonsense")).await;
+    let announced = reset.event().await;
+    assert_eq!(announced.event, "reset");
+    let continue_from: serde_json::Value = serde_json::from_str(&announced.data).unwrap();
+    let next = reset.event().await;
+    assert_eq!(
+        (next.data.as_str(), next.id.as_str()),
+        ("\"b\"", continue_from["continueFrom"].as_str().unwrap()),
+        "the next event is the one the reset said the client continues from"
+    );
+
+    manager.publish("feed", &"b");
+    manager.publish("feed", &"c");
+    for client in [&mut newcomer, &mut reset] {
+        let event = client.event().await;
+        assert_eq!(
+            (
+                event.data.as_str(),
+                event.id.parse::<EventId>().unwrap().sequence()
+            ),
+            ("\"c\"", 3),
+            "the duplicate is skipped"
+        );
+    }
+}

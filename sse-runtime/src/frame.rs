@@ -16,7 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, header};
 use serde::Serialize;
 
-use crate::event_id::EventId;
+use crate::event_id::{EventId, IdBuf};
 
 /// The comment frame sent on idle streams so proxies keep the connection open and a dead peer
 /// surfaces as a write error.
@@ -108,6 +108,17 @@ pub(crate) fn reset(reason: &str, continue_from: EventId) -> Bytes {
     event(Some(&here.to_string()), Some("reset"), &data)
 }
 
+/// A frame that carries only an id: `id: <id>` and the blank line. A client takes the id as its
+/// last event id (what it sends as `Last-Event-ID` when it reconnects) and, as the data is empty,
+/// dispatches no event (WHATWG HTML, "dispatch the event", steps 1 and 2). It tells a stream's
+/// client where it is before the first event it receives.
+pub(crate) fn position(id: EventId) -> Bytes {
+    let mut buf = BytesMut::with_capacity(48);
+    write_field(&mut buf, b"id: ", id.encode(&mut IdBuf::new()).as_bytes());
+    buf.put_u8(b'\n');
+    buf.freeze()
+}
+
 pub(crate) fn encoded_len(id: Option<&str>, event: Option<&str>, data: &[u8]) -> usize {
     let lines = 1 + data.iter().filter(|&&b| b == b'\n' || b == b'\r').count();
     id.map_or(0, |id| id.len() + 5) + event.map_or(0, |e| e.len() + 8) + data.len() + lines * 7 + 1
@@ -159,6 +170,12 @@ fn write_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_position_frame_is_an_id_line_and_the_blank_line_with_no_data() {
+        let frame = position(EventId::new(0x1f, 0));
+        assert_eq!(&frame[..], b"id: 1f-0\n\n");
+    }
 
     #[test]
     fn data_lines_split_on_every_line_break_kind() {

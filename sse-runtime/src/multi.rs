@@ -18,11 +18,15 @@
 //! source.addEventListener("/sse/alarms#alarm", (e) => warn(JSON.parse(e.data)));
 //! ```
 //!
-//! The composite id has one entry per topic, in the request's order, joined by `_`: empty
-//! while nothing precedes the topic's next event, else that event's predecessor's id, whose
-//! epoch may be written as `.<hex>`, a delta from the previous entry's. A `Last-Event-ID`
-//! that is not a composite of as many topics (the page changed its list) resets every topic:
-//! each gets its `reset` event, then goes on live.
+//! The composite id has one entry per topic, in the request's order, joined by `_`: the id of
+//! the topic's event before its next one (`<epoch>-0` before its first event), whose epoch may
+//! be written as `.<hex>`, a delta from the previous entry's. The stream starts with its
+//! position, an `id:`-only frame (a browser keeps it as its last event id and dispatches
+//! nothing), so a client cut before any event still resumes every topic. A `Last-Event-ID`
+//! that is not a composite of as many topics (the page changed its list) resets every topic,
+//! and an empty entry resets its topic: each gets its `reset` event, then goes on live. A
+//! reset's `continueFrom` is the topic's own id of its next event: the topic's entry in the
+//! composite id of that event.
 //!
 //! Each topic is one subscription: it counts against the manager's caps (streams per client
 //! among them) like a stream of its own. When one topic's subscription ends (its subscriber
@@ -141,8 +145,12 @@ impl MultiHandler {
             let last = match &resume {
                 None => None,
                 Some(None) => Some(HeaderValue::from_static("malformed")),
-                Some(Some(positions)) => positions[index]
-                    .map(|id| HeaderValue::from_str(&id.to_string()).expect("ascii id")),
+                // An empty entry says nothing of what the client has seen (no stream writes
+                // one): its topic is reset rather than started live with a possible gap.
+                Some(Some(positions)) => Some(positions[index].map_or_else(
+                    || HeaderValue::from_static("malformed"),
+                    |id| HeaderValue::from_str(&id.to_string()).expect("ascii id"),
+                )),
             };
             let claim = Claim::default();
             let request = sub_request(parts, &topic, last, claim.clone());

@@ -8,8 +8,10 @@
 //! saw last, its `Last-Event-ID` says where to resume each topic.
 //!
 //! The composite id's format is stated for users in the [`multi`](crate::multi) module;
-//! [`write_composite`] and [`parse_composite`] are its two sides. `18c2f0a9d3e00-42_.1-7__.2-1`
-//! is the position of four topics, the third of which has sent nothing.
+//! [`write_composite`] and [`parse_composite`] are its two sides. `18c2f0a9d3e00-42_.1-7_.1-0_.1-1`
+//! is the position of four topics, the third of which has sent nothing yet. An empty entry is
+//! never written (a stream waits for every topic's position before it sends anything); one
+//! read from a client resets its topic, as it cannot say what the client has seen.
 
 use std::task::{Context, Poll};
 
@@ -32,6 +34,8 @@ pub(crate) struct Multiplex {
     /// Why it ended: the reason of the first part that ended (the others end with it, so the
     /// client reconnects once and resumes every topic from the composite id).
     ended: Option<EndReason>,
+    /// Whether every part's start is known and was sent (its reset, the stream's position).
+    announced: bool,
 }
 
 struct Part {
@@ -39,11 +43,12 @@ struct Part {
     /// The event type of this topic's events: the topic as the client named it.
     label: Box<str>,
     /// Where the client resumes this topic: the id of the last of its events sent (or, before
-    /// any, of the event before the first one the subscription yields). See
-    /// [`Subscription::position`].
+    /// any, of the event before the first one the subscription yields; `<epoch>-0` before the
+    /// topic's first event). See [`Subscription::position`]. `None` only before the stream is
+    /// announced.
     position: Option<EventId>,
-    /// Whether how it joined is known and, if it was a reset, sent.
-    announced: bool,
+    /// How it joined, once known (`Some(None)`: it ended first).
+    joined: Option<Option<Joined>>,
 }
 
 impl Multiplex {
@@ -56,10 +61,14 @@ impl Multiplex {
                 subscription,
                 label: label.into(),
                 position: None,
-                announced: false,
+                joined: None,
             })
             .collect();
-        Self { parts, ended: None }
+        Self {
+            parts,
+            ended: None,
+            announced: false,
+        }
     }
 
     /// The first topic's subscription (for the stream's settings and its retry jitter).
@@ -90,12 +99,17 @@ impl Multiplex {
     /// each topic joined when that becomes known. `None` once a topic's subscription ended
     /// (after what was read before it went out).
     ///
+    /// Nothing is read before every topic's start is known (with a backplane, once each has
+    /// synced): then the first chunk holds a `reset` for each topic that could not resume and
+    /// the stream's position, an `id:`-only frame with the composite of every topic's position,
+    /// so that an id the client holds never leaves a topic out.
+    ///
     /// With `append_to`, the relabelled frames are appended to that buffer and the chunk's
     /// bytes are empty (see [`Log::chunk`](crate::log::Log::chunk)).
     pub(crate) fn poll_chunk(
         &mut self,
         cx: &mut Context<'_>,
-        mut joined: impl FnMut(Option<Joined>),
+        joined: impl FnMut(Option<Joined>),
         append_to: Option<&mut Vec<u8>>,
     ) -> Poll<Option<Chunk>> {
         if self.ended.is_some() {
@@ -105,26 +119,13 @@ impl Multiplex {
         let appending = append_to.is_some();
         let out = append_to.unwrap_or(&mut own);
         let before = out.len();
+        if !self.announced && self.announce(cx, joined, out).is_pending() {
+            return Poll::Pending;
+        }
         let mut events = 0;
         #[allow(clippy::let_unit_value)] // a stamp is `()` without the `metrics` feature
         let mut oldest = telemetry::stamp();
         for index in 0..self.parts.len() {
-            let part = &mut self.parts[index];
-            if !part.announced {
-                let Poll::Ready(how) = part.subscription.poll_joined(cx) else {
-                    continue;
-                };
-                part.announced = true;
-                part.position = part.subscription.position();
-                joined(how);
-                if let Some(Joined::Reset {
-                    reason,
-                    continue_from,
-                }) = how
-                {
-                    self.relabel(out, index, &frame::reset(reason.as_str(), continue_from));
-                }
-            }
             match self.parts[index].subscription.poll_chunk(cx) {
                 Poll::Ready(Some(chunk)) => {
                     events += chunk.events;
@@ -158,13 +159,54 @@ impl Multiplex {
         }))
     }
 
+    /// Waits until every topic's start is known, then appends to `out` a `reset` for each topic
+    /// that could not resume and the stream's position.
+    fn announce(
+        &mut self,
+        cx: &Context<'_>,
+        mut joined: impl FnMut(Option<Joined>),
+        out: &mut Vec<u8>,
+    ) -> Poll<()> {
+        let mut waiting = false;
+        for part in self.parts.iter_mut().filter(|part| part.joined.is_none()) {
+            match part.subscription.poll_joined(cx) {
+                Poll::Ready(how) => {
+                    // `None`: it ended before it joined; the read that follows ends the stream.
+                    part.joined = Some(how);
+                    joined(how);
+                }
+                Poll::Pending => waiting = true,
+            }
+        }
+        if waiting {
+            return Poll::Pending;
+        }
+        self.announced = true;
+        for part in &mut *self.parts {
+            part.position = part.subscription.position();
+        }
+        for index in 0..self.parts.len() {
+            if let Some(Some(Joined::Reset {
+                reason,
+                continue_from,
+            })) = self.parts[index].joined
+            {
+                self.relabel(out, index, &frame::reset(reason.as_str(), continue_from));
+            }
+        }
+        out.put_slice(b"id: ");
+        write_composite(out, self.parts.iter().map(|part| part.position));
+        out.put_slice(b"\n\n");
+        Poll::Ready(())
+    }
+
     /// Appends `frame`, one encoded event of part `index`, as this stream sends it: the
     /// composite id with that part's position moved to the event's id, the part's label as the
     /// event type (`label#name` for a named event), then the event's data lines.
     fn relabel(&mut self, out: &mut Vec<u8>, index: usize, frame: &[u8]) {
         let (id, name, data) = split_frame(frame);
         if let Some(id) = id {
-            self.parts[index].position = (id.sequence() > 0).then_some(id);
+            self.parts[index].position = Some(id);
         }
         out.put_slice(b"id: ");
         write_composite(out, self.parts.iter().map(|part| part.position));

@@ -2,7 +2,8 @@
 //! and the [`Takeover`] slot through which [`serve`](crate::serve()) writes it itself.
 //!
 //! The stream is where a subscription meets the wire: it turns how the subscription joined
-//! into a `reset` event, adds the `retry:` hint and the heartbeats, and batches writes.
+//! into a `reset` event or the client's position, adds the `retry:` hint and the heartbeats,
+//! and batches writes.
 
 use std::convert::Infallible;
 use std::hash::BuildHasher;
@@ -29,8 +30,11 @@ pin_project! {
     /// A [`Subscription`] as an SSE response body.
     ///
     /// As a response it carries the SSE headers (see [`frame::set_headers`]). The body starts
-    /// with a `retry:` hint (the manager's, plus up to half of it as jitter), then a `reset` event if the client's
-    /// `Last-Event-ID` could not be resumed from, then the topic's events; when nothing has been
+    /// with a `retry:` hint (the manager's, plus up to half of it as jitter), then where the
+    /// client is: a `reset` event if its `Last-Event-ID` could not be resumed from, or, on a live
+    /// start, an `id:`-only frame with the topic's position (`<epoch>-0` before its first
+    /// event), which a client keeps as its last event id without dispatching anything, so that
+    /// a reconnect misses nothing even before the first event. Then the topic's events; when nothing has been
     /// sent for a heartbeat interval it sends the comment frame `:\n\n`. It ends when the
     /// subscription ends (manager shutdown, or the subscriber fell too far behind).
     ///
@@ -269,26 +273,34 @@ fn announce(route: &telemetry::Handle, span: &tracing::Span, joined: Option<Join
 }
 
 /// What a stream sends before any event: the `retry:` hint (plus up to half of it as jitter, so
-/// the clients of a restarting server do not all come back in the same instant), then a `reset`
-/// event if the subscription could not resume from the client's last event id (when that is
-/// already known).
+/// the clients of a restarting server do not all come back in the same instant), then how the
+/// subscription joined (when that is already known; see [`announcement`]).
 fn preamble(source: &Source, retry: Duration) -> Bytes {
     let base = retry.as_millis() as u64;
     let jitter = std::hash::RandomState::new().hash_one(source.first().topic()) % (base / 2).max(1);
     let retry = frame::retry(base + jitter);
-    match announcement(source.joined()) {
-        Some(reset) => [retry, reset].concat().into(),
+    match announcement(source, source.joined()) {
+        Some(announced) => [retry, announced].concat().into(),
         None => retry,
     }
 }
 
-/// The frame that tells the client how it joined: a `reset` event, or nothing.
-fn announcement(joined: Option<Joined>) -> Option<Bytes> {
-    match joined? {
-        Joined::Reset {
-            reason,
-            continue_from,
-        } => Some(frame::reset(reason.as_str(), continue_from)),
+/// The frame that tells the client how it joined, and so where it is: a `reset` event (whose
+/// id is the position it goes on from), or, for a live start, the position alone (an `id:`
+/// field and no data: a client takes it as its last event id and dispatches nothing), so that
+/// a client cut before the topic's next event resumes from here instead of missing what was
+/// published while it was away. A resumed client already holds its position. A multi-topic
+/// stream announces its topics among its events ([`Multiplex`]).
+fn announcement(source: &Source, joined: Option<Joined>) -> Option<Bytes> {
+    match (joined?, source) {
+        (
+            Joined::Reset {
+                reason,
+                continue_from,
+            },
+            _,
+        ) => Some(frame::reset(reason.as_str(), continue_from)),
+        (Joined::Live, Source::One(subscription)) => subscription.position().map(frame::position),
         _ => None,
     }
 }
@@ -333,8 +345,8 @@ impl SseStream {
                 Poll::Ready(joined) => {
                     *this.announced = true;
                     announce(this.route, this.span, joined);
-                    if let Some(reset) = announcement(joined) {
-                        return Poll::Ready(Some(emit(reset, append_to)));
+                    if let Some(announced) = announcement(this.source, joined) {
+                        return Poll::Ready(Some(emit(announced, append_to)));
                     }
                 }
                 Poll::Pending => waiting = true,

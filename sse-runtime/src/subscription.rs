@@ -77,9 +77,10 @@ impl SubscribeOptions {
         self
     }
 
-    /// Whether a new broadcaster skips a payload identical to the previous one (subscribers
-    /// that have received nothing yet get it regardless). Default: on for polled topics, off
-    /// otherwise. Only the subscription that creates the broadcaster decides.
+    /// Whether a new broadcaster skips a payload identical to the previous one. Its events are
+    /// then states: a subscriber that does not resume starts on the newest one, so it gets the
+    /// current state at once. Default: on for polled topics, off otherwise. Only the
+    /// subscription that creates the broadcaster decides.
     pub fn change_detection(mut self, on: bool) -> Self {
         self.change_detection = Some(on);
         self
@@ -305,10 +306,10 @@ impl Subscription {
     }
 
     /// The id of the last event before the next one this subscription yields: the last one
-    /// it has handed out, or, before any, the newest the topic had sent when it joined (or the
-    /// one it resumed after). A client that has received everything handed out resumes from
-    /// it without a gap. `None` while [`joined`](Self::joined) is not known, or when the topic
-    /// has sent nothing before this subscription's next event.
+    /// it has handed out, or, before any, the one before the first it will hand out (the one
+    /// it resumed after; `<epoch>-0` before the topic's first event). A client that has
+    /// received everything handed out resumes from it without a gap. `None` while
+    /// [`joined`](Self::joined) is not known, or once the subscription fell out of the log.
     pub(crate) fn position(&self) -> Option<EventId> {
         self.topic.position(&self.subscriber)
     }

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
@@ -114,15 +114,13 @@ pub(crate) enum Recorded {
     TooLarge(usize),
 }
 
-/// What the broadcaster keeps of one subscriber. Its fields are atomics only so the owning
-/// connection can advance them under the topic's *read* lock; every access happens under the
+/// What the broadcaster keeps of one subscriber. Its cursor is an atomic only so the owning
+/// connection can advance it under the topic's *read* lock; every access happens under the
 /// topic lock, which orders them, so `Relaxed` suffices.
 pub(crate) struct Subscriber {
     waker: AtomicWaker,
     /// Sequence number of the next event this subscriber will send.
     cursor: AtomicU64,
-    /// Nothing sent yet: change detection still owes it the next event, duplicate or not.
-    fresh: AtomicBool,
 }
 
 /// Where a new subscriber asks to start.
@@ -267,17 +265,17 @@ impl Topic {
     }
 
     /// Moves the history out of a closed topic, for retention, with how long to keep it.
-    /// `None` when there is nothing worth keeping (no event sent, so no client holds an id of
-    /// it; history disabled; or no retention).
+    /// `None` when there is nothing worth keeping (history disabled, or no retention).
+    ///
+    /// A topic that has sent nothing is kept too: every stream is told its position when it
+    /// opens (`<epoch>-0` before the first event), so a client cut before the first event
+    /// holds an id of it, and what is published while it is away must wait for it.
     pub(crate) fn take_history(&self) -> Option<(History, std::time::Duration)> {
         let mut state = self.state.write();
         debug_assert!(state.closed);
         let history = &state.history;
         let limits = history.limits;
-        if history.log.last_seq().is_none()
-            || limits.history_events == 0
-            || limits.retention.is_zero()
-        {
+        if limits.history_events == 0 || limits.retention.is_zero() {
             return None;
         }
         let empty = History::new(history.epoch, history.change_detection, limits);
@@ -316,7 +314,6 @@ impl Topic {
         let subscriber = Arc::new(Subscriber {
             waker: AtomicWaker::new(),
             cursor: AtomicU64::new(cursor),
-            fresh: AtomicBool::new(joined != Some(Joined::Resumed)),
         });
         let key = state.subscribers.insert(subscriber.clone());
         if joined.is_none() {
@@ -374,20 +371,6 @@ impl Topic {
         let state = RwLockWriteGuard::downgrade(guard);
         state.wake_all();
         Applied::Done
-    }
-
-    /// The broker skipped a duplicate (change detection): subscribers that have sent nothing
-    /// yet are owed the newest event, as in-process.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn touch(&self, id: EventId) {
-        let mut state = self.state.write();
-        let log = &state.history.log;
-        if state.synced
-            && id.epoch() == state.history.epoch
-            && log.last_seq() == Some(id.sequence())
-        {
-            state.redeliver_newest_to_fresh();
-        }
     }
 
     /// Brings the topic in line with the broker: the first snapshot numbers it, a later one
@@ -482,10 +465,8 @@ impl Topic {
             return Published::Closed(data);
         }
         let recorded = state.history.record(event, data);
-        match recorded {
-            Recorded::Appended(_) => RwLockWriteGuard::downgrade(state).wake_all(),
-            Recorded::Duplicate => state.redeliver_newest_to_fresh(),
-            Recorded::TooLarge(_) => {}
+        if let Recorded::Appended(_) = recorded {
+            RwLockWriteGuard::downgrade(state).wake_all();
         }
         Published::Recorded(recorded)
     }
@@ -527,7 +508,6 @@ impl Topic {
         }
         let (chunk, next) = history.log.chunk(cursor, append_to);
         subscriber.cursor.store(next, Ordering::Relaxed);
-        subscriber.fresh.store(false, Ordering::Relaxed);
         Read::Frames(chunk)
     }
 
@@ -552,12 +532,12 @@ impl Topic {
     }
 
     /// The id of the event just before `subscriber`'s next one: where a client that has read
-    /// everything handed out so far would resume. `None` before the subscriber is placed, or
-    /// while nothing precedes its next event (the topic has never sent one).
+    /// everything handed out so far would resume (`<epoch>-0` before the topic's first event).
+    /// `None` before the subscriber is placed, or once it fell out of the log.
     pub(crate) fn position(&self, subscriber: &Subscriber) -> Option<EventId> {
         let state = self.state.read();
         let cursor = subscriber.cursor.load(Ordering::Relaxed);
-        (cursor != PENDING && cursor > 1).then(|| EventId::new(state.history.epoch, cursor - 1))
+        (cursor != PENDING && cursor > 0).then(|| EventId::new(state.history.epoch, cursor - 1))
     }
 
     /// Id of the newest event, if any was sent.
@@ -624,21 +604,35 @@ impl History {
     /// Where a subscriber asking for `start` begins: its cursor, how it joined, and below which
     /// cursor lag is not held against it (a resumed subscriber's backlog; 0 for the others).
     fn start(&self, start: Start) -> (u64, Joined, u64) {
-        let live = self.log.next_seq();
+        let live = self.live_start();
         match start {
             Start::Live => (live, Joined::Live, 0),
             Start::After(id) => match self.resume_point(id) {
-                Ok(cursor) => (cursor, Joined::Resumed, live),
+                Ok(cursor) => (cursor, Joined::Resumed, self.log.next_seq()),
                 Err(reason) => (live, self.reset(reason), 0),
             },
             Start::Malformed => (live, self.reset(ResetReason::Malformed), 0),
         }
     }
 
+    /// Where a subscriber that does not resume starts: with the next event, or, when the topic
+    /// detects changes (its events are states, like a poller's), on the newest one, so that a
+    /// newcomer gets the current state at once, with its original id, instead of after the
+    /// next change (which may never come: a poller that stopped). The log holds the newest
+    /// event whenever it has numbered one, unless a broker's snapshot brought none.
+    fn live_start(&self) -> u64 {
+        match self.log.last_seq() {
+            Some(newest) if self.change_detection && self.log.holds_newest() => newest,
+            _ => self.log.next_seq(),
+        }
+    }
+
+    /// How a subscriber that could not resume joined: it goes on from the live start, whose id
+    /// its first event carries.
     fn reset(&self, reason: ResetReason) -> Joined {
         Joined::Reset {
             reason,
-            continue_from: EventId::new(self.epoch, self.log.next_seq()),
+            continue_from: EventId::new(self.epoch, self.live_start()),
         }
     }
 
@@ -680,9 +674,6 @@ impl State {
             };
             let (cursor, joined, exempt) = self.history.start(start);
             subscriber.cursor.store(cursor, Ordering::Relaxed);
-            subscriber
-                .fresh
-                .store(joined != Joined::Resumed, Ordering::Relaxed);
             self.placed.push((key, joined, exempt));
         }
     }
@@ -743,27 +734,6 @@ impl State {
         for (_, subscriber) in &self.subscribers {
             if subscriber.cursor.load(Ordering::Relaxed) != PENDING {
                 subscriber.cursor.store(0, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Change detection skipped a duplicate; subscribers that have sent nothing yet are owed
-    /// it, and the newest logged event has exactly that payload, so they rewind onto it.
-    fn redeliver_newest_to_fresh(&mut self) {
-        let log = &self.history.log;
-        debug_assert!(
-            log.holds_newest(),
-            "a payload was recorded, so one is logged"
-        );
-        let (Some(newest), next) = (log.last_seq(), log.next_seq()) else {
-            return;
-        };
-        for (_, subscriber) in &self.subscribers {
-            if subscriber.fresh.load(Ordering::Relaxed)
-                && subscriber.cursor.load(Ordering::Relaxed) == next
-            {
-                subscriber.cursor.store(newest, Ordering::Relaxed);
-                subscriber.waker.wake();
             }
         }
     }

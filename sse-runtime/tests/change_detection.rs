@@ -1,5 +1,7 @@
-//! Change detection: a topic does not resend a payload identical to its previous one, except to
-//! subscribers that have not received anything yet. On by default for polled topics only.
+//! Change detection: a topic does not resend a payload identical to its previous one. Its events
+//! are states, so a subscriber that does not resume (a newcomer, or one reset) starts on the
+//! newest event, under its original id: it gets the current state at once, never twice. On by
+//! default for polled topics only.
 
 mod common;
 
@@ -42,24 +44,23 @@ async fn only_consecutive_duplicates_are_skipped() {
 }
 
 #[tokio::test]
-async fn a_subscriber_that_has_received_nothing_gets_the_next_publish_regardless() {
+async fn a_subscriber_that_joins_gets_the_newest_state_at_once() {
     let manager = Manager::new();
     let mut early = detecting(&manager, "t");
     manager.publish("t", &"state");
     let first = next_events(&mut early).await.remove(0);
+    // Nothing more is published: the state is what the newcomer is owed (a poller that stopped
+    // publishes nothing more).
     let mut late = manager.subscribe("t").unwrap();
-    manager.publish("t", &"state"); // identical: skipped for `early`, owed to `late`
     let got = next_events(&mut late).await;
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0], first, "the same event, id included");
+    assert_eq!(got, [first], "the same event, id included");
+    manager.publish("t", &"state"); // identical: skipped for both
     assert_nothing_pending(&mut early).await;
-    // Once served, `late` is treated like everybody else.
-    manager.publish("t", &"state");
     assert_nothing_pending(&mut late).await;
 }
 
 #[tokio::test]
-async fn a_fresh_subscriber_with_pending_events_is_not_served_twice() {
+async fn a_newcomer_with_pending_events_is_not_served_twice() {
     let manager = Manager::new();
     let _keep = detecting(&manager, "t");
     manager.publish("t", &"x");
@@ -69,7 +70,8 @@ async fn a_fresh_subscriber_with_pending_events_is_not_served_twice() {
     let events = next_events(&mut late).await;
     assert_eq!(
         events.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
-        ["\"y\""]
+        ["\"x\"", "\"y\""],
+        "the state when it joined, then the one change"
     );
     assert_nothing_pending(&mut late).await;
 }

@@ -38,9 +38,11 @@ async fn retry_hint(manager: &Manager) -> u64 {
     let mut body = open(manager, "t").into_body();
     let first = next_frame(&mut body).await.unwrap();
     let text = std::str::from_utf8(&first).unwrap();
+    // The retry hint's block; the stream's position follows in a block of its own.
     text.strip_prefix("retry: ")
-        .and_then(|rest| rest.strip_suffix("\n\n"))
+        .and_then(|rest| rest.split_once("\n\n"))
         .unwrap()
+        .0
         .parse()
         .unwrap()
 }

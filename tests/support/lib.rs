@@ -263,6 +263,63 @@ pub struct SseClient {
     pub status: reqwest::StatusCode,
     pub headers: reqwest::header::HeaderMap,
     events: EventStream<ByteStream>,
+    /// The last event id as a browser keeps it (see [`LastEventId`]).
+    last_event_id: LastEventId,
+}
+
+/// A client's last event id as WHATWG HTML's `EventSource` keeps it: the `id:` field of the
+/// newest block that ended, whether or not it carried data (a block with an id and no data sets
+/// it and dispatches nothing). `eventsource-stream` only reports ids on dispatched events, so
+/// the bytes are read here too, on their way to it.
+#[derive(Clone, Default)]
+pub struct LastEventId {
+    state: Arc<Mutex<(String, Option<String>)>>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl LastEventId {
+    /// Reads `bytes` (any piece of the body): every block that ends in them with an `id:`
+    /// field sets the id.
+    fn feed(&self, bytes: &[u8]) {
+        let mut state = self.state.lock().unwrap();
+        let (pending, id) = &mut *state;
+        pending.push_str(&String::from_utf8_lossy(bytes));
+        let Some(end) = pending.rfind("\n\n") else {
+            return;
+        };
+        let mut changed = false;
+        for block in pending[..end].split("\n\n") {
+            if let Some(value) = block.lines().rev().find_map(|l| l.strip_prefix("id: ")) {
+                *id = Some(value.to_owned());
+                changed = true;
+            }
+        }
+        pending.drain(..end + 2);
+        drop(state);
+        if changed {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// The id now, if any was set.
+    pub fn get(&self) -> Option<String> {
+        self.state.lock().unwrap().1.clone()
+    }
+
+    /// Waits until an id is set (or changed from `not`), and returns it.
+    pub async fn wait_for(&self, not: Option<&str>) -> String {
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let changed = self.changed.notified();
+                if let Some(id) = self.get().filter(|id| Some(id.as_str()) != not) {
+                    return id;
+                }
+                changed.await;
+            }
+        })
+        .await
+        .expect("the stream sets its client's last event id in time")
+    }
 }
 
 impl SseClient {
@@ -281,12 +338,49 @@ impl SseClient {
             .expect("response headers in time")
             .expect("request succeeds");
         let (status, headers) = (response.status(), response.headers().clone());
-        let bytes: ByteStream = Box::pin(response.bytes_stream());
+        let last_event_id = LastEventId::default();
+        let tracked = last_event_id.clone();
+        let bytes: ByteStream = Box::pin(response.bytes_stream().inspect(move |chunk| {
+            if let Ok(bytes) = chunk {
+                tracked.feed(bytes);
+            }
+        }));
         Self {
             status,
             headers,
             events: bytes.eventsource(),
+            last_event_id,
         }
+    }
+
+    /// The last event id as a browser keeps it, read as the client reads events (only what
+    /// [`next`](Self::next) and its kin have pulled from the connection counts).
+    pub fn last_event_id(&self) -> &LastEventId {
+        &self.last_event_id
+    }
+
+    /// Reads the stream until its client's last event id is set, and returns it: what a
+    /// browser would send if the connection were cut now. Events read meanwhile are returned
+    /// too, in order.
+    pub async fn position(&mut self) -> (String, Vec<Event>) {
+        let mut events = Vec::new();
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                if let Some(id) = self.last_event_id.get() {
+                    return (id, events);
+                }
+                tokio::select! {
+                    biased;
+                    () = self.last_event_id.changed.notified() => {}
+                    event = self.events.next() => match event {
+                        Some(Ok(event)) => events.push(event),
+                        other => panic!("the stream ended before it said where it is: {other:?}"),
+                    },
+                }
+            }
+        })
+        .await
+        .expect("the stream says where its client is in time")
     }
 
     /// The next event (comments and retry hints are consumed by the parser); `None` when the
@@ -501,6 +595,8 @@ pub struct CuttingProxy {
     pub addr: SocketAddr,
     open: Arc<Mutex<Vec<Handle>>>,
     accepted: Arc<AtomicU64>,
+    /// While set, a new connection is closed as soon as it is accepted (see [`Self::refuse`]).
+    refusing: Arc<AtomicBool>,
     stop: CancellationToken,
 }
 
@@ -520,9 +616,11 @@ impl CuttingProxy {
         let addr = listener.local_addr().expect("addr");
         let open: Arc<Mutex<Vec<Handle>>> = Arc::default();
         let accepted = Arc::new(AtomicU64::new(0));
+        let refusing = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
         tokio::spawn({
             let (open, accepted, stop) = (open.clone(), accepted.clone(), stop.clone());
+            let refusing = refusing.clone();
             async move {
                 loop {
                     let (mut client, _) = tokio::select! {
@@ -530,6 +628,10 @@ impl CuttingProxy {
                         accepted = listener.accept() => accepted.expect("accept"),
                     };
                     accepted.fetch_add(1, Ordering::SeqCst);
+                    if refusing.load(Ordering::SeqCst) {
+                        drop(client);
+                        continue;
+                    }
                     let (cut, freeze) = (stop.child_token(), CancellationToken::new());
                     open.lock().unwrap().push(Handle {
                         cut: cut.clone(),
@@ -553,12 +655,20 @@ impl CuttingProxy {
             addr,
             open,
             accepted,
+            refusing,
             stop,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// While `refuse` holds, every new connection is closed as soon as it is accepted, before
+    /// it reaches the server: a client's reconnect fails with a network error (a browser's
+    /// `EventSource` tries again after its retry delay), so a test decides when it gets through.
+    pub fn refuse(&self, refuse: bool) {
+        self.refusing.store(refuse, Ordering::SeqCst);
     }
 
     /// Cuts every connection open through the proxy; returns how many.

@@ -6,8 +6,9 @@
 //!   the newest payload (change detection);
 //! - `<prefix>{T}:s`, a Stream of the encoded frames, entry id `<seq>-0`, `MAXLEN ~ history`;
 //! - `<prefix>{T}:l`, the poller's lease (a token, `PX` its time to live);
-//! - `<prefix>{T}:c`, the pub/sub channel: whole frames, `=<id>` for a skipped duplicate,
-//!   `!` when the lease is handed over.
+//! - `<prefix>{T}:c`, the pub/sub channel: whole frames, and `!` when the lease is handed
+//!   over. (A skipped duplicate is published nowhere: a newcomer to a change-detecting topic
+//!   starts on its newest event, so nobody is owed it.)
 //!
 //! One script call per publish numbers the event, appends it, refreshes the TTLs and publishes
 //! it. A topic that no instance listens to and whose history has expired is not recorded at
@@ -73,9 +74,7 @@ end
 if dedup == '1' then
   local digest = redis.sha1hex(tail)
   if redis.call('hget', meta, 'h') == digest then
-    local seq = redis.call('hget', meta, 's')
-    redis.call('publish', channel, '=' .. epoch .. '-' .. seq)
-    return {0, epoch, tonumber(seq)}
+    return {0, epoch, tonumber(redis.call('hget', meta, 's'))}
   end
   redis.call('hset', meta, 'h', digest)
 end
@@ -948,14 +947,6 @@ fn dispatch(shared: &Arc<Shared>, topic: &Arc<Topic>, payload: &[u8]) {
                     shared.resyncs.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(sync(shared.clone(), topic.clone()));
                 }
-            }
-        }
-        Some(b'=') => {
-            if let Some(id) = std::str::from_utf8(&payload[1..])
-                .ok()
-                .and_then(|s| s.parse().ok())
-            {
-                topic.touch(id);
             }
         }
         Some(b'!') => {
