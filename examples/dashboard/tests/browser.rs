@@ -1,6 +1,7 @@
 //! The dashboard in a real browser: the built `dashboard` binary on 127.0.0.1, Debian's
 //! headless Chromium driven over WebDriver (chromedriver), assertions read from the page's DOM
-//! and from the server's own counts.
+//! and from the server's own counts. The runtime's own browser checks (a page of its own on an
+//! in-process server) are here too, where the browser is.
 //!
 //! Needs /usr/bin/chromium and /usr/bin/chromedriver: `cargo xtask test` installs them. Without
 //! them these tests fail, saying so; they never pass without having run. `cargo xtask test
@@ -630,5 +631,110 @@ async fn the_process_view_needs_a_session_and_the_page_renews_it_when_it_expires
         stats["refused"]["guard"].as_u64().unwrap() >= 2,
         "the anonymous request and the expired reconnect: {stats}"
     );
+    browser.client.close().await.unwrap();
+}
+
+/// A page of quiet topics, for [`a_browser_cut_before_any_event_of_a_topic_misses_nothing`]:
+/// one `EventSource` on a single topic (`/feed`) and one on the multi-topic route (`/sse/a` and
+/// `/sse/b`); every event and reset it receives goes into `window.page.seen` with the
+/// `lastEventId` the browser gave it.
+const QUIET_PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>quiet topics</title>
+<script>
+const page = window.page = { opened: 0, seen: [] };
+const update = () => window.dispatchEvent(new Event("dashboard:update"));
+const record = (source) => (e) => {
+  page.seen.push({ source, type: e.type, data: e.data, id: e.lastEventId });
+  update();
+};
+const single = new EventSource("/feed");
+const multi = new EventSource("/sse?topic=/sse/a&topic=/sse/b");
+for (const source of [single, multi]) source.addEventListener("open", () => { page.opened++; update(); });
+single.addEventListener("message", record("single"));
+single.addEventListener("reset", record("single"));
+for (const type of ["/sse/a", "/sse/b", "/sse/a#reset", "/sse/b#reset"]) {
+  multi.addEventListener(type, record("multi"));
+}
+</script>"#;
+
+/// Spec (issue 32, part 1): Chromium's own `EventSource` on a topic that has sent nothing, and on
+/// a multi-topic stream one of whose topics has sent nothing, is cut by a proxy; events are
+/// published to both quiet topics while the browser is away (its reconnects fail meanwhile).
+/// The browser keeps the position each stream gave it when it opened (an `id:`-only frame, and
+/// the composite id whose entry for the quiet topic is `<epoch>-0`), sends it when it comes back,
+/// and receives exactly what it missed: no event lost, no reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_cut_before_any_event_of_a_topic_misses_nothing() {
+    use axum::routing::get;
+    use sse_integration_tests::{CuttingProxy, TestServer};
+    use sse_runtime::multi::MultiHandler;
+    use sse_runtime::{Manager, SseHandler};
+
+    let (_one, browser) = browser_session().await;
+    let manager = Manager::builder()
+        .retry(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let topics = axum::Router::new()
+        .route("/feed", get(SseHandler::new(&manager).topic("feed")))
+        .route("/sse/a", get(SseHandler::new(&manager).topic("a")))
+        .route("/sse/b", get(SseHandler::new(&manager).topic("b")));
+    let app = topics
+        .clone()
+        .route("/sse", get(MultiHandler::new(topics)))
+        .route("/", get(|| async { axum::response::Html(QUIET_PAGE) }));
+    let server = TestServer::start_direct(app, Duration::from_secs(30)).await;
+    let proxy = CuttingProxy::start(server.addr).await;
+
+    browser.client.goto(&proxy.url("/")).await.unwrap();
+    browser.until("window.page.opened === 2").await;
+    manager.wait_until(|s| s.subscribers == 3).await;
+    // `a` speaks once, so the multi-topic stream's id holds `b`'s position; `/feed` never does.
+    manager.publish("a", &"a1");
+    browser.until("window.page.seen.length === 1").await;
+    let before = browser.eval("window.page.seen[0]").await;
+    assert_eq!(before["type"], "/sse/a");
+
+    proxy.refuse(true);
+    assert!(proxy.cut_all() >= 2, "both streams ran through the proxy");
+    manager
+        .wait_until(|s| s.subscribers == 0 && s.topics == 0)
+        .await;
+    manager.publish("feed", &1);
+    manager.publish("b", &"b1");
+    proxy.refuse(false);
+
+    browser.until("window.page.seen.length >= 3").await;
+    let seen = browser.eval("window.page.seen.slice(1)").await;
+    let mut got: Vec<(String, String, String)> = seen
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["source"].as_str().unwrap().to_owned(),
+                e["type"].as_str().unwrap().to_owned(),
+                e["data"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("multi".into(), "/sse/b".into(), "\"b1\"".into()),
+            ("single".into(), "message".into(), "1".into()),
+        ],
+        "what was published while the browser was away, and no reset: {seen}"
+    );
+    let ids: Vec<&str> = seen
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    for id in ids {
+        let last = id.rsplit(['_', '-']).next().unwrap();
+        assert_eq!(last, "1", "the first event of its topic: {id}");
+    }
     browser.client.close().await.unwrap();
 }
