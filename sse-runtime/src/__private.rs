@@ -21,7 +21,7 @@ pub use crate::typed::SseTopic;
 pub use tokio_util::sync::CancellationToken;
 
 use crate::guard::{self, Guard};
-use crate::handler::{open, shared_view, topic_of};
+use crate::handler::{mark_client, open, shared_view, topic_of};
 pub use crate::subscription::SubscribeOptions;
 
 /// What an `#[sse_poll]` function may return.
@@ -92,6 +92,7 @@ pub async fn check_guard<G: Guard<Args>, Args>(
     guard: G,
     parts: &mut Parts,
 ) -> Result<Option<tokio::time::Instant>, Response> {
+    mark_client(manager, parts);
     guard::admit(manager, guard.check(parts)).await
 }
 

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::client_addr::TrustedProxies;
+
 /// Default `retry:` hint: how long a browser waits before reconnecting (plus jitter).
 pub const DEFAULT_RETRY: Duration = Duration::from_secs(2);
 
@@ -85,6 +87,8 @@ pub(crate) struct Config {
     /// How long a polled topic stays open after its last subscriber left.
     pub(crate) linger: Duration,
     pub(crate) token: CancellationToken,
+    /// Whose forwarding headers say who the client is.
+    pub(crate) trusted_proxies: TrustedProxies,
 }
 
 /// Caps on what clients can make a manager create; over one, a subscription is refused and

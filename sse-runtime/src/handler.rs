@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode, Uri};
 
+use crate::client_addr::ClientAddr;
 use crate::frame;
 use crate::guard::{self, ErasedGuard, Guard};
 use crate::manager::Manager;
@@ -205,6 +206,7 @@ impl SseHandler {
     /// Opens the stream for a request; what [`axum::handler::Handler::call`] does. A `HEAD`
     /// request gets the stream's headers only, and subscribes to nothing (see `open`).
     pub async fn respond(&self, parts: &mut Parts) -> Response {
+        mark_client(&self.manager, parts);
         let expires = match &self.guard {
             Some(guard) => match guard::admit(&self.manager, guard(parts)).await {
                 Ok(expires) => expires,
@@ -241,9 +243,28 @@ impl SseHandler {
     }
 }
 
+/// Sets the request's [`ClientAddr`] (from its `ConnectInfo<SocketAddr>` and the manager's
+/// trusted proxies), for the guard and everything after it; once per request.
+pub(crate) fn mark_client(manager: &Manager, parts: &mut Parts) {
+    if parts.extensions.get::<ClientAddr>().is_none()
+        && let Some(client) = client_of(manager, parts)
+    {
+        parts.extensions.insert(client);
+    }
+}
+
+/// The request's [`ClientAddr`]: as marked, or worked out now; `None` without `ConnectInfo`.
+fn client_of(manager: &Manager, parts: &Parts) -> Option<ClientAddr> {
+    if let Some(client) = parts.extensions.get::<ClientAddr>() {
+        return Some(*client);
+    }
+    let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+    Some(ClientAddr(manager.client_addr(peer.ip(), &parts.headers)))
+}
+
 /// Subscribes the request to `topic` and answers with the stream: `414` for an oversized topic,
 /// `503` after shutdown or over a server-wide cap, `429` over the per-client cap (counted by
-/// the request's `ConnectInfo<SocketAddr>`). Resumes from the request's `Last-Event-ID`. A `HEAD` request gets the
+/// the request's [`ClientAddr`]). Resumes from the request's `Last-Event-ID`. A `HEAD` request gets the
 /// headers only: it subscribes to nothing and starts no poller.
 pub(crate) fn open(
     manager: &Manager,
@@ -265,8 +286,8 @@ pub(crate) fn open(
     if let Some(id) = last_event_id(&parts.headers, &parts.uri) {
         options = options.last_event_id(&id);
     }
-    if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-        options = options.client(peer.ip());
+    if let Some(ClientAddr(client)) = client_of(manager, parts) {
+        options = options.client(client);
     }
     match manager.subscribe_with(topic, options) {
         // A topic of a multi-topic stream: its subscription goes to the claim, not to a
@@ -321,6 +342,7 @@ pub fn shared_view(parts: &Parts) -> Parts {
     view.version = parts.version;
     view.extensions = parts.extensions.clone();
     view.extensions.remove::<ConnectInfo<SocketAddr>>();
+    view.extensions.remove::<ClientAddr>();
     view.extensions.remove::<Claim>();
     view
 }

@@ -39,7 +39,8 @@
 //! [`ConfigError`](config::ConfigError)), [`manager`] ([`ManagerBuilder`](manager::ManagerBuilder)),
 //! [`subscription`] (options, how a subscription joined, why it ended), [`polling`] (pollers
 //! and the producer contract), [`handler`] (topics derived from requests), [`multi`] (several
-//! topics on one connection), [`routes`] (the
+//! topics on one connection), [`client_addr`] (the client's address behind reverse proxies),
+//! [`routes`] (the
 //! registry the macros fill), [`serve`](mod@serve) (limits of the HTTP engine), [`frame`]
 //! (the wire encoding, for handlers of your own), [`event_id`] and [`stats`].
 //!
@@ -56,6 +57,7 @@
 #![warn(missing_docs)]
 
 pub mod backplane;
+pub mod client_addr;
 pub mod config;
 pub mod deadline;
 pub mod event_id;
@@ -81,6 +83,7 @@ pub mod telemetry;
 mod topic;
 mod typed;
 
+pub use client_addr::ClientAddr;
 pub use deadline::WriteDeadline;
 pub use handler::SseHandler;
 pub use manager::Manager;

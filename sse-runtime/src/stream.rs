@@ -72,7 +72,8 @@ pin_project! {
         end: Option<Disconnect>,
         // Its route's metric handles (zero-sized without the `metrics` feature).
         route: telemetry::Handle,
-        // One span per stream: route, topic (query redacted), resume outcome, end reason.
+        // One span per stream: route, topic (query redacted), client address (behind a trusted
+        // proxy, the forwarded one), resume outcome, end reason.
         span: tracing::Span,
     }
 
@@ -128,9 +129,13 @@ impl SseStream {
             "sse_stream",
             route = route.unwrap_or("other"),
             topic = %topic,
+            client = tracing::field::Empty,
             resume = tracing::field::Empty,
             end = tracing::field::Empty,
         );
+        if let Some(client) = source.first().client() {
+            span.record("client", tracing::field::display(client));
+        }
         let handle = telemetry::route(route);
         handle.opened();
         Self {

@@ -314,6 +314,11 @@ impl Subscription {
         self.topic.position(&self.subscriber)
     }
 
+    /// The client address it is counted by, if it was given one.
+    pub(crate) fn client(&self) -> Option<IpAddr> {
+        self.client
+    }
+
     /// How the manager wants this subscription streamed.
     pub(crate) fn stream_settings(&self) -> StreamSettings {
         self.hub.config.stream

@@ -536,6 +536,16 @@ impl RawClient {
         })
     }
 
+    /// Like [`send`](Self::send), from the loopback address `from` (any of 127.0.0.0/8).
+    pub async fn send_from(from: std::net::Ipv4Addr, addr: SocketAddr, request: &[u8]) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind((from, 0).into())
+            .expect("bind the client address");
+        let stream = socket.connect(addr).await.expect("connect");
+        Self::send_on(stream, request).await
+    }
+
     /// Sends `request` as written (any method, version and headers) and reads the head.
     pub async fn send(addr: SocketAddr, request: &[u8]) -> Self {
         let stream = TcpStream::connect(addr).await.expect("connect");

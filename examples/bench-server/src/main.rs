@@ -17,9 +17,11 @@
 //! batching window; default 0, off), `SERVE` (`direct`, the default: `sse_runtime::serve`, which
 //! writes SSE streams straight to the socket; `axum`: `axum::serve`), `BACKPLANE` (a
 //! `redis://host:port` URL: run as one hub with every instance on that Redis; unset: in-process),
-//! `LEASE_MS` (the poll lease's TTL with a backplane), and the caps `MAX_STREAMS`,
+//! `LEASE_MS` (the poll lease's TTL with a backplane), the caps `MAX_STREAMS`,
 //! `MAX_STREAMS_PER_IP`, `MAX_TOPICS`, `MAX_POLLERS` (unset: the runtime's defaults; over one,
-//! a client gets `503`, or `429` per IP, with `Retry-After`). Prints `bench-server listening on
+//! a client gets `503`, or `429` per IP, with `Retry-After`), and `TRUSTED_PROXIES`
+//! (comma-separated address ranges, e.g. `127.0.0.1/32,::1/128` behind a local nginx: requests
+//! from them are counted by the client they forward). Prints `bench-server listening on
 //! http://ADDR` once it accepts (`PORT=0` picks a free port). Exits cleanly on SIGTERM or SIGINT.
 
 use std::time::Duration;
@@ -29,6 +31,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sse_runtime::backplane::Backplane;
+use sse_runtime::client_addr::Cidr;
 use sse_runtime::publish::PublishError;
 use sse_runtime::{Manager, PollError, SseHandler, WriteDeadline, polling::Polling, stats::Stats};
 
@@ -97,6 +100,18 @@ async fn main() -> std::io::Result<()> {
     }
     if let Some(pollers) = cap("MAX_POLLERS") {
         builder = builder.max_pollers(pollers);
+    }
+    if let Ok(ranges) = std::env::var("TRUSTED_PROXIES") {
+        let ranges: Vec<Cidr> = ranges
+            .split(',')
+            .filter(|range| !range.trim().is_empty())
+            .map(|range| {
+                range
+                    .parse()
+                    .unwrap_or_else(|e| panic!("TRUSTED_PROXIES: {e}"))
+            })
+            .collect();
+        builder = builder.trusted_proxies(ranges);
     }
     if let Ok(history) = std::env::var("HISTORY") {
         builder = builder.history(history.parse().expect("HISTORY must be an integer"));

@@ -65,3 +65,30 @@ async fn streams_beyond_max_streams_per_ip_get_429() {
     assert_eq!(stats["refused"]["per_client"], 1, "{stats}");
     assert_eq!(stats["subscribers"], 2, "{stats}");
 }
+
+/// A GET carrying `X-Forwarded-For: forwarded`, as a proxy on 127.0.0.1 sends it.
+async fn forwarded_status(url: &str, forwarded: &str) -> (u16, reqwest::Response) {
+    let request = reqwest::Client::new()
+        .get(url)
+        .header("x-forwarded-for", forwarded)
+        .send();
+    let response = tokio::time::timeout(PATIENCE, request)
+        .await
+        .expect("answer in time")
+        .unwrap();
+    (response.status().as_u16(), response)
+}
+
+#[tokio::test]
+async fn behind_trusted_proxies_the_cap_counts_each_forwarded_client() {
+    let node = Node::start(&[
+        ("MAX_STREAMS_PER_IP", "1"),
+        ("TRUSTED_PROXIES", "127.0.0.1/32, ::1/128"),
+    ]);
+    let (a, _first) = forwarded_status(&node.url("/sse/a"), "198.51.100.1").await;
+    let (b, _second) = forwarded_status(&node.url("/sse/b"), "198.51.100.2").await;
+    let (again, _third) = forwarded_status(&node.url("/sse/c"), "198.51.100.1").await;
+    assert_eq!((a, b, again), (200, 200, 429));
+    let stats = node.stats().await;
+    assert_eq!(stats["subscribers"], 2, "{stats}");
+}

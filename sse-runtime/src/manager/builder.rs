@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::backplane::Backplane;
+use crate::client_addr::{Cidr, TrustedProxies};
 use crate::config::{Caps, Config, ConfigError, DEFAULT_POLLER_LINGER, Limits, StreamSettings};
 use crate::hub::Hub;
 use crate::manager::Manager;
@@ -32,6 +33,7 @@ pub struct ManagerBuilder {
     linger: Duration,
     token: Option<CancellationToken>,
     backplane: Option<Backplane>,
+    trusted_proxies: TrustedProxies,
 }
 
 impl Default for ManagerBuilder {
@@ -43,6 +45,7 @@ impl Default for ManagerBuilder {
             linger: DEFAULT_POLLER_LINGER,
             token: None,
             backplane: None,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -176,13 +179,41 @@ impl ManagerBuilder {
     }
 
     /// Most streams open at once from one client address (default 1 000). Over it, that client
-    /// gets `429 Too Many Requests` with `Retry-After`. The address is the peer address that
-    /// [`serve`](crate::serve()) gives every request as `ConnectInfo<SocketAddr>` (under
-    /// `axum::serve`, use `into_make_service_with_connect_info::<SocketAddr>()`); behind a
-    /// reverse proxy every client has the proxy's address, so size it for the proxy, or give
-    /// each subscription its client with [`SubscribeOptions::client`](crate::subscription::SubscribeOptions::client).
+    /// gets `429 Too Many Requests` with `Retry-After`. The address is the client's
+    /// [`ClientAddr`](crate::ClientAddr): the peer address that [`serve`](crate::serve())
+    /// gives every request as `ConnectInfo<SocketAddr>` (under `axum::serve`, use
+    /// `into_make_service_with_connect_info::<SocketAddr>()`), or, when the peer is one of the
+    /// [`trusted_proxies`](Self::trusted_proxies), the client it forwarded. Behind a reverse
+    /// proxy that is not trusted, every client has the proxy's address.
     pub fn max_streams_per_client(mut self, streams: usize) -> Self {
         self.caps.streams_per_client = streams;
+        self
+    }
+
+    /// The reverse proxies whose forwarding headers (`Forwarded`, else `X-Forwarded-For`) say
+    /// who the client is (default: none). A request whose peer is in one of `ranges` is
+    /// counted by the rightmost forwarded address that is not itself in one; any other request
+    /// by its peer, whatever it sends. This address is what the per-client cap counts, what
+    /// guards get as [`ClientAddr`](crate::ClientAddr) and what the stream's `tracing` span
+    /// shows (see the [`client_addr`](crate::client_addr) module).
+    ///
+    /// Behind nginx or Caddy on the same host, trust `127.0.0.1/32` and `::1/128` (nginx
+    /// needs `proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;`; Caddy sets it
+    /// by itself). Behind a cloud load balancer, trust the ranges its health checks and
+    /// traffic come from (its documentation lists them; a VPC's private range is typical).
+    /// Trust only what clients cannot reach past: a trusted range that any client can connect
+    /// from lets it choose the address it is counted by.
+    ///
+    /// ```
+    /// use sse_runtime::client_addr::Cidr;
+    ///
+    /// let manager = sse_runtime::Manager::builder()
+    ///     .trusted_proxies(["127.0.0.1/32", "::1/128"].map(|r| r.parse::<Cidr>().unwrap()))
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn trusted_proxies(mut self, ranges: impl IntoIterator<Item = Cidr>) -> Self {
+        self.trusted_proxies = TrustedProxies::new(ranges);
         self
     }
 
@@ -253,6 +284,7 @@ impl ManagerBuilder {
             caps: self.caps,
             linger: self.linger,
             token: self.token.unwrap_or_default(),
+            trusted_proxies: self.trusted_proxies,
         };
         config.validate()?;
         if self.backplane.is_some() && tokio::runtime::Handle::try_current().is_err() {

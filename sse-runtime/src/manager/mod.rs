@@ -110,6 +110,19 @@ impl Manager {
         self.hub.config.stream.heartbeat
     }
 
+    /// The client of a request from `peer` with `headers`: `peer`, or, when it is one of the
+    /// [`trusted_proxies`](crate::manager::ManagerBuilder::trusted_proxies), the client it
+    /// forwarded. What the SSE routes count and give guards as
+    /// [`ClientAddr`](crate::ClientAddr); for handlers of your own (see the
+    /// [`client_addr`](crate::client_addr) module for an example).
+    pub fn client_addr(
+        &self,
+        peer: std::net::IpAddr,
+        headers: &http::HeaderMap,
+    ) -> std::net::IpAddr {
+        self.hub.config.trusted_proxies.client(peer, headers)
+    }
+
     /// Publishes `value` to every current subscriber of `topic`.
     ///
     /// Fire-and-forget: returns nothing and never waits for a subscriber. `value` is
