@@ -24,6 +24,8 @@ cargo build --release -q -p bench-server -p baseline-server -p ceiling-server -p
 # raised so that they never refuse a scenario's clients (the baseline has none). Set them to
 # see the caps at work.
 export MAX_STREAMS=${MAX_STREAMS:-1000000} MAX_STREAMS_PER_IP=${MAX_STREAMS_PER_IP:-1000000}
+# Refusals as plain statuses, which the load generator counts as failed connections.
+export REFUSALS=${REFUSALS:-status}
 export MAX_TOPICS=${MAX_TOPICS:-1000000} MAX_POLLERS=${MAX_POLLERS:-1000000}
 SERVERS=${SERVERS:-"bench-server=target/release/bench-server axum=bench/bench-server-axum.sh baseline-server=target/release/baseline-server ceiling=target/release/ceiling-server"}
 OUT=${OUT:-bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl}

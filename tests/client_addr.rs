@@ -7,6 +7,7 @@
 //!   (spoofing), and so is every peer by default.
 //! - Guards take the same address as the `ClientAddr` extractor; a poller never sees it.
 //!
+//! Refusals are answered with their status (`RefusalAnswer::Status`), which these tests read.
 //! Real HTTP on loopback under `sse_runtime::serve`, the "proxy" being a client on 127.0.0.1
 //! that writes the headers a proxy writes, and other clients on other addresses of 127.0.0.0/8.
 
@@ -18,6 +19,7 @@ use axum::routing::get;
 use http::StatusCode;
 use sse_integration_tests::{RawClient, TestServer};
 use sse_runtime::client_addr::{Cidr, ClientAddr};
+use sse_runtime::subscription::RefusalAnswer;
 use sse_runtime::{Manager, SseHandler};
 
 const PROXY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
@@ -26,6 +28,7 @@ const STRANGER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
 fn behind_a_proxy(streams_per_client: usize) -> Manager {
     Manager::builder()
         .max_streams_per_client(streams_per_client)
+        .refusal_answer(RefusalAnswer::Status)
         .trusted_proxies(["127.0.0.1/32".parse::<Cidr>().unwrap()])
         .build()
         .unwrap()
@@ -99,6 +102,7 @@ async fn a_client_that_is_not_a_trusted_proxy_is_counted_by_its_own_address() {
         behind_a_proxy(1),
         Manager::builder()
             .max_streams_per_client(1)
+            .refusal_answer(RefusalAnswer::Status)
             .build()
             .unwrap(),
     ] {
@@ -124,6 +128,7 @@ async fn a_client_that_is_not_a_trusted_proxy_is_counted_by_its_own_address() {
     // And by default nobody is trusted, not even loopback.
     let manager = Manager::builder()
         .max_streams_per_client(1)
+        .refusal_answer(RefusalAnswer::Status)
         .build()
         .unwrap();
     let server = start(&manager).await;

@@ -146,8 +146,16 @@ async fn shutdown_ends_open_streams_and_refuses_new_ones() {
     manager.shutdown();
     a.until_end().await;
     b.until_end().await;
-    let refused = reqwest::get(server.url("/alarms")).await.unwrap();
-    assert_eq!(refused.status(), 503);
+    // Refused as a 503, in an event stream a browser comes back from (to another instance, in
+    // a rolling restart).
+    let mut refused = SseClient::connect(&server.url("/alarms")).await;
+    assert_eq!(refused.status, 200);
+    let event = refused.event().await;
+    assert_eq!(event.event, "refused");
+    let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+    assert_eq!(data["status"], 503);
+    assert_eq!(data["reason"], "the SSE manager has been shut down");
+    refused.until_end().await;
     // With its streams ended, the server's graceful shutdown completes promptly.
     server.stop().await;
 }

@@ -1,8 +1,10 @@
 //! Spec: caps on what clients can make a manager create (issue 13).
 //!
 //! - Over a server-wide cap (streams, subscribers of one topic, live topics, running pollers)
-//!   a request gets `503`, over the per-client cap `429`; both with `Retry-After` and the
-//!   reason as text. The refusal is counted in `Stats::refused` and creates nothing: no
+//!   a request is refused as `503`, over the per-client cap as `429`: by default a `200` event
+//!   stream a browser comes back from (`Retry-After`, a jittered `retry:`, one `refused` event
+//!   with the status, the reason and the delay, then its end); with `RefusalAnswer::Status`
+//!   that status itself, with `Retry-After` and the reason as text. The refusal is counted in `Stats::refused` and creates nothing: no
 //!   topic, no poller, no history.
 //! - Once the clients leave, every count is back to zero and new clients are served.
 //! - A poller lingers after its last subscriber: a client that connects and closes in a loop
@@ -20,6 +22,7 @@ use axum::Router;
 use axum::routing::get;
 use sse_integration_tests::{PATIENCE, RawClient, SseClient, TestServer};
 use sse_runtime::stats::Stats;
+use sse_runtime::subscription::RefusalAnswer;
 use sse_runtime::{Manager, PollError, SseHandler, polling::Polling};
 
 const ALICE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -64,13 +67,33 @@ async fn open(server: &TestServer, from: Ipv4Addr, path: &str) -> RawClient {
     client
 }
 
-/// A request that must be refused with `status`, `Retry-After` and `reason` in the body.
-async fn refused(server: &TestServer, from: Ipv4Addr, path: &str, status: u16, reason: &str) {
+/// A request that must be refused as `status` with `reason`, answered the default way: a `200`
+/// event stream with `Retry-After`, a jittered `retry:` and one `refused` event, then its end.
+async fn refused(server: &TestServer, from: Ipv4Addr, path: &str, status: u64, reason: &str) {
     let mut client = RawClient::get_from(from, server.addr, path).await;
-    assert_eq!(client.status(), status, "{path}: {}", client.head);
+    assert_eq!(client.status(), 200, "{path}: {}", client.head);
+    assert_eq!(client.header("content-type"), Some("text/event-stream"));
     assert_eq!(client.header("retry-after"), Some("5"), "{}", client.head);
-    let body = client.read_until_contains(reason.as_bytes()).await;
-    assert!(!body.is_empty());
+    let body = String::from_utf8(client.read_until_contains(b"}\n\n").await).unwrap();
+    let (retry, event) = body.split_once("\n\n").unwrap();
+    let retry: u64 = retry.strip_prefix("retry: ").unwrap().parse().unwrap();
+    assert!(
+        (5000..7500).contains(&retry),
+        "5 s and up to half as jitter: {body}"
+    );
+    let data = event
+        .strip_prefix("event: refused\ndata: ")
+        .and_then(|rest| rest.strip_suffix("\n\n"))
+        .unwrap_or_else(|| panic!("one refused event: {body:?}"));
+    let data: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(
+        (data["status"].as_u64(), data["retryAfterMs"].as_u64()),
+        (Some(status), Some(retry))
+    );
+    assert!(data["reason"].as_str().unwrap().contains(reason), "{data}");
+    // And nothing after it: the stream is whole (a browser reconnects once it ends).
+    let length: usize = client.header("content-length").unwrap().parse().unwrap();
+    assert_eq!(length, body.len(), "{body:?}");
 }
 
 /// Waits until every count is back to zero (pollers linger, histories stay retained).
@@ -357,4 +380,39 @@ async fn retained_histories_over_their_caps_go_soonest_expiring_first_and_resume
     let stats = manager.stats();
     assert_eq!((stats.retained, stats.retained_evicted), (1, 1));
     assert!(stats.retained_bytes <= 300, "{stats:?}");
+}
+
+#[tokio::test]
+async fn with_status_answers_a_refusal_is_a_plain_503_or_429_with_retry_after() {
+    let manager = Manager::builder()
+        .max_streams_per_client(1)
+        .max_topics(2)
+        .refusal_answer(RefusalAnswer::Status)
+        .refusal_retry(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let (server, _) = serve(&manager).await;
+    let _a = open(&server, ALICE, "/t/a").await;
+    let _b = open(&server, BOB, "/t/b").await;
+    for (from, path, status, reason) in [
+        (
+            ALICE,
+            "/t/c",
+            429,
+            "too many open SSE streams from this client",
+        ),
+        (
+            Ipv4Addr::new(127, 0, 0, 4),
+            "/t/c",
+            503,
+            "too many live SSE topics on this server",
+        ),
+    ] {
+        let mut client = RawClient::get_from(from, server.addr, path).await;
+        assert_eq!(client.status(), status, "{}", client.head);
+        assert_eq!(client.header("retry-after"), Some("2"), "1.5 s, rounded up");
+        client.read_until_contains(reason.as_bytes()).await;
+    }
+    let stats = manager.stats();
+    assert_eq!((stats.refused.per_client, stats.refused.topics), (1, 1));
 }

@@ -221,18 +221,24 @@ async fn a_topic_its_route_refuses_refuses_the_whole_request_and_keeps_nothing()
     let stats = manager.wait_until(|s| s.subscribers == 0).await;
     assert_eq!((stats.topics, stats.refused.guard), (0, 1));
 
-    // Three topics from one client over its cap of two: the cap's 429 and Retry-After.
-    let over = get("/sse?topic=/sse/a&topic=/sse/b&topic=/sse/vault%3Fkey%3Dsesame")
-        .await
-        .unwrap();
-    assert_eq!(over.status(), 429);
-    assert!(over.headers().contains_key("retry-after"));
+    // Three topics from one client over its cap of two: the cap's refusal (429, answered as an
+    // event stream a browser comes back from), naming the topic, with Retry-After.
+    let over = "/sse?topic=/sse/a&topic=/sse/b&topic=/sse/vault%3Fkey%3Dsesame";
+    let mut refused = SseClient::connect(&server.url(over)).await;
+    assert_eq!(refused.status, 200);
+    assert!(refused.headers.contains_key("retry-after"));
+    let event = refused.event().await;
+    assert_eq!(event.event, "refused");
+    let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+    assert_eq!(data["status"], 429);
     assert!(
-        over.text()
-            .await
+        data["reason"]
+            .as_str()
             .unwrap()
-            .starts_with("topic /sse/vault?key=sesame: ")
+            .starts_with("topic /sse/vault?key=sesame: too many open SSE streams"),
+        "{data}"
     );
+    refused.until_end().await;
     manager.wait_until(|s| s.subscribers == 0).await;
 
     // With the key, the vault streams next to another topic.

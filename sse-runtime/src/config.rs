@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::client_addr::TrustedProxies;
+use crate::refusal::Refusals;
 
 /// Default `retry:` hint: how long a browser waits before reconnecting (plus jitter).
 pub const DEFAULT_RETRY: Duration = Duration::from_secs(2);
@@ -89,6 +90,8 @@ pub(crate) struct Config {
     pub(crate) token: CancellationToken,
     /// Whose forwarding headers say who the client is.
     pub(crate) trusted_proxies: TrustedProxies,
+    /// How the stream routes answer a refused subscription.
+    pub(crate) refusals: Refusals,
 }
 
 /// Caps on what clients can make a manager create; over one, a subscription is refused and

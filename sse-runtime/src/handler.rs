@@ -25,6 +25,7 @@ use crate::frame;
 use crate::guard::{self, ErasedGuard, Guard};
 use crate::manager::Manager;
 use crate::producer::PollingService;
+use crate::refusal::Refused;
 use crate::stream::SseStream;
 use crate::subscription::{SubscribeOptions, Subscription};
 
@@ -310,7 +311,11 @@ pub(crate) fn open(
                     .into_response()
             }
         },
-        Err(refused) => refused.into_response(),
+        Err(error) => Refused {
+            error,
+            how: manager.refusals(),
+        }
+        .answer(None),
     }
 }
 

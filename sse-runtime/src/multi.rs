@@ -46,6 +46,7 @@ use tower::ServiceExt;
 
 use crate::handler::{Claim, Claimed, MAX_TOPIC_LEN, head_only, last_event_id};
 use crate::multiplex::{self, Multiplex};
+use crate::refusal::Refused;
 use crate::stream::SseStream;
 
 /// How many topics one multi-topic stream may name, unless
@@ -268,6 +269,11 @@ fn sub_request(parts: &Parts, topic: &str, last: Option<HeaderValue>, claim: Cla
 /// The answer to a request one of whose topics its route refused: that route's status and
 /// headers, and its reason prefixed with the topic.
 async fn refused_by_route(topic: &str, response: Response) -> Response {
+    // A refusal of the topic's manager (a cap, a shutdown) is answered as that manager answers
+    // refusals (a browser must be able to come back from it), naming the topic.
+    if let Some(refused) = response.extensions().get::<Refused>() {
+        return refused.answer(Some(topic));
+    }
     let (mut head, body) = response.into_parts();
     if head.status.is_success() {
         return refuse(

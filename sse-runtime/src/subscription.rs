@@ -33,7 +33,7 @@ use crate::log::Chunk;
 use crate::producer::PollingService;
 use crate::topic::{Membership, Read, Start, Subscriber, Topic};
 
-pub use crate::refusal::SubscribeError;
+pub use crate::refusal::{RefusalAnswer, SubscribeError};
 pub use crate::topic::{Joined, ResetReason};
 
 /// Options for [`Manager::subscribe_with`](crate::Manager::subscribe_with).

@@ -132,6 +132,16 @@ async fn follow(
     if !head.starts_with(b"HTTP/1.1 200") {
         return Err(std::io::Error::other("status is not 200"));
     }
+    // sse-runtime answers a refusal with a 200 event stream a browser comes back from; it
+    // carries `Retry-After`, which no served stream does.
+    if head[..body_start]
+        .windows(b"\r\nretry-after:".len())
+        .any(|w| w.eq_ignore_ascii_case(b"\r\nretry-after:"))
+    {
+        return Err(std::io::Error::other(
+            "refused (a 200 stream with Retry-After)",
+        ));
+    }
     let mut decoder = Decoder::default();
     report.latencies_us.reserve(events as usize);
     let mut tracker = Tracker {

@@ -21,7 +21,9 @@
 //! `MAX_STREAMS_PER_IP`, `MAX_TOPICS`, `MAX_POLLERS` (unset: the runtime's defaults; over one,
 //! a client gets `503`, or `429` per IP, with `Retry-After`), and `TRUSTED_PROXIES`
 //! (comma-separated address ranges, e.g. `127.0.0.1/32,::1/128` behind a local nginx: requests
-//! from them are counted by the client they forward). Prints `bench-server listening on
+//! from them are counted by the client they forward), and `REFUSALS` (`stream`, the default:
+//! a refusal is a `200` event stream holding a `refused` event, which a browser comes back
+//! from; `status`: a plain `503`/`429`, for load generators that count them). Prints `bench-server listening on
 //! http://ADDR` once it accepts (`PORT=0` picks a free port). Exits cleanly on SIGTERM or SIGINT.
 
 use std::time::Duration;
@@ -33,6 +35,7 @@ use axum::{Json, Router};
 use sse_runtime::backplane::Backplane;
 use sse_runtime::client_addr::Cidr;
 use sse_runtime::publish::PublishError;
+use sse_runtime::subscription::RefusalAnswer;
 use sse_runtime::{Manager, PollError, SseHandler, WriteDeadline, polling::Polling, stats::Stats};
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -112,6 +115,11 @@ async fn main() -> std::io::Result<()> {
             })
             .collect();
         builder = builder.trusted_proxies(ranges);
+    }
+    match std::env::var("REFUSALS").as_deref() {
+        Ok("status") => builder = builder.refusal_answer(RefusalAnswer::Status),
+        Ok("stream") | Err(_) => {}
+        Ok(other) => panic!("REFUSALS must be `stream` or `status`, got {other:?}"),
     }
     if let Ok(history) = std::env::var("HISTORY") {
         builder = builder.history(history.parse().expect("HISTORY must be an integer"));

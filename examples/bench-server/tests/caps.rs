@@ -1,7 +1,8 @@
 //! The caps, tried from outside: bench-server reads `MAX_STREAMS_PER_IP`, `MAX_POLLERS`,
 //! `MAX_TOPICS` and `MAX_STREAMS` from its environment, refuses what is over them (`429` per
-//! IP, `503` otherwise, with `Retry-After`), counts the refusals in `/stats`, and serves again
-//! once the clients have left.
+//! IP, `503` otherwise, with `Retry-After`; as those statuses with `REFUSALS=status`, else as
+//! a `200` event stream holding a `refused` event), counts the refusals in `/stats`, and
+//! serves again once the clients have left.
 
 use sse_integration_tests::PATIENCE;
 
@@ -23,7 +24,7 @@ async fn status(url: &str) -> (u16, Option<String>, reqwest::Response) {
 #[tokio::test]
 async fn distinct_polled_urls_beyond_max_pollers_are_refused_and_served_again_later() {
     // The explosion of issue 13: one poller per distinct URL, without a bound.
-    let node = Node::start(&[("MAX_POLLERS", "10")]);
+    let node = Node::start(&[("MAX_POLLERS", "10"), ("REFUSALS", "status")]);
     let mut open = Vec::new();
     let mut refused = 0;
     for n in 0..50 {
@@ -51,7 +52,11 @@ async fn distinct_polled_urls_beyond_max_pollers_are_refused_and_served_again_la
 
 #[tokio::test]
 async fn streams_beyond_max_streams_per_ip_get_429() {
-    let node = Node::start(&[("MAX_STREAMS_PER_IP", "2"), ("MAX_TOPICS", "100")]);
+    let node = Node::start(&[
+        ("MAX_STREAMS_PER_IP", "2"),
+        ("MAX_TOPICS", "100"),
+        ("REFUSALS", "status"),
+    ]);
     let (a, _, _first) = status(&node.url("/sse/a")).await;
     let (b, _, _second) = status(&node.url("/sse/b")).await;
     let (c, retry_after, third) = status(&node.url("/sse/c")).await;
@@ -84,6 +89,7 @@ async fn behind_trusted_proxies_the_cap_counts_each_forwarded_client() {
     let node = Node::start(&[
         ("MAX_STREAMS_PER_IP", "1"),
         ("TRUSTED_PROXIES", "127.0.0.1/32, ::1/128"),
+        ("REFUSALS", "status"),
     ]);
     let (a, _first) = forwarded_status(&node.url("/sse/a"), "198.51.100.1").await;
     let (b, _second) = forwarded_status(&node.url("/sse/b"), "198.51.100.2").await;
@@ -91,4 +97,30 @@ async fn behind_trusted_proxies_the_cap_counts_each_forwarded_client() {
     assert_eq!((a, b, again), (200, 200, 429));
     let stats = node.stats().await;
     assert_eq!(stats["subscribers"], 2, "{stats}");
+}
+
+#[tokio::test]
+async fn by_default_a_refusal_is_an_event_stream_a_browser_comes_back_from() {
+    let node = Node::start(&[("MAX_STREAMS", "1")]);
+    let (a, _, _first) = status(&node.url("/sse/a")).await;
+    let (b, retry_after, refused) = status(&node.url("/sse/b")).await;
+    assert_eq!((a, b), (200, 200));
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    assert_eq!(refused.headers()["content-type"], "text/event-stream");
+    let body = refused.text().await.unwrap();
+    assert!(
+        body.starts_with("retry: ")
+            && body.contains("event: refused\ndata: {\"status\":503,\"reason\":\"too many open SSE streams on this server\"")
+            && body.ends_with("}\n\n"),
+        "{body:?}"
+    );
+    let stats = node.stats().await;
+    assert_eq!(
+        (
+            stats["refused"]["streams"].as_u64(),
+            stats["subscribers"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
 }

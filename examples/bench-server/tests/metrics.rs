@@ -47,7 +47,7 @@ async fn publish(node: &Node, topic: &str, n: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_after_a_known_workload_shows_its_numbers() {
-    let node = Node::start(&[("MAX_TOPICS", "2")]);
+    let node = Node::start(&[("MAX_TOPICS", "2"), ("REFUSALS", "status")]);
     let route = r#"route="/sse/{topic}""#;
 
     // Three subscribers, five events: 15 deliveries.

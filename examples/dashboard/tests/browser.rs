@@ -738,3 +738,100 @@ async fn a_browser_cut_before_any_event_of_a_topic_misses_nothing() {
     }
     browser.client.close().await.unwrap();
 }
+
+/// A page with one `EventSource` on `/feed`, for the refusal test: its events (`refused`
+/// included) go into `window.page.seen`, and every `error` records the source's `readyState`.
+const REFUSED_PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>refused</title>
+<script>
+const page = window.page = { seen: [], states: [] };
+const update = () => window.dispatchEvent(new Event("dashboard:update"));
+const source = new EventSource("/feed");
+const record = (e) => { page.seen.push({ type: e.type, data: e.data }); update(); };
+source.addEventListener("message", record);
+source.addEventListener("refused", record);
+source.addEventListener("error", () => { page.states.push(source.readyState); update(); });
+</script>"#;
+
+/// Spec (issue 31, part 1): a page whose stream is refused, at `max_streams` (503) or at the
+/// per-client cap (429), comes back by itself once there is room, and receives what is
+/// published then. The refusal is a `200` event stream with a `refused` event, which
+/// Chromium's `EventSource` follows with a reconnect after the `retry:`; the plain status
+/// answer (`RefusalAnswer::Status`) closes the same page for good (`readyState` 2), so the test
+/// proves what it claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_page_comes_back_by_itself_once_there_is_room() {
+    use axum::routing::get;
+    use sse_integration_tests::{SseClient, TestServer};
+    use sse_runtime::subscription::RefusalAnswer;
+    use sse_runtime::{Manager, SseHandler};
+
+    let (_one, browser) = browser_session().await;
+    for (cap, status, answer) in [
+        ("max_streams", 503, RefusalAnswer::EventStream),
+        ("max_streams_per_client", 429, RefusalAnswer::EventStream),
+        ("max_streams", 503, RefusalAnswer::Status),
+    ] {
+        let builder = Manager::builder()
+            .refusal_answer(answer)
+            .refusal_retry(Duration::from_millis(300));
+        let manager = match cap {
+            "max_streams" => builder.max_streams(1),
+            _ => builder.max_streams_per_client(1),
+        }
+        .build()
+        .unwrap();
+        let app = axum::Router::new()
+            .route("/feed", get(SseHandler::new(&manager).topic("feed")))
+            .route("/hold", get(SseHandler::new(&manager).topic("hold")))
+            .route("/", get(|| async { axum::response::Html(REFUSED_PAGE) }));
+        let server = TestServer::start_direct(app, Duration::from_secs(30)).await;
+        // The one stream there is room for, from this machine's address, as the page's (on a
+        // topic of its own, so the page's return is told apart from it).
+        let holder = SseClient::connect(&server.url("/hold")).await;
+        manager.wait_until(|s| s.subscribers == 1).await;
+        let page_is_back = || {
+            let manager = manager.clone();
+            async move {
+                let watched = manager.clone();
+                manager
+                    .wait_until(move |_| watched.subscriber_count("feed") == 1)
+                    .await
+            }
+        };
+
+        browser.client.goto(&server.url("/")).await.unwrap();
+        if answer == RefusalAnswer::Status {
+            browser.until("window.page.states.includes(2)").await;
+            drop(holder);
+            manager.wait_until(|s| s.subscribers == 0).await;
+            assert_eq!(
+                browser.eval("window.page.seen.length").await,
+                0,
+                "closed for good: it never comes back"
+            );
+            continue;
+        }
+        browser.until("window.page.seen.length >= 1").await;
+        let refused = browser.eval("window.page.seen[0]").await;
+        assert_eq!(refused["type"], "refused", "{cap}: {refused}");
+        let data: Value = serde_json::from_str(refused["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data["status"], status, "{cap}: {data}");
+        let states = browser.eval("window.page.states").await;
+        assert!(
+            !states.as_array().unwrap().contains(&json!(2)),
+            "{cap}: the page keeps retrying: {states}"
+        );
+
+        drop(holder);
+        page_is_back().await;
+        manager.publish("feed", &"after");
+        browser
+            .until("window.page.seen.some(e => e.type === 'message')")
+            .await;
+        let last = browser.eval("window.page.seen.at(-1)").await;
+        assert_eq!(last["data"], "\"after\"", "{cap}: {last}");
+        let stats = manager.stats();
+        assert!(stats.refused.total() >= 1, "{cap}: {stats:?}");
+    }
+    browser.client.close().await.unwrap();
+}

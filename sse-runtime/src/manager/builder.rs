@@ -9,6 +9,7 @@ use crate::client_addr::{Cidr, TrustedProxies};
 use crate::config::{Caps, Config, ConfigError, DEFAULT_POLLER_LINGER, Limits, StreamSettings};
 use crate::hub::Hub;
 use crate::manager::Manager;
+use crate::refusal::{RefusalAnswer, Refusals};
 
 /// Builds a [`Manager`] with non-default settings.
 ///
@@ -34,6 +35,7 @@ pub struct ManagerBuilder {
     token: Option<CancellationToken>,
     backplane: Option<Backplane>,
     trusted_proxies: TrustedProxies,
+    refusals: Refusals,
 }
 
 impl Default for ManagerBuilder {
@@ -46,6 +48,7 @@ impl Default for ManagerBuilder {
             token: None,
             backplane: None,
             trusted_proxies: TrustedProxies::default(),
+            refusals: Refusals::default(),
         }
     }
 }
@@ -190,6 +193,33 @@ impl ManagerBuilder {
         self
     }
 
+    /// How the stream routes answer a subscription refused over a cap or by a manager shutting
+    /// down: by default a `200` event stream with a `refused` event and a `retry:`, which a
+    /// browser's `EventSource` comes back from by itself; [`RefusalAnswer::Status`] for plain
+    /// `503`/`429` with `Retry-After`, for clients that read statuses. See [`RefusalAnswer`] for
+    /// why, and what keeps its status regardless.
+    ///
+    /// ```
+    /// use sse_runtime::subscription::RefusalAnswer;
+    ///
+    /// let api = sse_runtime::Manager::builder()
+    ///     .refusal_answer(RefusalAnswer::Status)
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn refusal_answer(mut self, answer: RefusalAnswer) -> Self {
+        self.refusals.answer = answer;
+        self
+    }
+
+    /// How long a refused client is asked to wait before it comes back (default 5 s): the
+    /// `Retry-After` header (in whole seconds, at least 1), and with
+    /// [`RefusalAnswer::EventStream`] the `retry:` hint, plus up to half of it as jitter.
+    pub fn refusal_retry(mut self, delay: Duration) -> Self {
+        self.refusals.retry_after = delay;
+        self
+    }
+
     /// The reverse proxies whose forwarding headers (`Forwarded`, else `X-Forwarded-For`) say
     /// who the client is (default: none). A request whose peer is in one of `ranges` is
     /// counted by the rightmost forwarded address that is not itself in one; any other request
@@ -285,6 +315,7 @@ impl ManagerBuilder {
             linger: self.linger,
             token: self.token.unwrap_or_default(),
             trusted_proxies: self.trusted_proxies,
+            refusals: self.refusals,
         };
         config.validate()?;
         if self.backplane.is_some() && tokio::runtime::Handle::try_current().is_err() {

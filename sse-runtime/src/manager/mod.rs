@@ -105,6 +105,11 @@ impl Manager {
             && !self.hub.serves_macro_routes.load(Ordering::Relaxed)
     }
 
+    /// How the stream routes answer a refused subscription.
+    pub(crate) fn refusals(&self) -> crate::refusal::Refusals {
+        self.hub.config.refusals
+    }
+
     /// Interval of heartbeats on idle streams.
     pub fn heartbeat(&self) -> Duration {
         self.hub.config.stream.heartbeat
