@@ -722,6 +722,7 @@ pub fn rss_kib() -> i64 {
 mod redis_server;
 pub use redis_server::RedisServer;
 pub mod faults;
+pub mod proxies;
 
 #[derive(serde::Deserialize)]
 pub struct Key {

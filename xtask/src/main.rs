@@ -2,7 +2,8 @@
 //!
 //! 1. Installs what the tests need and the machine lacks, with apt-get when it can (as root,
 //!    or through `sudo -n`): Chromium and its driver for the browser tests, `redis-server` for
-//!    the backplane tests (they start their own on free ports).
+//!    the backplane tests, nginx and Caddy for the proxy tests (they start their own on free
+//!    ports).
 //! 2. Checks what it cannot install: PostgreSQL on 127.0.0.1:5432 (or `DATABASE_URL`) for the
 //!    `orders` example's tests.
 //! 3. Runs `cargo test --workspace --no-fail-fast`, then prints one summary: the totals of every
@@ -58,6 +59,13 @@ fn test(args: &[String]) -> ExitCode {
     }
     if which("redis-server").is_none() {
         missing.push("redis-server");
+    }
+    // The proxy tests run real ones (tests/proxies.rs, the browser tests behind nginx).
+    if which("nginx").is_none() && !Path::new("/usr/sbin/nginx").is_file() {
+        missing.push("nginx");
+    }
+    if which("caddy").is_none() {
+        missing.push("caddy");
     }
     if !missing.is_empty() {
         step(&format!("installing {}", missing.join(" ")));
