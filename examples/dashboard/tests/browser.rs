@@ -840,3 +840,97 @@ async fn a_refused_page_comes_back_by_itself_once_there_is_room() {
     }
     browser.client.close().await.unwrap();
 }
+
+/// A page with one `EventSource` on `/sse/feed`, for the restart test: every event (`reset`
+/// included) goes into `window.page.seen`, every `error` records the `readyState`.
+const RESTART_PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>restart</title>
+<script>
+const page = window.page = { seen: [], states: [] };
+const update = () => window.dispatchEvent(new Event("dashboard:update"));
+const source = new EventSource("/sse/feed");
+const record = (e) => { page.seen.push({ type: e.type, data: e.data }); update(); };
+source.addEventListener("message", record);
+source.addEventListener("reset", record);
+source.addEventListener("error", () => { page.states.push(source.readyState); update(); });
+</script>"#;
+
+/// The app behind `proxy`'s templates at `addr`: a fresh manager (a new process, as after a
+/// restart) and `sse_runtime::serve` on that address.
+async fn restartable_app(
+    addr: std::net::SocketAddr,
+) -> (sse_runtime::Manager, sse_integration_tests::TestServer) {
+    use axum::routing::get;
+    use sse_runtime::{Manager, SseHandler};
+    let manager = Manager::builder()
+        .refusal_retry(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let app = axum::Router::new()
+        .route("/sse/feed", get(SseHandler::new(&manager).topic("feed")))
+        .route("/", get(|| async { axum::response::Html(RESTART_PAGE) }));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("the app's port");
+    (
+        manager,
+        sse_integration_tests::TestServer::serve_direct(listener, app),
+    )
+}
+
+/// Spec (issue 31, part 3): behind nginx and behind Caddy, configured from `deploy/`, the app
+/// stops and starts again while a page's own `EventSource` is open. While it is down the proxy
+/// answers the SSE location with a `200` event stream holding only `retry:`, so the page keeps
+/// retrying (it never reaches `readyState` 2), and once the app is back it is live again: its
+/// `reset` (a new process, no broker) and then the events published afterwards arrive. With
+/// that answer taken out of the template the proxy's `502` closes the page for good, so the
+/// test proves what it claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_and_caddy_a_page_outlives_an_app_restart() {
+    use sse_integration_tests::proxies::{Proxy, ProxyKind, ProxyOptions};
+
+    let (_one, browser) = browser_session().await;
+    for kind in ProxyKind::ALL {
+        for unavailable_answer in [true, false] {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let (manager, server) = restartable_app(addr).await;
+            let options = ProxyOptions {
+                unavailable_answer,
+                ..ProxyOptions::default()
+            };
+            let proxy = Proxy::start_with(kind, addr, options).await;
+            browser.client.goto(&proxy.url("/")).await.unwrap();
+            manager.wait_until(|s| s.subscribers == 1).await;
+            manager.publish("feed", &"before");
+            browser.until("window.page.seen.length === 1").await;
+
+            // Down: the stream ends, and the page's reconnects meet the proxy's answer.
+            manager.shutdown();
+            server.stop().await;
+            if !unavailable_answer {
+                browser.until("window.page.states.includes(2)").await;
+                continue;
+            }
+            // Two failed returns while the app is away, each answered `retry:`.
+            browser.until("window.page.states.length >= 3").await;
+            let states = browser.eval("window.page.states").await;
+            assert!(
+                !states.as_array().unwrap().contains(&json!(2)),
+                "{kind:?}: the page never gave up: {states}"
+            );
+
+            let (manager, _server) = restartable_app(addr).await;
+            manager.wait_until(|s| s.subscribers == 1).await;
+            manager.publish("feed", &"after");
+            browser
+                .until("window.page.seen.some(e => e.data === '\"after\"')")
+                .await;
+            let seen = browser.eval("window.page.seen.map(e => e.type)").await;
+            assert_eq!(
+                seen,
+                json!(["message", "reset", "message"]),
+                "{kind:?}: the new process resets the page, then streams"
+            );
+        }
+    }
+    browser.client.close().await.unwrap();
+}
