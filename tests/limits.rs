@@ -416,3 +416,37 @@ async fn with_status_answers_a_refusal_is_a_plain_503_or_429_with_retry_after() 
     let stats = manager.stats();
     assert_eq!((stats.refused.per_client, stats.refused.topics), (1, 1));
 }
+
+/// Spec (issue 31): a crowd refused at once comes back spread out. 1 000 requests refused at
+/// `max_streams` get a `retry:` of the refusal delay (5 s) plus a random part of half of it:
+/// spread over every half second of 5-7.5 s.
+#[tokio::test]
+async fn a_refused_crowd_is_told_to_come_back_spread_over_the_retry_window() {
+    let manager = Manager::builder().max_streams(1).build().unwrap();
+    let handler = SseHandler::new(&manager).topic("t");
+    let _holder = manager.subscribe("t").unwrap();
+    let mut buckets = [0usize; 5];
+    for _ in 0..1000 {
+        let (mut parts, ()) = http::Request::get("/t").body(()).unwrap().into_parts();
+        let response = handler.respond(&mut parts).await;
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let text = std::str::from_utf8(&body).unwrap();
+        let retry: u64 = text
+            .strip_prefix("retry: ")
+            .and_then(|rest| rest.split_once('\n'))
+            .unwrap()
+            .0
+            .parse()
+            .unwrap();
+        assert!((5000..7500).contains(&retry), "{retry}");
+        buckets[((retry - 5000) / 500) as usize] += 1;
+    }
+    eprintln!("returns per half second, from 5 s after the refusal: {buckets:?}");
+    assert!(
+        buckets.iter().all(|&n| (100..=300).contains(&n)),
+        "every half second (200 each on average): {buckets:?}"
+    );
+    assert_eq!(manager.stats().refused.streams, 1000);
+}

@@ -131,7 +131,12 @@ pub(crate) struct StreamSettings {
     pub(crate) retry: Duration,
     /// Write-batching window; zero writes every wake-up at once.
     pub(crate) write_batch: Duration,
+    /// Over how long the clients of a stream ended by a shutdown are spread when they come back.
+    pub(crate) shutdown_spread: Duration,
 }
+
+/// Default window over which the clients of a shut-down manager come back.
+pub const DEFAULT_SHUTDOWN_SPREAD: Duration = Duration::from_secs(10);
 
 impl Default for StreamSettings {
     fn default() -> Self {
@@ -139,6 +144,7 @@ impl Default for StreamSettings {
             heartbeat: DEFAULT_HEARTBEAT,
             retry: DEFAULT_RETRY,
             write_batch: Duration::ZERO,
+            shutdown_spread: DEFAULT_SHUTDOWN_SPREAD,
         }
     }
 }

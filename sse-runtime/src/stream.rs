@@ -290,6 +290,15 @@ fn preamble(source: &Source, retry: Duration) -> Bytes {
     }
 }
 
+/// The `retry:` frame a stream ended by a shutdown closes with: the retry hint plus a random
+/// part of the shutdown window, so the clients of a restarting server come back spread out.
+fn comeback(settings: StreamSettings) -> Bytes {
+    let base = settings.retry.as_millis() as u64;
+    let window = settings.shutdown_spread.as_millis() as u64;
+    let spread = std::hash::RandomState::new().hash_one(()) % window.max(1);
+    frame::retry(base + spread)
+}
+
 /// The frame that tells the client how it joined, and so where it is: a `reset` event (whose
 /// id is the position it goes on from), or, for a live start, the position alone (an `id:`
 /// field and no data: a client takes it as its last event id and dispatches nothing), so that
@@ -389,12 +398,18 @@ impl SseStream {
             }
             Poll::Ready(None) => {
                 *this.finished = true;
-                *this.end = Some(match this.source.end_reason() {
+                let end = match this.source.end_reason() {
                     Some(EndReason::Lagged) => Disconnect::Lagged,
                     Some(EndReason::ShutDown) => Disconnect::ShutDown,
                     Some(EndReason::Closed) => Disconnect::Closed,
                     Some(EndReason::Unsubscribed) | None => Disconnect::ClientGone,
-                });
+                };
+                *this.end = Some(end);
+                if end == Disconnect::ShutDown {
+                    // The last frame: when to come back, spread over the shutdown window.
+                    let settings = this.source.first().stream_settings();
+                    return Poll::Ready(Some(emit(comeback(settings), append_to)));
+                }
                 return Poll::Ready(None);
             }
             Poll::Pending => {}

@@ -145,13 +145,68 @@ async fn a_behind_subscriber_gets_its_queued_events_in_one_chunk() {
 }
 
 #[tokio::test]
-async fn shutdown_ends_the_body() {
+async fn shutdown_ends_the_body_with_when_to_come_back() {
     let manager = Manager::new();
     let mut body = open(&manager, "t").into_body();
     next_frame(&mut body).await;
     manager.shutdown();
+    let last = next_frame(&mut body).await.expect("the last frame");
+    assert!(last.starts_with(b"retry: "), "{last:?}");
     assert_eq!(next_frame(&mut body).await, None);
     assert!(http_body::Body::is_end_stream(&body));
+}
+
+/// The `retry:` a shut-down stream ends with, in milliseconds.
+async fn comeback(body: &mut axum::body::Body) -> u64 {
+    let last = next_frame(body).await.expect("the last frame");
+    let text = std::str::from_utf8(&last).unwrap();
+    let millis = text
+        .strip_prefix("retry: ")
+        .and_then(|rest| rest.strip_suffix("\n\n"))
+        .unwrap_or_else(|| panic!("a retry frame: {text:?}"));
+    assert_eq!(next_frame(body).await, None, "then the end");
+    millis.parse().unwrap()
+}
+
+/// Spec (issue 31, part 2): a restart must not bring every browser back in the same instant.
+/// 1 000 streams ended by one shutdown close with a `retry:` of the retry hint (2 s) plus a
+/// random part of the shutdown window (10 s by default): the browsers come back spread over
+/// the window, every second of it, none more than a few times its share.
+#[tokio::test]
+async fn a_thousand_streams_shut_down_at_once_come_back_spread_over_the_window() {
+    let manager = Manager::builder()
+        .max_streams_per_client(10_000)
+        .build()
+        .unwrap();
+    let mut bodies = Vec::new();
+    for n in 0..1000 {
+        let mut body = open(&manager, &format!("t{}", n % 10)).into_body();
+        next_frame(&mut body).await;
+        bodies.push(body);
+    }
+    manager.shutdown();
+    let mut seconds = [0usize; 10];
+    for body in &mut bodies {
+        let millis = comeback(body).await;
+        assert!((2000..12_000).contains(&millis), "{millis}");
+        seconds[((millis - 2000) / 1000) as usize] += 1;
+    }
+    eprintln!("returns per second of the window, from 2 s after the shutdown: {seconds:?}");
+    assert!(
+        seconds.iter().all(|&n| (40..=200).contains(&n)),
+        "spread over every second (100 each on average): {seconds:?}"
+    );
+
+    // A window of zero: the retry hint alone.
+    let manager = Manager::builder()
+        .shutdown_spread(Duration::ZERO)
+        .retry(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let mut body = open(&manager, "t").into_body();
+    next_frame(&mut body).await;
+    manager.shutdown();
+    assert_eq!(comeback(&mut body).await, 500);
 }
 
 #[tokio::test]

@@ -62,6 +62,25 @@ impl ManagerBuilder {
         self
     }
 
+    /// Over how long the clients of this manager's streams come back after a
+    /// [`shutdown`](crate::Manager::shutdown) (default 10 s): each stream's last frame is a
+    /// `retry:` of the [`retry`](Self::retry) hint plus a random part of `window`, so a restart
+    /// (or a rolling deploy behind a proxy) does not bring every browser back in the same
+    /// instant. Zero: the `retry` hint alone.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let manager = sse_runtime::Manager::builder()
+    ///     .shutdown_spread(Duration::from_secs(30))   // 10 000 browsers: ~330 a second
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn shutdown_spread(mut self, window: Duration) -> Self {
+        self.stream.shutdown_spread = window;
+        self
+    }
+
     /// The `retry:` hint sent when a stream opens (default 2 s): how long a browser waits before
     /// reconnecting. Each stream adds a random jitter of up to half of it, so the clients of a
     /// restarting server do not all come back in the same instant. Must be at least 1 ms.
