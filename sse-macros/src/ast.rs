@@ -192,6 +192,36 @@ pub(crate) fn per_subscriber(ty: &Type) -> Option<&'static str> {
         .find(|name| last.ident == name)
 }
 
+/// What an extractor reads of the query, which a polled topic is made of.
+pub(crate) enum QueryUse<'a> {
+    /// Nothing: `Path<T>` (the path is always in the topic), `Extension<T>`.
+    Nothing,
+    /// What `T` of `Query<T>` reads.
+    Query(&'a Type),
+    /// It may read all of it (`RawQuery`, `OriginalUri`, an extractor of the user's own).
+    All,
+}
+
+/// What `ty` reads of the query, told by its name (the last path segment).
+pub(crate) fn query_use(ty: &Type) -> QueryUse<'_> {
+    let Type::Path(path) = ty else {
+        return QueryUse::All;
+    };
+    let Some(last) = path.path.segments.last() else {
+        return QueryUse::All;
+    };
+    if last.ident == "Path" || last.ident == "Extension" {
+        return QueryUse::Nothing;
+    }
+    if last.ident == "Query"
+        && let syn::PathArguments::AngleBracketed(args) = &last.arguments
+        && let Some(syn::GenericArgument::Type(inner)) = args.args.first()
+    {
+        return QueryUse::Query(inner);
+    }
+    QueryUse::All
+}
+
 /// Whether `ty` is axum's `State<T>`, which needs a router state type that `router()`'s
 /// routes, registered from every crate of the binary, do not have.
 pub(crate) fn is_state(ty: &Type) -> bool {

@@ -6,7 +6,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::ast::{self, Input, PollAttr, TopicAttr};
+use crate::ast::{self, Input, PollAttr, QueryUse, TopicAttr};
 use crate::duration;
 use crate::template;
 
@@ -132,9 +132,20 @@ pub(crate) fn poll(model: &PollAttr) -> TokenStream {
     // is the response), then again on a fresh copy of that before every poll.
     let mut checks = Vec::new();
     let mut extractions = Vec::new();
+    // The query parameters the function reads: its topic is the path plus those.
+    let mut query_keys = vec![quote!(::sse_runtime::__private::QueryKeys::none())];
     for (arg, input) in args.iter().zip(inputs) {
         match input {
             Input::Extractor(ty) => {
+                match ast::query_use(ty) {
+                    QueryUse::Nothing => {}
+                    QueryUse::Query(inner) => {
+                        query_keys.push(quote_spanned!(ty.span()=> .and::<#inner>(&__sse_parts)))
+                    }
+                    QueryUse::All => {
+                        query_keys = vec![quote!(::sse_runtime::__private::QueryKeys::all())];
+                    }
+                }
                 checks.push(quote_spanned! {ty.span()=>
                     if let ::core::result::Result::Err(rejection) =
                         ::sse_runtime::__private::extract::<#ty>(&mut __sse_shared, &mut __sse_parts, #name).await
@@ -216,8 +227,9 @@ pub(crate) fn poll(model: &PollAttr) -> TokenStream {
                         #on_stop;
                         let __sse_options = ::sse_runtime::__private::SubscribeOptions::new()
                             .change_detection(#change_detection)#history;
+                        let __sse_keys = #(#query_keys)*;
                         ::sse_runtime::__private::serve_polled(
-                            &__sse_manager, &__sse_parts, #topic_opt, __sse_options, __sse_polling, __sse_expires,
+                            &__sse_manager, &__sse_parts, #topic_opt, __sse_keys, __sse_options, __sse_polling, __sse_expires,
                         )
                     }
                 })

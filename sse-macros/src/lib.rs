@@ -97,9 +97,13 @@ pub fn sse_topic(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// The function returns `Result<T, E>` (`T: Serialize`, `E: Into<PollError>`) and may take axum
 /// extractors (`Path`, `Query`, `Extension`, ... anything `FromRequestParts<()>`, but nothing
 /// that reads one subscriber's headers, cookies or address: the poller is shared), run
-/// before every poll, and a `CancellationToken`, cancelled when polling stops. The topic is the
-/// request's path plus raw query, so different parameters get different pollers and equal ones
-/// share one, unless `topic = "..."` fixes it.
+/// before every poll, and a `CancellationToken`, cancelled when polling stops. The topic is
+/// made of what the function reads: the request's path (decoded), plus, for each `Query<T>` it
+/// takes, the query parameters `T` reads (decoded, sorted, re-encoded), so a parameter it never
+/// reads never starts a poller of its own (`/sse/builds/7?junk=1` and `?junk=2` share one),
+/// different values of one it reads get different pollers, and equal ones share one. A function
+/// that takes an extractor that may read the query its own way (`RawQuery`, `OriginalUri`, one
+/// of yours) keeps the whole canonical query in its topic. `topic = "..."` fixes the topic.
 ///
 /// Options: `interval = "5s"` (a positive duration with a unit, checked at compile time;
 /// default 5 s), `stop_when = <closure or path>` (a `Fn(&T) -> bool`; polling stops after

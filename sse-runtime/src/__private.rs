@@ -166,15 +166,51 @@ fn report_unrouted(manager: &Manager, helper: &'static str) {
     );
 }
 
-/// Opens the stream of a polled route: the fixed `topic`, or the request's path + query.
+/// The query parameters a poll function reads, which its topic is made of: none to begin with,
+/// then those of each `Query<T>` it takes; the whole query once any of them cannot be told, or
+/// once the function takes an extractor that may read the query in a way of its own.
+pub struct QueryKeys(Option<std::collections::BTreeSet<String>>);
+
+impl QueryKeys {
+    pub fn none() -> Self {
+        Self(Some(std::collections::BTreeSet::new()))
+    }
+
+    pub fn all() -> Self {
+        Self(None)
+    }
+
+    /// With the parameters `T` reads of the request's query.
+    pub fn and<T: serde::de::DeserializeOwned>(self, parts: &Parts) -> Self {
+        let Self(Some(mut keys)) = self else {
+            return self;
+        };
+        let query = crate::handler::original_uri(parts).query().unwrap_or("");
+        match crate::query_keys::read_keys::<T>(query) {
+            Some(read) => {
+                keys.extend(read);
+                Self(Some(keys))
+            }
+            None => Self::all(),
+        }
+    }
+}
+
+/// Opens the stream of a polled route: the fixed `topic`, or the request's path plus the query
+/// parameters its function reads (`keys`).
 pub fn serve_polled(
     manager: &Manager,
     parts: &Parts,
     topic: Option<&str>,
+    keys: QueryKeys,
     options: SubscribeOptions,
     polling: impl PollingService,
     expires: Option<tokio::time::Instant>,
 ) -> Response {
-    let topic = topic.map_or_else(|| topic_of(parts), str::to_owned);
+    let topic = match (topic, keys) {
+        (Some(topic), _) => topic.to_owned(),
+        (None, QueryKeys(Some(keys))) => crate::handler::topic_reading(parts, &keys),
+        (None, QueryKeys(None)) => topic_of(parts),
+    };
     open(manager, &topic, parts, options.polling(polling), expires)
 }

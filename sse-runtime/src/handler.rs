@@ -430,11 +430,7 @@ impl fmt::Debug for SseHandler {
 /// assert_eq!(sse_runtime::handler::topic_of(&parts), "/api/v1/device/7/sse?offset=10");
 /// ```
 pub fn topic_of(parts: &Parts) -> String {
-    let uri = parts
-        .extensions
-        .get::<OriginalUri>()
-        .map_or(&parts.uri, |original| &original.0);
-    topic_of_uri(uri)
+    topic_of_uri(original_uri(parts))
 }
 
 /// [`topic_of`] for a bare [`Uri`]:
@@ -468,6 +464,26 @@ pub fn topic_of(parts: &Parts) -> String {
 /// assert_eq!(topic("/feed?last_event_id=5-3"), "/feed");
 /// ```
 pub fn topic_of_uri(uri: &Uri) -> String {
+    canonical(uri, |_| true)
+}
+
+/// [`topic_of`] with only the query parameters named in `keys` (those a polled route's
+/// `Query<T>` reads; see `query_keys`).
+pub(crate) fn topic_reading(parts: &Parts, keys: &std::collections::BTreeSet<String>) -> String {
+    canonical(original_uri(parts), |name| keys.contains(name))
+}
+
+/// The URI the client asked for, before any [`Router::nest`](axum::Router::nest) stripped a
+/// prefix.
+pub(crate) fn original_uri(parts: &Parts) -> &Uri {
+    parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(&parts.uri, |original| &original.0)
+}
+
+/// The canonical form of [`topic_of_uri`], with the query parameters whose name `keep` takes.
+fn canonical(uri: &Uri, keep: impl Fn(&str) -> bool) -> String {
     let raw_path = uri.path();
     let mut path = percent_encoding::percent_decode_str(raw_path)
         .decode_utf8()
@@ -481,7 +497,7 @@ pub fn topic_of_uri(uri: &Uri) -> String {
     };
     let mut pairs: Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> =
         form_urlencoded::parse(query.as_bytes())
-            .filter(|(name, _)| name != LAST_EVENT_ID_QUERY)
+            .filter(|(name, _)| name != LAST_EVENT_ID_QUERY && keep(name))
             .collect();
     if pairs.is_empty() {
         return path.into_owned();

@@ -72,6 +72,7 @@ mod multiplex;
 pub mod polling;
 mod producer;
 pub mod publish;
+mod query_keys;
 mod refusal;
 mod remote;
 pub mod routes;
