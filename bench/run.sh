@@ -27,6 +27,7 @@ export MAX_STREAMS=${MAX_STREAMS:-1000000} MAX_STREAMS_PER_IP=${MAX_STREAMS_PER_
 # Refusals as plain statuses, which the load generator counts as failed connections.
 export REFUSALS=${REFUSALS:-status}
 export MAX_TOPICS=${MAX_TOPICS:-1000000} MAX_POLLERS=${MAX_POLLERS:-1000000}
+export MAX_POLLERS_PER_IP=${MAX_POLLERS_PER_IP:-1000000}
 SERVERS=${SERVERS:-"bench-server=target/release/bench-server axum=bench/bench-server-axum.sh baseline-server=target/release/baseline-server ceiling=target/release/ceiling-server"}
 OUT=${OUT:-bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl}
 mkdir -p "$(dirname "$OUT")"

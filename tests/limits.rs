@@ -450,3 +450,39 @@ async fn a_refused_crowd_is_told_to_come_back_spread_over_the_retry_window() {
     );
     assert_eq!(manager.stats().refused.streams, 1000);
 }
+
+/// Spec (issue 33): one client cannot take every poller. Over `max_pollers_per_client` running
+/// pollers that it started, a subscription of that client that would start one more is refused
+/// as `429`; it may still join running ones, and others may start theirs. Once its pollers
+/// stop, it may start new ones.
+#[tokio::test]
+async fn over_the_pollers_one_client_started_it_gets_429_and_may_still_join_others() {
+    let manager = Manager::builder()
+        .max_pollers_per_client(2)
+        .build()
+        .unwrap();
+    let (server, _) = serve(&manager).await;
+    let mut a = open(&server, ALICE, "/p/a").await;
+    let mut b = open(&server, ALICE, "/p/b").await;
+    refused(
+        &server,
+        ALICE,
+        "/p/c",
+        429,
+        "too many running SSE pollers started by this client",
+    )
+    .await;
+    let mut bobs = open(&server, BOB, "/p/c").await;
+    let mut joined = open(&server, ALICE, "/p/c").await;
+    for client in [&mut a, &mut b, &mut bobs, &mut joined] {
+        client.read_until_contains(b"data:").await;
+    }
+    let stats = manager.stats();
+    assert_eq!((stats.pollers, stats.refused.pollers_per_client), (3, 1));
+    assert!(manager.topics().iter().all(|t| t.name != "p/d"));
+
+    drop((a, b, bobs, joined));
+    all_released(&manager).await;
+    let _again = open(&server, ALICE, "/p/d").await;
+    let _and_again = open(&server, ALICE, "/p/e").await;
+}

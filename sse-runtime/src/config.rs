@@ -70,6 +70,9 @@ pub const DEFAULT_MAX_TOPICS: usize = 10_000;
 /// Most pollers running at once, by default: with 1 s intervals, a thousand polls a second.
 pub const DEFAULT_MAX_POLLERS: usize = 1_000;
 
+/// Default cap on the running pollers that one client address started.
+pub const DEFAULT_MAX_POLLERS_PER_CLIENT: usize = 100;
+
 /// Most histories retained for resume after their topic emptied, by default.
 pub const DEFAULT_MAX_RETAINED: usize = 10_000;
 
@@ -103,6 +106,7 @@ pub(crate) struct Caps {
     pub(crate) subscribers_per_topic: usize,
     pub(crate) topics: usize,
     pub(crate) pollers: usize,
+    pub(crate) pollers_per_client: usize,
     pub(crate) retained: usize,
     pub(crate) retained_bytes: usize,
 }
@@ -115,6 +119,7 @@ impl Default for Caps {
             subscribers_per_topic: DEFAULT_MAX_SUBSCRIBERS_PER_TOPIC,
             topics: DEFAULT_MAX_TOPICS,
             pollers: DEFAULT_MAX_POLLERS,
+            pollers_per_client: DEFAULT_MAX_POLLERS_PER_CLIENT,
             retained: DEFAULT_MAX_RETAINED,
             retained_bytes: DEFAULT_MAX_RETAINED_BYTES,
         }
@@ -234,6 +239,7 @@ impl Config {
             ("max_subscribers_per_topic", caps.subscribers_per_topic),
             ("max_topics", caps.topics),
             ("max_pollers", caps.pollers),
+            ("max_pollers_per_client", caps.pollers_per_client),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroCap(name));

@@ -62,6 +62,9 @@ struct Registry {
     /// Open subscriptions per client address: what [`Caps::streams_per_client`] caps. An
     /// address leaves the map with its last subscription.
     clients: HashMap<IpAddr, usize, foldhash::fast::RandomState>,
+    /// Live polled topics per client address that created them: what
+    /// [`Caps::pollers_per_client`] caps. Changed with `polled`, under this lock.
+    starters: HashMap<IpAddr, usize, foldhash::fast::RandomState>,
     retained: Map<Retained>,
     /// When expired histories are next swept out on activity.
     next_sweep: Option<Instant>,
@@ -80,14 +83,21 @@ struct Live {
     idle_since: Option<Instant>,
     /// Whether a linger task watches this topic; at most one does, whatever the churn.
     lingering: bool,
+    /// The client whose subscription created this polled topic, counted in `starters`.
+    started_by: Option<IpAddr>,
     /// Its share of the `sse_topics` gauge.
     _gauge: GaugeShare,
 }
 
 impl Live {
-    fn new(topic: Arc<Topic>, poller: Option<Arc<dyn PollingService>>) -> Self {
+    fn new(
+        topic: Arc<Topic>,
+        poller: Option<Arc<dyn PollingService>>,
+        started_by: Option<IpAddr>,
+    ) -> Self {
         Self {
             topic,
+            started_by: started_by.filter(|_| poller.is_some()),
             poller,
             idle_since: None,
             lingering: false,
@@ -254,6 +264,9 @@ impl Hub {
             }
             if join.poller.is_some() && !registry.live.contains_key(name) {
                 registry.polled += 1;
+                if let Some(client) = join.client {
+                    *registry.starters.entry(client).or_default() += 1;
+                }
             }
             let (topic, poller) = match registry.live.get_mut(name) {
                 Some(live) => {
@@ -274,7 +287,7 @@ impl Hub {
                     });
                     registry
                         .live
-                        .insert(name, Live::new(topic.clone(), poller.clone()));
+                        .insert(name, Live::new(topic.clone(), poller.clone(), join.client));
                     (topic, poller)
                 }
                 None => {
@@ -289,9 +302,10 @@ impl Hub {
                         ),
                     };
                     let topic = Arc::new(Topic::new(name.clone(), history));
-                    registry
-                        .live
-                        .insert(name, Live::new(topic.clone(), join.poller.clone()));
+                    registry.live.insert(
+                        name,
+                        Live::new(topic.clone(), join.poller.clone(), join.client),
+                    );
                     (topic, join.poller)
                 }
             };
@@ -338,6 +352,16 @@ impl Hub {
             None if registry.live.len() >= caps.topics => Err(SubscribeError::TooManyTopics),
             None if join.poller.is_some() && registry.polled >= caps.pollers => {
                 Err(SubscribeError::TooManyPollers)
+            }
+            None if join.poller.is_some()
+                && join.client.is_some_and(|client| {
+                    registry
+                        .starters
+                        .get(&client)
+                        .is_some_and(|started| *started >= caps.pollers_per_client)
+                }) =>
+            {
+                Err(SubscribeError::TooManyPollersFromClient)
             }
             None => Ok(()),
         }
@@ -407,6 +431,14 @@ impl Hub {
         let live = registry.live.remove(&topic.name)?;
         if live.poller.is_some() {
             registry.polled -= 1;
+        }
+        if let Some(client) = live.started_by
+            && let Some(started) = registry.starters.get_mut(&client)
+        {
+            *started -= 1;
+            if *started == 0 {
+                registry.starters.remove(&client);
+            }
         }
         if let Some(broker) = &self.broker {
             // The broker keeps the history; this instance stops listening.
@@ -634,6 +666,7 @@ impl Hub {
                 })
                 .collect();
             registry.polled -= pollers.len();
+            registry.starters.clear();
             pollers
         };
         for poller in pollers {

@@ -151,6 +151,10 @@ pub enum SubscribeError {
     /// [`max_pollers`](crate::manager::ManagerBuilder::max_pollers) pollers run, and this
     /// topic would start one more.
     TooManyPollers,
+    /// The client started
+    /// [`max_pollers_per_client`](crate::manager::ManagerBuilder::max_pollers_per_client)
+    /// of the pollers that run, and this topic would start one more.
+    TooManyPollersFromClient,
 }
 
 impl SubscribeError {
@@ -160,7 +164,10 @@ impl SubscribeError {
 
     /// Whether the refusal is about this client alone (`429`), not the server (`503`).
     pub fn is_per_client(self) -> bool {
-        self == Self::TooManyFromClient
+        matches!(
+            self,
+            Self::TooManyFromClient | Self::TooManyPollersFromClient
+        )
     }
 
     /// The status it answers with: `429` for a per-client cap, else `503`.
@@ -202,6 +209,7 @@ impl fmt::Display for SubscribeError {
             Self::TooManySubscribers => "too many subscribers of this SSE topic",
             Self::TooManyTopics => "too many live SSE topics on this server",
             Self::TooManyPollers => "too many running SSE pollers on this server",
+            Self::TooManyPollersFromClient => "too many running SSE pollers started by this client",
         })
     }
 }

@@ -67,6 +67,8 @@ pub struct Refusals {
     pub topics: u64,
     /// Over [`max_pollers`](crate::manager::ManagerBuilder::max_pollers).
     pub pollers: u64,
+    /// Over [`max_pollers_per_client`](crate::manager::ManagerBuilder::max_pollers_per_client).
+    pub pollers_per_client: u64,
     /// By a route's [guard](crate::guard), expired credentials included.
     pub guard: u64,
 }
@@ -74,7 +76,13 @@ pub struct Refusals {
 impl Refusals {
     /// All refusals together.
     pub fn total(&self) -> u64 {
-        self.streams + self.per_client + self.per_topic + self.topics + self.pollers + self.guard
+        self.streams
+            + self.per_client
+            + self.per_topic
+            + self.topics
+            + self.pollers
+            + self.pollers_per_client
+            + self.guard
     }
 }
 
@@ -142,7 +150,7 @@ pub(crate) struct Counters {
     pub(crate) serialize_errors: AtomicU64,
     pub(crate) oversized: AtomicU64,
     pub(crate) lagged: AtomicU64,
-    pub(crate) refused: [AtomicU64; 5],
+    pub(crate) refused: [AtomicU64; 6],
     pub(crate) denied: AtomicU64,
     pub(crate) retained_evicted: AtomicU64,
     pub(crate) unrouted: AtomicU64,
@@ -158,6 +166,7 @@ impl Counters {
             SubscribeError::TooManySubscribers => (2, "per_topic"),
             SubscribeError::TooManyTopics => (3, "topics"),
             SubscribeError::TooManyPollers => (4, "pollers"),
+            SubscribeError::TooManyPollersFromClient => (5, "pollers_per_client"),
         };
         self.refused[slot].fetch_add(1, Ordering::Relaxed);
         crate::telemetry::refused(reason);
@@ -190,14 +199,21 @@ impl Counters {
             oversized: self.oversized.load(Ordering::Relaxed),
             lagged: self.lagged.load(Ordering::Relaxed),
             refused: {
-                let [streams, per_client, per_topic, topics, pollers] =
-                    self.refused.each_ref().map(|n| n.load(Ordering::Relaxed));
+                let [
+                    streams,
+                    per_client,
+                    per_topic,
+                    topics,
+                    pollers,
+                    pollers_per_client,
+                ] = self.refused.each_ref().map(|n| n.load(Ordering::Relaxed));
                 Refusals {
                     streams,
                     per_client,
                     per_topic,
                     topics,
                     pollers,
+                    pollers_per_client,
                     guard: self.denied.load(Ordering::Relaxed),
                 }
             },

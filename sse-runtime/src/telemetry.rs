@@ -15,7 +15,7 @@
 //! | `sse_events_published_total` | counter | | events appended to a topic |
 //! | `sse_events_delivered_total` | counter | `route` | events handed to a connection |
 //! | `sse_bytes_delivered_total` | counter | `route` | bytes handed to a connection (heartbeats, hints, resets included) |
-//! | `sse_refusals_total` | counter | `reason` | requests refused: `streams`, `per_client`, `per_topic`, `topics`, `pollers`, `guard` |
+//! | `sse_refusals_total` | counter | `reason` | requests refused: `streams`, `per_client`, `per_topic`, `topics`, `pollers`, `pollers_per_client`, `guard` |
 //! | `sse_disconnects_total` | counter | `route`, `reason` | streams ended: `client_gone`, `lagged`, `write_deadline`, `shutdown`, `expired` (a guard's), `closed` |
 //! | `sse_resumes_total` | counter | `route`, `outcome`, `reason` | reconnects with a `Last-Event-ID`: `replayed`, or `reset` with the reset's reason (`history-exceeded`, ...) |
 //! | `sse_poll_errors_total` | counter | | polls that failed or panicked |

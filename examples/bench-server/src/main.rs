@@ -18,7 +18,7 @@
 //! writes SSE streams straight to the socket; `axum`: `axum::serve`), `BACKPLANE` (a
 //! `redis://host:port` URL: run as one hub with every instance on that Redis; unset: in-process),
 //! `LEASE_MS` (the poll lease's TTL with a backplane), the caps `MAX_STREAMS`,
-//! `MAX_STREAMS_PER_IP`, `MAX_TOPICS`, `MAX_POLLERS` (unset: the runtime's defaults; over one,
+//! `MAX_STREAMS_PER_IP`, `MAX_TOPICS`, `MAX_POLLERS`, `MAX_POLLERS_PER_IP` (unset: the runtime's defaults; over one,
 //! a client gets `503`, or `429` per IP, with `Retry-After`), and `TRUSTED_PROXIES`
 //! (comma-separated address ranges, e.g. `127.0.0.1/32,::1/128` behind a local nginx: requests
 //! from them are counted by the client they forward), and `REFUSALS` (`stream`, the default:
@@ -103,6 +103,9 @@ async fn main() -> std::io::Result<()> {
     }
     if let Some(pollers) = cap("MAX_POLLERS") {
         builder = builder.max_pollers(pollers);
+    }
+    if let Some(pollers) = cap("MAX_POLLERS_PER_IP") {
+        builder = builder.max_pollers_per_client(pollers);
     }
     if let Ok(ranges) = std::env::var("TRUSTED_PROXIES") {
         let ranges: Vec<Cidr> = ranges

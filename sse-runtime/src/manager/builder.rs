@@ -290,6 +290,18 @@ impl ManagerBuilder {
         self
     }
 
+    /// Most running pollers that one client started (default 100), lingering ones included: a
+    /// subscription of that client that would start one more gets `429` with `Retry-After`
+    /// (joining a running poller is always allowed). A poller queries the application's
+    /// backend on every interval for as long as anyone is subscribed, so one client must not
+    /// be able to take the whole of [`max_pollers`](Self::max_pollers). The client is its
+    /// [`ClientAddr`](crate::ClientAddr): behind a proxy, set
+    /// [`trusted_proxies`](Self::trusted_proxies), or every client counts as the proxy.
+    pub fn max_pollers_per_client(mut self, pollers: usize) -> Self {
+        self.caps.pollers_per_client = pollers;
+        self
+    }
+
     /// Most histories kept for resume after their topic emptied (default 10 000), and most
     /// bytes of events in them (default 64 MiB). Over either, the histories that would expire
     /// first are dropped early: a client resuming from one gets a `reset` event, never a
