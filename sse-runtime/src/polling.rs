@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use http::StatusCode;
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -266,10 +265,11 @@ async fn poll_loop<F, Fut, T, E>(
                 publisher.publish_error(&error, &api_version);
             }
             Err(panic) => {
-                let error = PollError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("poll function panicked: {}", panic_message(&panic)),
-                );
+                // The panic's message stays on the server, as any internal error's does.
+                let error = PollError::internal(format_args!(
+                    "poll function panicked: {}",
+                    panic_message(&panic)
+                ));
                 failures.failed(&publisher, &error);
                 publisher.publish_error(&error, &api_version);
             }

@@ -173,8 +173,12 @@ struct ErrorPayload<'a> {
 /// A failed poll: an HTTP-style status and a message, published to subscribers as
 /// `{"apiVersion": "v1", "statusCode": 404, "message": "..."}`.
 ///
-/// Any `std::error::Error` converts into one with status 500, so `?` works in poll functions;
-/// give a status with [`PollError::new`] or [`with_status`](Self::with_status).
+/// Any `std::error::Error` converts into an internal one, so `?` works in poll functions:
+/// subscribers get status 500 and the message `internal error`, and the error's own text, with
+/// its `source()` chain, goes to the log only ([`detail`](Self::detail)), since a library
+/// error's text may hold paths, host names or queries. To tell clients something, give a status
+/// and a message with [`PollError::new`]. `String` and `anyhow::Error` are not
+/// `std::error::Error`: convert them with `.map_err(PollError::internal)?`.
 ///
 /// ```
 /// use http::StatusCode;
@@ -187,21 +191,58 @@ struct ErrorPayload<'a> {
 ///     Ok(s.parse::<u32>()?) // ParseIntError -> 500
 /// }
 /// assert_eq!(parse("").unwrap_err().status(), StatusCode::NOT_FOUND);
-/// assert_eq!(parse("x").unwrap_err().status(), StatusCode::INTERNAL_SERVER_ERROR);
+/// let internal = parse("x").unwrap_err();
+/// assert_eq!(internal.status(), StatusCode::INTERNAL_SERVER_ERROR);
+/// assert_eq!(internal.message(), "internal error");
+/// assert_eq!(internal.detail(), Some("invalid digit found in string"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollError {
     status: StatusCode,
     message: String,
+    /// What the server keeps of an internal error: its text and its `source()` chain. Logged,
+    /// never sent.
+    detail: Option<String>,
 }
 
 impl PollError {
-    /// An error with this status and message.
+    /// What subscribers are told of an internal error: a library error's text may hold paths,
+    /// host names or queries, which are the server's business.
+    pub const INTERNAL_MESSAGE: &str = "internal error";
+
+    /// An error with this status and message, both sent to every subscriber of the topic: the
+    /// way to tell clients something.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
+            detail: None,
         }
+    }
+
+    /// An internal error: subscribers get `500` and [`INTERNAL_MESSAGE`](Self::INTERNAL_MESSAGE); `error` (with `{:#}`,
+    /// which for `anyhow::Error` is its whole chain) is only logged, as [`detail`](Self::detail).
+    /// For errors that are not `std::error::Error` (`String`, `anyhow::Error`), which `?` does
+    /// not convert: `.map_err(PollError::internal)?`.
+    ///
+    /// ```
+    /// use sse_runtime::PollError;
+    ///
+    /// let error = PollError::internal("cannot open /srv/secret/db.sqlite");
+    /// assert_eq!((error.status().as_u16(), error.message()), (500, "internal error"));
+    /// assert_eq!(error.detail(), Some("cannot open /srv/secret/db.sqlite"));
+    /// ```
+    pub fn internal(error: impl fmt::Display) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: Self::INTERNAL_MESSAGE.to_owned(),
+            detail: Some(format!("{error:#}")),
+        }
+    }
+
+    /// What the server keeps of an internal error (its text and source chain), if this is one.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
     }
 
     /// The same error with another status.
@@ -222,15 +263,29 @@ impl PollError {
     }
 }
 
+/// `?` on a library error: an internal error (see [`PollError::internal`]), whose detail is the
+/// error's text followed by each of its `source()`s.
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for PollError {
     fn from(error: E) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+        let mut detail = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            detail.push_str(": ");
+            detail.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Self::internal(detail)
     }
 }
 
+/// The message and status, and an internal error's detail: what the log shows.
 impl fmt::Display for PollError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.message, self.status)
+        write!(f, "{} ({})", self.message, self.status)?;
+        if let Some(detail) = &self.detail {
+            write!(f, ": {detail}")?;
+        }
+        Ok(())
     }
 }
 
