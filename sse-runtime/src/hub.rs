@@ -24,7 +24,7 @@ use crate::refusal::SubscribeError;
 use crate::remote::Outgoing;
 use crate::stats::{Counters, Stats, TopicStats};
 use crate::telemetry::{self, GaugeShare};
-use crate::topic::{History, Membership, Published, Recorded, Start, Topic};
+use crate::topic::{History, Joined, Membership, Published, Recorded, ResetReason, Start, Topic};
 
 type Map<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
 
@@ -35,6 +35,9 @@ pub(crate) struct Hub {
     /// twice. Publishing takes the read lock only for the lookup. Lock order: this lock, then a
     /// topic's, then a retained history's.
     registry: RwLock<Registry>,
+    /// The epoch of this hub's first broadcaster: ids from `first_epoch..next_epoch` were
+    /// numbered here.
+    first_epoch: u64,
     next_epoch: AtomicU64,
     pub(crate) counters: Arc<Counters>,
     /// Signalled on every lifecycle change (topic, subscriber or poller count).
@@ -220,6 +223,7 @@ impl Hub {
             registry: RwLock::new(Registry::default()),
             // Microseconds since 1970: later processes start above every epoch handed out by
             // earlier ones, unless one created a topic more often than once a microsecond.
+            first_epoch: now.as_micros() as u64,
             next_epoch: AtomicU64::new(now.as_micros() as u64),
             broker: backplane.map(|backplane| backplane.connect(counters.clone(), changed.clone())),
             counters,
@@ -309,7 +313,12 @@ impl Hub {
                     (topic, join.poller)
                 }
             };
-            let membership = topic.subscribe(join.start);
+            let mut membership = topic.subscribe(join.start);
+            if self.broker.is_none() {
+                membership.joined = membership
+                    .joined
+                    .map(|joined| self.explain(join.start, joined));
+            }
             self.counters.subscribers.fetch_add(1, Ordering::Relaxed);
             (topic, membership, poller)
         };
@@ -327,6 +336,28 @@ impl Hub {
         self.changed.notify_waiters();
         tracing::debug!(topic = %topic.name, joined = ?membership.joined, "subscribed");
         Ok((topic, membership))
+    }
+
+    /// A reset for an epoch the topic does not have, told apart: one this hub numbered is a
+    /// history that expired here, any other is from another process or server.
+    fn explain(&self, start: Start, joined: Joined) -> Joined {
+        match (start, joined) {
+            (
+                Start::After(id),
+                Joined::Reset {
+                    reason: ResetReason::UnknownEpoch,
+                    continue_from,
+                },
+            ) if (self.first_epoch..self.next_epoch.load(Ordering::Relaxed))
+                .contains(&id.epoch()) =>
+            {
+                Joined::Reset {
+                    reason: ResetReason::HistoryExpired,
+                    continue_from,
+                }
+            }
+            _ => joined,
+        }
     }
 
     /// Whether a cap refuses `join` to `name`. Under the registry's write lock, where every

@@ -90,7 +90,7 @@ pub use handler::SseHandler;
 pub use manager::Manager;
 pub use producer::PollError;
 pub use routes::router;
-pub use serve::{Server, serve};
+pub use serve::{Server, serve, serve_with_shutdown};
 pub use sse_macros::{sse_poll, sse_topic};
 pub use stream::SseStream;
 pub use tokio_util::sync::CancellationToken;

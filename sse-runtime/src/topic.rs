@@ -172,8 +172,13 @@ pub enum Joined {
 pub enum ResetReason {
     /// The client's last event id does not parse.
     Malformed,
-    /// The id belongs to another broadcaster (an earlier incarnation, another server).
+    /// The id belongs to a broadcaster this server does not know: one of an earlier process
+    /// (a restart without a broker), or of another server.
     UnknownEpoch,
+    /// The id belongs to an earlier broadcaster of this server whose history is gone: its
+    /// retention time passed (or the caps on retained histories dropped it) after its last
+    /// subscriber left.
+    HistoryExpired,
     /// The events after the id are no longer retained.
     HistoryExceeded,
     /// The id is ahead of anything this topic has sent.
@@ -181,8 +186,15 @@ pub enum ResetReason {
 }
 
 impl ResetReason {
-    /// The reason as the `reset` event names it: `malformed-last-event-id`, `unknown-epoch`,
-    /// `history-exceeded` or `unknown-sequence`.
+    /// The reason as the `reset` event names it:
+    ///
+    /// | reason | what happened |
+    /// |---|---|
+    /// | `malformed-last-event-id` | the client's id is not one of ours |
+    /// | `unknown-epoch` | the id is from another process (the server restarted, without a broker) or another server |
+    /// | `history-expired` | the id is from this server, but the topic's history went after its last subscriber left (retention) |
+    /// | `history-exceeded` | more was published since the id than the history holds |
+    /// | `unknown-sequence` | the id is ahead of anything the topic has sent |
     ///
     /// ```
     /// use sse_runtime::subscription::ResetReason;
@@ -192,6 +204,7 @@ impl ResetReason {
         match self {
             Self::Malformed => "malformed-last-event-id",
             Self::UnknownEpoch => "unknown-epoch",
+            Self::HistoryExpired => "history-expired",
             Self::HistoryExceeded => "history-exceeded",
             Self::FromTheFuture => "unknown-sequence",
         }
