@@ -680,6 +680,12 @@ impl Hub {
         }
     }
 
+    /// [`Manager::shutdown`](crate::Manager::shutdown): no new subscription, every topic closed.
+    pub(crate) fn shut_down(self: &Arc<Self>) {
+        self.config.token.cancel();
+        self.close_all();
+    }
+
     /// Closes every topic (shutdown): their subscribers end, their pollers stop.
     pub(crate) fn close_all(self: &Arc<Self>) {
         self.closing.store(true, Ordering::Release);

@@ -23,7 +23,7 @@ use crate::config::{MIN_INTERVAL, StreamSettings};
 use crate::frame;
 use crate::log::Chunk;
 use crate::multiplex::Multiplex;
-use crate::subscription::{EndReason, Joined, Subscription};
+use crate::subscription::{EndReason, Joined, ManagerHandle, Subscription};
 use crate::telemetry::{self, Disconnect};
 
 pin_project! {
@@ -514,5 +514,36 @@ impl Takeover {
 
     pub(crate) fn take(&self) -> Option<Pin<Box<SseStream>>> {
         self.0.lock().take()
+    }
+
+    /// The manager of the stream waiting here, if it is still here.
+    pub(crate) fn manager(&self) -> Option<ManagerHandle> {
+        self.0
+            .lock()
+            .as_ref()
+            .map(|stream| stream.subscription().manager_handle())
+    }
+}
+
+/// The managers of the streams a server has served: what its graceful shutdown shuts down, so
+/// that no stream holds the server open after its signal (one entry per manager).
+#[derive(Clone, Default)]
+pub(crate) struct Served(Arc<Mutex<Vec<ManagerHandle>>>);
+
+impl Served {
+    /// Notes the manager of a stream the server is about to write (once per stream).
+    pub(crate) fn note(&self, manager: ManagerHandle) {
+        let mut served = self.0.lock();
+        if !served.iter().any(|known| known.same(&manager)) {
+            served.retain(|known| !known.is_done());
+            served.push(manager);
+        }
+    }
+
+    /// Shuts down every manager noted: their streams end, with when to come back.
+    pub(crate) fn shut_down(&self) {
+        for manager in std::mem::take(&mut *self.0.lock()) {
+            manager.shutdown();
+        }
     }
 }

@@ -397,6 +397,38 @@ impl Subscription {
     }
 }
 
+/// The manager of a subscription, as a server that streams it keeps it: so that its graceful
+/// shutdown can end the streams it serves (see
+/// [`serve_with_shutdown`](crate::serve_with_shutdown)). It does not keep the manager alive.
+#[derive(Clone)]
+pub(crate) struct ManagerHandle(std::sync::Weak<Hub>);
+
+impl ManagerHandle {
+    /// [`Manager::shutdown`](crate::Manager::shutdown), if the manager is still there.
+    pub(crate) fn shutdown(&self) {
+        if let Some(hub) = self.0.upgrade() {
+            hub.shut_down();
+        }
+    }
+
+    /// Whether both are handles of one manager.
+    pub(crate) fn same(&self, other: &Self) -> bool {
+        std::sync::Weak::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Whether its manager is gone or shut down.
+    pub(crate) fn is_done(&self) -> bool {
+        self.0.upgrade().is_none_or(|hub| hub.is_shut_down())
+    }
+}
+
+impl Subscription {
+    /// A handle of its manager, for a server's graceful shutdown.
+    pub(crate) fn manager_handle(&self) -> ManagerHandle {
+        ManagerHandle(Arc::downgrade(&self.hub))
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         let _ = self.end::<()>(EndReason::Unsubscribed);

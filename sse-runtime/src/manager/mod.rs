@@ -238,8 +238,7 @@ impl Manager {
     /// Ends every open stream and refuses new subscribers. Pollers are stopped as their topics
     /// close. Idempotent.
     pub fn shutdown(&self) {
-        self.hub.config.token.cancel();
-        self.hub.close_all();
+        self.hub.shut_down();
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called (or the parent token cancelled).

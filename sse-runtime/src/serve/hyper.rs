@@ -14,23 +14,39 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::stream::{Served, Takeover};
+
 pub(super) async fn connection<I, A>(
     io: I,
     peer: A,
     router: Router,
     stop: CancellationToken,
     head_timeout: Duration,
+    served: Served,
 ) -> io::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     A: Clone + Send + Sync + 'static,
 {
-    let service =
-        TowerToHyperService::new(router.map_request(move |request: http::Request<Incoming>| {
-            let mut request = request.map(Body::new);
-            request.extensions_mut().insert(ConnectInfo(peer.clone()));
-            request
-        }));
+    let service = TowerToHyperService::new(
+        router
+            .map_request(move |request: http::Request<Incoming>| {
+                let mut request = request.map(Body::new);
+                request.extensions_mut().insert(ConnectInfo(peer.clone()));
+                request
+            })
+            .map_response(move |response: axum::response::Response| {
+                // A stream's manager, for the server's graceful shutdown.
+                if let Some(manager) = response
+                    .extensions()
+                    .get::<Takeover>()
+                    .and_then(Takeover::manager)
+                {
+                    served.note(manager);
+                }
+                response
+            }),
+    );
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

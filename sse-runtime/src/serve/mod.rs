@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::stream::{SseStream, Takeover};
+use crate::stream::{Served, SseStream, Takeover};
 
 mod body;
 mod date;
@@ -149,8 +149,8 @@ impl Server {
 
     /// Serves until `signal` completes: then it stops accepting, lets every request in
     /// progress finish, closes idle connections and returns once all are closed. Open SSE
-    /// streams end when their manager is shut down; call
-    /// [`Manager::shutdown`](crate::Manager::shutdown) in `signal`.
+    /// streams are ended by shutting down the [`Manager`](crate::Manager) of every stream it
+    /// served (see [`serve_with_shutdown`](crate::serve_with_shutdown)).
     pub async fn run_with_shutdown<L: Listener>(
         self,
         mut listener: L,
@@ -161,6 +161,7 @@ impl Server {
         let stop = CancellationToken::new();
         let connections = TaskTracker::new();
         let budget = Budget::new(MAX_PENDING_BODIES);
+        let served = Served::default();
         tokio::pin!(signal);
         loop {
             tokio::select! {
@@ -168,13 +169,13 @@ impl Server {
                 (mut io, peer) = listener.accept() => {
                     no_delay(&mut io);
                     let (router, stop, budget) = (self.router.clone(), stop.clone(), budget.clone());
-                    let tasks = connections.clone();
+                    let streams = Streams { tasks: connections.clone(), served: served.clone() };
                     let head_timeout = self.head_timeout;
                     let engine = self.engine;
                     connections.spawn(async move {
                         let result = match engine {
-                            Engine::Direct => connection(io, peer, router, stop, budget, head_timeout, tasks).await,
-                            Engine::Hyper => hyper::connection(io, peer, router, stop, head_timeout).await,
+                            Engine::Direct => connection(io, peer, router, stop, budget, head_timeout, streams).await,
+                            Engine::Hyper => hyper::connection(io, peer, router, stop, head_timeout, streams.served).await,
                         };
                         if let Err(error) = result {
                             tracing::debug!(%error, "connection ended with an error");
@@ -184,6 +185,9 @@ impl Server {
             }
         }
         stop.cancel();
+        // The streams end with their managers: else a stream would hold the server open for
+        // as long as its client stays.
+        served.shut_down();
         connections.close();
         connections.wait().await;
     }
@@ -251,8 +255,9 @@ where
 
 /// Like [`serve`], until `signal` completes: then it stops accepting, lets every request in
 /// progress finish, closes idle connections and returns once all are closed. Open SSE streams
-/// end when their manager is shut down; call [`Manager::shutdown`](crate::Manager::shutdown)
-/// in `signal`.
+/// are ended too: it shuts down the [`Manager`](crate::Manager) of every stream it served (as
+/// [`Manager::shutdown`](crate::Manager::shutdown) does; each stream's last frame says when to
+/// come back), so a client that stays connected never holds the server open.
 pub async fn serve_with_shutdown<L: Listener>(
     listener: L,
     router: Router,
@@ -339,6 +344,13 @@ enum Next {
     Stream(Response, Pin<Box<SseStream>>),
 }
 
+/// Where a connection's SSE streams go: a task of their own, tracked so that the server's
+/// shutdown waits for it, and their manager noted, so that the shutdown ends them.
+struct Streams {
+    tasks: TaskTracker,
+    served: Served,
+}
+
 async fn connection<I, A>(
     mut io: I,
     peer: A,
@@ -346,7 +358,7 @@ async fn connection<I, A>(
     stop: CancellationToken,
     budget: Budget,
     head_timeout: Duration,
-    tasks: TaskTracker,
+    streams: Streams,
 ) -> io::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -386,11 +398,12 @@ where
             Next::KeepAlive => {}
             Next::Close => return io.shutdown().await,
             Next::Stream(response, stream) => {
+                streams.served.note(stream.subscription().manager_handle());
                 let (head, framing) = sse_head(response, version);
                 // From here on the connection belongs to the stream, in a task of its own sized
                 // for the stream alone (this one, sized for requests, ends: 1.4 KiB less for
                 // every open stream). Tracked like the connection, so shutdown waits for it.
-                tasks.spawn(async move {
+                streams.tasks.spawn(async move {
                     if let Err(error) = stream_sse(io, head, stream, framing).await {
                         tracing::debug!(%error, "stream ended with an error");
                     }
