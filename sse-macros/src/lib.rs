@@ -112,6 +112,14 @@ pub fn sse_topic(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// `api_version = "v2"` (for error payloads; default `v1`), `change_detection = false` (default
 /// `true`), `guard = <path>`, and `history`, `history_bytes`, `retention` as on `#[sse_topic]`.
 ///
+/// **After `stop_when` holds**, the value that met it is published and the poller stops (and
+/// `on_stop` runs). The streams stay open, with heartbeats only, for as long as their clients
+/// keep them; a client that subscribes meanwhile gets that final value at once, under its id
+/// (with change detection on, the default, a newcomer starts on the topic's newest event). A
+/// new poller starts once every subscriber has left and the linger has passed. A page that
+/// has what it waited for closes its `EventSource` itself (`source.close()` on the final
+/// value), which frees its connection.
+///
 /// ```
 /// use axum::extract::Query;
 /// use serde::{Deserialize, Serialize};
