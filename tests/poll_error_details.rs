@@ -3,29 +3,11 @@
 //! `source()` chain, goes to the log: paths, host names and queries stay on the server.
 //! `PollError::new(status, message)` is what clients are told.
 
-use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Path;
-use parking_lot::Mutex;
-use sse_integration_tests::{SseClient, TestServer};
+use sse_integration_tests::{Captured, SseClient, TestServer};
 use sse_runtime::{Manager, PollError, sse_poll};
-
-/// What the test binary's subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// An I/O error whose source names a file, as a database or file library reports it.
 #[derive(Debug)]
@@ -81,7 +63,7 @@ async fn a_library_error_reaches_subscribers_as_a_generic_500_and_the_log_holds_
         serde_json::json!({"apiVersion": "v1", "statusCode": 500, "message": "internal error"})
     );
     assert!(!event.data.contains("/srv"), "{}", event.data);
-    let log = String::from_utf8_lossy(&captured.0.lock()).into_owned();
+    let log = captured.text();
     assert!(
         log.contains("cannot read the report: /srv/secret/reports/7.json: No such file"),
         "the log keeps the error and its source: {log}"

@@ -6,30 +6,14 @@
 //! Time is paused (tokio's test clock), so ten minutes of one-second polls run in moments and
 //! the counts are exact.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use sse_integration_tests::Captured;
 use sse_runtime::polling::{ERROR_LOG_INTERVAL, Polling};
 use sse_runtime::subscription::SubscribeOptions;
 use sse_runtime::{Manager, PollError};
-
-/// Everything the global subscriber writes, one buffer for the whole test binary.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_poller_logs_its_first_failure_a_summary_a_minute_and_its_recovery() {
@@ -74,7 +58,7 @@ async fn a_failing_poller_logs_its_first_failure_a_summary_a_minute_and_its_reco
     }
     assert_eq!(polls.load(Ordering::SeqCst), FAILING_POLLS + 1);
 
-    let log = String::from_utf8(captured.0.lock().clone()).unwrap();
+    let log = captured.text();
     let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
     assert_eq!(count("poll failed"), 1, "{log}");
     let minutes = (FAILING_POLLS as u64 - 1) / ERROR_LOG_INTERVAL.as_secs();

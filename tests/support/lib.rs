@@ -709,6 +709,29 @@ impl Drop for CuttingProxy {
     }
 }
 
+/// A log writer for `tracing_subscriber::fmt().with_writer(..)` that keeps everything written,
+/// for tests that read what was logged.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Everything written so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// This process's resident memory, in KiB (Linux).
 pub fn rss_kib() -> i64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
