@@ -181,3 +181,37 @@ async fn client_addr_outside_the_stream_routes_says_where_to_get_it() {
     assert_eq!(client.status(), 500);
     client.read_until_contains(b"Manager::client_addr").await;
 }
+
+/// Spec (issue 33): the per-client poller cap counts the forwarded client too: behind a
+/// trusted proxy, each browser may start its own pollers, and one that is over its cap is
+/// refused while another, through the same proxy, is not.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_poller_cap_counts_each_forwarded_client() {
+    use sse_runtime::PollError;
+    use sse_runtime::polling::Polling;
+
+    let manager = Manager::builder()
+        .max_pollers_per_client(1)
+        .refusal_answer(RefusalAnswer::Status)
+        .trusted_proxies(["127.0.0.1/32".parse::<Cidr>().unwrap()])
+        .build()
+        .unwrap();
+    let app = Router::new().route(
+        "/p/{name}",
+        get(SseHandler::new(&manager)
+            .topic_template("p/{name}")
+            .polling(|_| {
+                Polling::new(|_| async { Ok::<_, PollError>(1) })
+                    .interval(Duration::from_secs(3600))
+            })),
+    );
+    let server = TestServer::start_direct(app, Duration::from_secs(10)).await;
+    let alice = ["X-Forwarded-For: 198.51.100.1"];
+    let bob = ["X-Forwarded-For: 198.51.100.2"];
+    let first = request(&server, PROXY, "/p/a", &alice).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(request(&server, PROXY, "/p/b", &alice).await.status(), 429);
+    assert_eq!(request(&server, PROXY, "/p/b", &bob).await.status(), 200);
+    let stats = manager.stats();
+    assert_eq!((stats.pollers, stats.refused.pollers_per_client), (2, 1));
+}
