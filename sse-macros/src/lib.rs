@@ -94,7 +94,8 @@ pub fn sse_topic(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// Turns an async fn into a poller with its own SSE route: the function runs on an interval
 /// while the route's topic has subscribers, and each result is published to them.
 ///
-/// The function returns `Result<T, E>` (`T: Serialize`, `E: Into<PollError>`) and may take axum
+/// The function returns `Result<T, E>` (`T: Serialize`; `E` a `PollError`, or any
+/// `std::error::Error`, which subscribers see as a generic `500`: see `PollError`) and may take axum
 /// extractors (`Path`, `Query`, `Extension`, ... anything `FromRequestParts<()>`, but nothing
 /// that reads one subscriber's headers, cookies or address: the poller is shared), run
 /// before every poll, and a `CancellationToken`, cancelled when polling stops. The topic is

@@ -26,8 +26,8 @@ pub use crate::subscription::SubscribeOptions;
 
 /// What an `#[sse_poll]` function may return.
 #[diagnostic::on_unimplemented(
-    message = "an `#[sse_poll]` function must return `Result<T, E>` with `T: Serialize` and `E: Into<PollError>`, not `{Self}`",
-    label = "this return type is not `Result<impl Serialize, impl Into<PollError>>`"
+    message = "an `#[sse_poll]` function must return `Result<T, E>` with `T: Serialize` and `E` a `PollError` or a `std::error::Error`, not `{Self}`",
+    label = "this return type is not `Result<impl Serialize, PollError>` (or another error type)"
 )]
 pub trait PollResult {
     /// The published type.
@@ -39,12 +39,35 @@ pub trait PollResult {
 impl<T, E> PollResult for Result<T, E>
 where
     T: Serialize + Send + 'static,
-    E: Into<PollError>,
+    E: PollErrorType,
 {
     type Ok = T;
 
     fn into_poll(self) -> Result<T, PollError> {
-        self.map_err(Into::into)
+        self.map_err(PollErrorType::into_poll_error)
+    }
+}
+
+/// The error type of an `#[sse_poll]` function: `PollError`, or any `std::error::Error` (an
+/// internal error, see `PollError::internal`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an error an `#[sse_poll]` function can return",
+    label = "`{Self}` is neither `PollError` nor a `std::error::Error`",
+    note = "to tell clients something, return `PollError::new(status, message)`; to report an internal error, convert it: `.map_err(PollError::internal)?` (for `String`, `&str` and `anyhow::Error`)"
+)]
+pub trait PollErrorType {
+    fn into_poll_error(self) -> PollError;
+}
+
+impl PollErrorType for PollError {
+    fn into_poll_error(self) -> PollError {
+        self
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> PollErrorType for E {
+    fn into_poll_error(self) -> PollError {
+        self.into()
     }
 }
 
