@@ -68,6 +68,10 @@ async fn a_library_error_reaches_subscribers_as_a_generic_500_and_the_log_holds_
         log.contains("cannot read the report: /srv/secret/reports/7.json: No such file"),
         "the log keeps the error and its source: {log}"
     );
+    assert!(
+        log.contains("sse_poller{topic=/sse/reports/7}"),
+        "in the poller's span: {log}"
+    );
 
     // What the function says to clients on purpose reaches them as written.
     let mut client = SseClient::connect(&server.url("/sse/reports/404")).await;

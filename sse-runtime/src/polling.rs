@@ -175,14 +175,20 @@ where
             return;
         }
         let token = CancellationToken::new();
-        let task = tokio::spawn(poll_loop(
-            self.poll.clone(),
-            self.interval,
-            self.api_version.clone(),
-            self.stop_when.clone(),
-            OnStop(self.on_stop.clone()),
-            publisher,
-            token.clone(),
+        // One span per run: its failures (with an internal error's detail) are logged in it.
+        let topic = publisher.topic().unwrap_or_default();
+        let span = tracing::info_span!("sse_poller", topic = %crate::telemetry::redacted(&topic));
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            poll_loop(
+                self.poll.clone(),
+                self.interval,
+                self.api_version.clone(),
+                self.stop_when.clone(),
+                OnStop(self.on_stop.clone()),
+                publisher,
+                token.clone(),
+            ),
+            span,
         ));
         *run = Some(Run { token, task });
     }

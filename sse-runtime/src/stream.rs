@@ -117,10 +117,10 @@ impl SseStream {
     fn with_settings(source: Source, settings: StreamSettings, route: Option<&str>) -> Self {
         let now = Instant::now();
         let topic = match &source {
-            Source::One(subscription) => redacted(subscription.topic()),
+            Source::One(subscription) => telemetry::redacted(subscription.topic()),
             Source::Many(topics) => topics
                 .labels()
-                .map(redacted)
+                .map(telemetry::redacted)
                 .collect::<Vec<_>>()
                 .join(" ")
                 .into(),
@@ -248,15 +248,6 @@ impl Source {
             Self::One(subscription) => subscription.end_reason(),
             Self::Many(topics) => topics.end_reason(),
         }
-    }
-}
-
-/// A topic for logs: a URL-derived topic's query may carry what identifies someone, so it is
-/// left out.
-fn redacted(topic: &str) -> std::borrow::Cow<'_, str> {
-    match topic.split_once('?') {
-        Some((path, _query)) => format!("{path}?[redacted]").into(),
-        None => topic.into(),
     }
 }
 

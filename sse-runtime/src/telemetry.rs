@@ -253,3 +253,12 @@ mod imp {
     pub(crate) fn refused(_reason: &'static str) {}
     pub(crate) fn polled(_took: Duration, _failed: bool) {}
 }
+
+/// A topic for logs and spans: a URL-derived topic's query may carry what identifies someone,
+/// so it is left out.
+pub(crate) fn redacted(topic: &str) -> std::borrow::Cow<'_, str> {
+    match topic.split_once('?') {
+        Some((path, _query)) => format!("{path}?[redacted]").into(),
+        None => topic.into(),
+    }
+}
