@@ -150,7 +150,7 @@ impl Server {
     /// Serves until `signal` completes: then it stops accepting, lets every request in
     /// progress finish, closes idle connections and returns once all are closed. Open SSE
     /// streams are ended by shutting down the [`Manager`](crate::Manager) of every stream it
-    /// served (see [`serve_with_shutdown`](crate::serve_with_shutdown)).
+    /// served (see [`serve_with_shutdown`]).
     pub async fn run_with_shutdown<L: Listener>(
         self,
         mut listener: L,
