@@ -71,6 +71,15 @@ pub fn retry(millis: u64) -> Bytes {
     buf.freeze()
 }
 
+/// A `retry:` delay in milliseconds: `base` plus a random part of `spread`, so that clients
+/// told to come back at once (a restart, a refused crowd) come back spread out.
+pub(crate) fn jittered_millis(base: std::time::Duration, spread: std::time::Duration) -> u64 {
+    use std::hash::BuildHasher;
+    // A fresh `RandomState` is randomly keyed: hashing anything with it gives a random value.
+    let random = std::hash::RandomState::new().hash_one(());
+    base.as_millis() as u64 + random % (spread.as_millis() as u64).max(1)
+}
+
 /// Sets the three SSE response headers: `Content-Type: text/event-stream`,
 /// `Cache-Control: no-cache` and `X-Accel-Buffering: no` (so nginx-style proxies pass events
 /// through instead of buffering them).

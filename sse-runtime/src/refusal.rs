@@ -9,7 +9,6 @@
 //! ends: the browser comes back after its `retry:`, as after any stream that ended.
 
 use std::fmt;
-use std::hash::BuildHasher;
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
@@ -80,10 +79,9 @@ impl Refused {
         let mut response = match self.how.answer {
             RefusalAnswer::Status => (self.error.status(), reason).into_response(),
             RefusalAnswer::EventStream => {
-                let base = retry_after.as_millis() as u64;
-                let jitter = std::hash::RandomState::new().hash_one(()) % (base / 2).max(1);
+                let retry_ms = frame::jittered_millis(retry_after, retry_after / 2);
                 let mut response =
-                    event_stream(self.error.status(), &reason, base + jitter).into_response();
+                    event_stream(self.error.status(), &reason, retry_ms).into_response();
                 frame::set_headers(response.headers_mut());
                 response
             }

@@ -6,7 +6,6 @@
 //! and batches writes.
 
 use std::convert::Infallible;
-use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -272,9 +271,7 @@ fn announce(route: &telemetry::Handle, span: &tracing::Span, joined: Option<Join
 /// the clients of a restarting server do not all come back in the same instant), then how the
 /// subscription joined (when that is already known; see [`announcement`]).
 fn preamble(source: &Source, retry: Duration) -> Bytes {
-    let base = retry.as_millis() as u64;
-    let jitter = std::hash::RandomState::new().hash_one(source.first().topic()) % (base / 2).max(1);
-    let retry = frame::retry(base + jitter);
+    let retry = frame::retry(frame::jittered_millis(retry, retry / 2));
     match announcement(source, source.joined()) {
         Some(announced) => [retry, announced].concat().into(),
         None => retry,
@@ -284,10 +281,10 @@ fn preamble(source: &Source, retry: Duration) -> Bytes {
 /// The `retry:` frame a stream ended by a shutdown closes with: the retry hint plus a random
 /// part of the shutdown window, so the clients of a restarting server come back spread out.
 fn comeback(settings: StreamSettings) -> Bytes {
-    let base = settings.retry.as_millis() as u64;
-    let window = settings.shutdown_spread.as_millis() as u64;
-    let spread = std::hash::RandomState::new().hash_one(()) % window.max(1);
-    frame::retry(base + spread)
+    frame::retry(frame::jittered_millis(
+        settings.retry,
+        settings.shutdown_spread,
+    ))
 }
 
 /// The frame that tells the client how it joined, and so where it is: a `reset` event (whose
