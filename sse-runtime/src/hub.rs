@@ -64,10 +64,10 @@ struct Registry {
     polled: usize,
     /// Open subscriptions per client address: what [`Caps::streams_per_client`] caps. An
     /// address leaves the map with its last subscription.
-    clients: HashMap<IpAddr, usize, foldhash::fast::RandomState>,
+    clients: PerClient,
     /// Live polled topics per client address that created them: what
     /// [`Caps::pollers_per_client`] caps. Changed with `polled`, under this lock.
-    starters: HashMap<IpAddr, usize, foldhash::fast::RandomState>,
+    starters: PerClient,
     retained: Map<Retained>,
     /// When expired histories are next swept out on activity.
     next_sweep: Option<Instant>,
@@ -75,6 +75,34 @@ struct Registry {
     /// under this lock when it finds none, so a history retained meanwhile (under the same
     /// lock) always sees either a running sweeper or `false` and starts one.
     sweeper: bool,
+}
+
+/// A count per client address; an address leaves the map when its count is back to zero.
+#[derive(Default)]
+struct PerClient(HashMap<IpAddr, usize, foldhash::fast::RandomState>);
+
+impl PerClient {
+    fn add(&mut self, client: Option<IpAddr>) {
+        if let Some(client) = client {
+            *self.0.entry(client).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, client: Option<IpAddr>) {
+        if let Some(client) = client
+            && let Some(count) = self.0.get_mut(&client)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.0.remove(&client);
+            }
+        }
+    }
+
+    /// Whether `client` has `cap` or more.
+    fn reached(&self, client: Option<IpAddr>, cap: usize) -> bool {
+        client.is_some_and(|client| self.0.get(&client).is_some_and(|count| *count >= cap))
+    }
 }
 
 struct Live {
@@ -263,14 +291,10 @@ impl Hub {
                 tracing::debug!(topic = name, %refused, "subscription refused");
                 return Err(refused);
             }
-            if let Some(client) = join.client {
-                *registry.clients.entry(client).or_default() += 1;
-            }
+            registry.clients.add(join.client);
             if join.poller.is_some() && !registry.live.contains_key(name) {
                 registry.polled += 1;
-                if let Some(client) = join.client {
-                    *registry.starters.entry(client).or_default() += 1;
-                }
+                registry.starters.add(join.client);
             }
             let (topic, poller) = match registry.live.get_mut(name) {
                 Some(live) => {
@@ -367,11 +391,9 @@ impl Hub {
         if self.counters.subscribers.load(Ordering::Relaxed) >= caps.streams {
             return Err(SubscribeError::TooManyStreams);
         }
-        if let Some(client) = join.client
-            && registry
-                .clients
-                .get(&client)
-                .is_some_and(|open| *open >= caps.streams_per_client)
+        if registry
+            .clients
+            .reached(join.client, caps.streams_per_client)
         {
             return Err(SubscribeError::TooManyFromClient);
         }
@@ -385,12 +407,9 @@ impl Hub {
                 Err(SubscribeError::TooManyPollers)
             }
             None if join.poller.is_some()
-                && join.client.is_some_and(|client| {
-                    registry
-                        .starters
-                        .get(&client)
-                        .is_some_and(|started| *started >= caps.pollers_per_client)
-                }) =>
+                && registry
+                    .starters
+                    .reached(join.client, caps.pollers_per_client) =>
             {
                 Err(SubscribeError::TooManyPollersFromClient)
             }
@@ -416,14 +435,7 @@ impl Hub {
                 polled == Some(true) && !self.config.linger.is_zero() && !self.is_shut_down();
             let emptied = topic.unsubscribe(key, linger);
             self.counters.subscribers.fetch_sub(1, Ordering::Relaxed);
-            if let Some(client) = client
-                && let Some(open) = registry.clients.get_mut(&client)
-            {
-                *open -= 1;
-                if *open == 0 {
-                    registry.clients.remove(&client);
-                }
-            }
+            registry.clients.remove(client);
             let mut poller = None;
             if emptied && linger {
                 let now = Instant::now();
@@ -463,14 +475,7 @@ impl Hub {
         if live.poller.is_some() {
             registry.polled -= 1;
         }
-        if let Some(client) = live.started_by
-            && let Some(started) = registry.starters.get_mut(&client)
-        {
-            *started -= 1;
-            if *started == 0 {
-                registry.starters.remove(&client);
-            }
-        }
+        registry.starters.remove(live.started_by);
         if let Some(broker) = &self.broker {
             // The broker keeps the history; this instance stops listening.
             broker.unwatch(topic);
@@ -703,7 +708,6 @@ impl Hub {
                 })
                 .collect();
             registry.polled -= pollers.len();
-            registry.starters.clear();
             pollers
         };
         for poller in pollers {
