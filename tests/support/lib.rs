@@ -746,6 +746,7 @@ mod redis_server;
 pub use redis_server::RedisServer;
 pub mod faults;
 pub mod proxies;
+pub mod tls;
 
 #[derive(serde::Deserialize)]
 pub struct Key {

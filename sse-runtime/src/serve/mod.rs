@@ -47,6 +47,11 @@ use crate::stream::{Served, SseStream, Takeover};
 mod body;
 mod date;
 mod hyper;
+#[cfg(feature = "tls")]
+mod tls;
+
+#[cfg(feature = "tls")]
+pub use tls::{Tls, TlsError};
 
 use body::Budget;
 
@@ -104,6 +109,10 @@ pub struct Server {
     router: Router,
     head_timeout: Duration,
     engine: Engine,
+    #[cfg(feature = "tls")]
+    tls: Option<Tls>,
+    #[cfg(feature = "tls")]
+    http2: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +128,10 @@ impl Server {
             router,
             head_timeout: DEFAULT_HEAD_TIMEOUT,
             engine: Engine::Direct,
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            http2: true,
         }
     }
 
@@ -135,6 +148,30 @@ impl Server {
     /// instead of 1.4 KiB). The head timeout is hyper's own `header_read_timeout`.
     pub fn hyper(mut self) -> Self {
         self.engine = Engine::Hyper;
+        self
+    }
+
+    /// Serve HTTPS with `tls`'s certificate (feature `tls`). ALPN offers `h2` and `http/1.1`:
+    /// a client that picks `h2` (every browser does) is served by hyper's HTTP/2, all its
+    /// streams on one connection (HTTP/1.1 browsers open at most six connections to a host, so
+    /// a seventh `EventSource` on one page waits); one that picks `http/1.1` by the engine this
+    /// server runs. The TLS handshake has the [head timeout](Self::head_timeout) to complete;
+    /// an HTTP/2 connection with no request open for the head timeout is closed; the write
+    /// deadline of a [`WriteDeadline`](crate::WriteDeadline) listener holds below TLS.
+    ///
+    /// What a connection costs over TLS is in `BENCHMARKS.md`.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Whether to offer HTTP/2 over [TLS](Self::tls) (default `true`). Without it, every
+    /// client speaks HTTP/1.1 to the server's engine: less memory per stream on the
+    /// framework's engine, but a browser page gets at most six streams.
+    #[cfg(feature = "tls")]
+    pub fn http2(mut self, enabled: bool) -> Self {
+        self.http2 = enabled;
         self
     }
 
@@ -162,25 +199,31 @@ impl Server {
         let connections = TaskTracker::new();
         let budget = Budget::new(MAX_PENDING_BODIES);
         let served = Served::default();
+        #[cfg(feature = "tls")]
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|tls| tokio_rustls::TlsAcceptor::from(tls.server_config(self.http2)));
         tokio::pin!(signal);
         loop {
             tokio::select! {
                 () = &mut signal => break,
                 (mut io, peer) = listener.accept() => {
                     no_delay(&mut io);
-                    let (router, stop, budget) = (self.router.clone(), stop.clone(), budget.clone());
-                    let streams = Streams { tasks: connections.clone(), served: served.clone() };
-                    let head_timeout = self.head_timeout;
-                    let engine = self.engine;
-                    connections.spawn(async move {
-                        let result = match engine {
-                            Engine::Direct => connection(io, peer, router, stop, budget, head_timeout, streams).await,
-                            Engine::Hyper => hyper::connection(io, peer, router, stop, head_timeout, streams.served).await,
-                        };
-                        if let Err(error) = result {
-                            tracing::debug!(%error, "connection ended with an error");
-                        }
-                    });
+                    let connection = Connection {
+                        router: self.router.clone(),
+                        stop: stop.clone(),
+                        budget: budget.clone(),
+                        head_timeout: self.head_timeout,
+                        engine: self.engine,
+                        streams: Streams { tasks: connections.clone(), served: served.clone() },
+                    };
+                    #[cfg(feature = "tls")]
+                    if let Some(tls) = &tls {
+                        connections.spawn(connection.serve_tls(tls.clone(), io, peer));
+                        continue;
+                    }
+                    connections.spawn(connection.serve(io, peer));
                 }
             }
         }
@@ -190,6 +233,79 @@ impl Server {
         served.shut_down();
         connections.close();
         connections.wait().await;
+    }
+}
+
+/// What a connection's task needs of its server.
+struct Connection {
+    router: Router,
+    stop: CancellationToken,
+    budget: Budget,
+    head_timeout: Duration,
+    engine: Engine,
+    streams: Streams,
+}
+
+impl Connection {
+    /// Serves HTTP/1.1 on `io` with the server's engine.
+    async fn serve<I, A>(self, io: I, peer: A)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        A: Clone + Send + Sync + 'static,
+    {
+        let Self {
+            router,
+            stop,
+            budget,
+            head_timeout,
+            engine,
+            streams,
+        } = self;
+        let result = match engine {
+            Engine::Direct => {
+                connection(io, peer, router, stop, budget, head_timeout, streams).await
+            }
+            Engine::Hyper => {
+                hyper::connection(io, peer, router, stop, head_timeout, streams.served).await
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(%error, "connection ended with an error");
+        }
+    }
+
+    /// The TLS handshake (within the head timeout), then HTTP/2 or HTTP/1.1, as ALPN chose.
+    #[cfg(feature = "tls")]
+    async fn serve_tls<I, A>(self, acceptor: tokio_rustls::TlsAcceptor, io: I, peer: A)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        A: Clone + Send + Sync + 'static,
+    {
+        let handshake = tokio::select! {
+            biased;
+            () = self.stop.cancelled() => return,
+            handshake = tokio::time::timeout(self.head_timeout, acceptor.accept(io)) => handshake,
+        };
+        let io = match handshake {
+            Ok(Ok(io)) => io,
+            Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
+            Err(_elapsed) => return tracing::debug!("TLS handshake timed out"),
+        };
+        if io.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return self.serve(io, peer).await;
+        }
+        let result = hyper::h2_connection(
+            io,
+            peer,
+            self.router,
+            self.stop,
+            self.head_timeout,
+            self.streams.served,
+        )
+        .await;
+        if let Err(error) = result {
+            tracing::debug!(%error, "connection ended with an error");
+        }
     }
 }
 
@@ -869,9 +985,14 @@ async fn stream_sse<I: AsyncRead + AsyncWrite + Unpin>(
             })
         })
         .await;
+        // Flushed: over TLS, the write encrypts into the session, and what of the record the
+        // socket did not take waits there until flushed (on TCP, flushing is a no-op).
         let written = match step {
-            Step::Wrote => Ok(()),
-            Step::Rest(rest) => io.write_all(&rest).await,
+            Step::Wrote => io.flush().await,
+            Step::Rest(rest) => match io.write_all(&rest).await {
+                Ok(()) => io.flush().await,
+                Err(error) => Err(error),
+            },
             Step::Failed(error) => Err(error),
             Step::End => {
                 io.write_all(framing.last_chunk()).await?;
