@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
@@ -113,7 +113,7 @@ pub fn alpn_of(tls: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
 
 /// hyper's HTTP/2 client on one TLS connection: every request a stream of that connection.
 pub struct H2Client {
-    sender: hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
     connection: tokio::task::JoinHandle<hyper::Result<()>>,
 }
 
@@ -143,8 +143,21 @@ impl H2Client {
 
     /// A GET of `path` on a new stream of the connection.
     pub async fn get(&mut self, path: &str) -> http::Response<Incoming> {
-        let request = http::Request::get(format!("https://localhost{path}"))
-            .body(Empty::new())
+        self.send(http::Method::GET, path, Bytes::new()).await
+    }
+
+    /// A request with `body` (JSON) on a new stream of the connection.
+    pub async fn send(
+        &mut self,
+        method: http::Method,
+        path: &str,
+        body: impl Into<Bytes>,
+    ) -> http::Response<Incoming> {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("https://localhost{path}"))
+            .header("content-type", "application/json")
+            .body(Full::new(body.into()))
             .unwrap();
         tokio::time::timeout(PATIENCE, self.sender.send_request(request))
             .await
@@ -155,7 +168,7 @@ impl H2Client {
 
 /// hyper's HTTP/1.1 client on one TLS connection (ALPN `http/1.1`).
 pub struct H1Client {
-    sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 }
 
 impl H1Client {
@@ -187,7 +200,7 @@ impl H1Client {
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
-        let request = request.body(Empty::new()).unwrap();
+        let request = request.body(Full::new(Bytes::new())).unwrap();
         tokio::time::timeout(PATIENCE, self.sender.send_request(request))
             .await
             .expect("response in time")

@@ -23,8 +23,11 @@
 //! (comma-separated address ranges, e.g. `127.0.0.1/32,::1/128` behind a local nginx: requests
 //! from them are counted by the client they forward), and `REFUSALS` (`stream`, the default:
 //! a refusal is a `200` event stream holding a `refused` event, which a browser comes back
-//! from; `status`: a plain `503`/`429`, for load generators that count them). Prints `bench-server listening on
-//! http://ADDR` once it accepts (`PORT=0` picks a free port). Exits cleanly on SIGTERM or SIGINT.
+//! from; `status`: a plain `503`/`429`, for load generators that count them), `TLS_CERT` and
+//! `TLS_KEY` (PEM paths: serve HTTPS, with HTTP/2 for clients that offer it, unless `HTTP2=0`;
+//! SIGHUP reloads both files). `SERVE=hyper` runs HTTP/1.1 on hyper's engine instead of the
+//! framework's. Prints `bench-server listening on http://ADDR` (`https://` with TLS) once it
+//! accepts (`PORT=0` picks a free port). Exits cleanly on SIGTERM or SIGINT.
 
 use std::time::Duration;
 
@@ -35,8 +38,11 @@ use axum::{Json, Router};
 use sse_runtime::backplane::Backplane;
 use sse_runtime::client_addr::Cidr;
 use sse_runtime::publish::PublishError;
+use sse_runtime::serve::Tls;
 use sse_runtime::subscription::RefusalAnswer;
-use sse_runtime::{Manager, PollError, SseHandler, WriteDeadline, polling::Polling, stats::Stats};
+use sse_runtime::{
+    Manager, PollError, Server, SseHandler, WriteDeadline, polling::Polling, stats::Stats,
+};
 
 fn env_number(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -168,8 +174,19 @@ async fn main() -> std::io::Result<()> {
         .route("/stats", get(stats))
         .with_state(manager.clone());
 
+    let tls = match (std::env::var("TLS_CERT"), std::env::var("TLS_KEY")) {
+        (Ok(cert), Ok(key)) => {
+            let tls = Tls::from_pem_files(&cert, &key)
+                .unwrap_or_else(|error| panic!("TLS_CERT={cert} TLS_KEY={key}: {error}"));
+            reload_on_sighup(tls.clone(), cert, key);
+            Some(tls)
+        }
+        (Err(_), Err(_)) => None,
+        _ => panic!("TLS_CERT and TLS_KEY go together"),
+    };
     println!(
-        "bench-server listening on http://{}",
+        "bench-server listening on {}://{}",
+        if tls.is_some() { "https" } else { "http" },
         listener.local_addr()?
     );
     let shutdown = {
@@ -186,7 +203,9 @@ async fn main() -> std::io::Result<()> {
         }
     };
     let listener = WriteDeadline::new(listener, heartbeat);
-    match std::env::var("SERVE").as_deref() {
+    let engine = std::env::var("SERVE");
+    match engine.as_deref() {
+        Ok("axum") if tls.is_some() => panic!("TLS_CERT needs SERVE=direct or SERVE=hyper"),
         Ok("axum") => {
             // No peer address under `axum::serve` with a wrapped listener: the per-IP cap
             // applies under `direct` only.
@@ -194,10 +213,34 @@ async fn main() -> std::io::Result<()> {
                 .with_graceful_shutdown(shutdown)
                 .await
         }
-        Ok("direct") | Err(_) => {
-            sse_runtime::serve::serve_with_shutdown(listener, app, shutdown).await;
+        Ok("direct" | "hyper") | Err(_) => {
+            let mut server = Server::new(app);
+            if engine.as_deref() == Ok("hyper") {
+                server = server.hyper();
+            }
+            if let Some(tls) = tls {
+                server = server
+                    .tls(tls)
+                    .http2(std::env::var("HTTP2").as_deref() != Ok("0"));
+            }
+            server.run_with_shutdown(listener, shutdown).await;
             Ok(())
         }
-        Ok(other) => panic!("SERVE must be `direct` or `axum`, got {other:?}"),
+        Ok(other) => panic!("SERVE must be `direct`, `hyper` or `axum`, got {other:?}"),
     }
+}
+
+/// Reloads the certificate and key on every SIGHUP (a renewal), keeping the old pair when the
+/// new one does not load.
+fn reload_on_sighup(tls: Tls, cert: String, key: String) {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .expect("SIGHUP handler");
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match tls.reload(&cert, &key) {
+                Ok(()) => println!("bench-server reloaded {cert}"),
+                Err(error) => eprintln!("bench-server kept its certificate: {error}"),
+            }
+        }
+    });
 }

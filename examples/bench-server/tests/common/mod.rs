@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 pub struct Node {
     pub child: Child,
     pub addr: String,
+    /// The lines it printed after the first, as they come.
+    lines: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>,
 }
 
 impl Node {
@@ -18,18 +20,45 @@ impl Node {
             .stdout(Stdio::piped())
             .spawn()
             .expect("bench-server starts");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
         let addr = line
             .trim()
             .strip_prefix("bench-server listening on http://")
+            .or_else(|| {
+                line.trim()
+                    .strip_prefix("bench-server listening on https://")
+            })
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        Self { child, addr }
+        // Drained by a thread of its own, so the process never blocks on a full pipe.
+        let (send, lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(stdout).map_while(Result::ok) {
+                let _ = send.send(line);
+            }
+        });
+        Self {
+            child,
+            addr,
+            lines: tokio::sync::Mutex::new(lines),
+        }
+    }
+
+    /// Waits until it prints a line containing `needle` (lines before it are skipped).
+    pub async fn wait_for_line(&self, needle: &str) -> String {
+        let mut lines = self.lines.lock().await;
+        tokio::time::timeout(sse_integration_tests::PATIENCE, async {
+            while let Some(line) = lines.recv().await {
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            panic!("bench-server exited before printing {needle:?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("bench-server did not print {needle:?} in time"))
     }
 
     pub fn port(&self) -> u64 {
