@@ -57,6 +57,9 @@ pub struct ProxyOptions {
     /// Whether the answer to an app that is down (a `200` event stream holding `retry:`) stays
     /// in: without it, the proxy answers `502`.
     pub unavailable_answer: bool,
+    /// HTTPS (and HTTP/2) to the clients with this certificate and key (PEM files): the
+    /// templates' `tls` lines instead of their `plain` ones.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for ProxyOptions {
@@ -64,6 +67,7 @@ impl Default for ProxyOptions {
         Self {
             read_timeout: Duration::from_secs(60),
             unavailable_answer: true,
+            tls: None,
         }
     }
 }
@@ -74,6 +78,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     _child: Child,
     dir: PathBuf,
+    tls: bool,
 }
 
 impl Proxy {
@@ -137,11 +142,18 @@ impl Proxy {
             addr,
             _child: child,
             dir,
+            tls: options.tls.is_some(),
         }
     }
 
+    /// `http://127.0.0.1:PORT/path`, or `https://localhost:PORT/path` over TLS (the test
+    /// certificate's name).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        if self.tls {
+            format!("https://localhost:{}{}", self.addr.port(), path)
+        } else {
+            format!("http://{}{}", self.addr, path)
+        }
     }
 }
 
@@ -151,8 +163,9 @@ impl Drop for Proxy {
     }
 }
 
-/// The template with its `{{...}}` values, and without the unavailable answer if asked (the
-/// lines from `# begin: unavailable` to `# end: unavailable`).
+/// The template with its `{{...}}` values, and with only the sections that apply: the lines
+/// from `# begin: NAME` to `# end: NAME` are left out for `unavailable` without the unavailable
+/// answer, for `tls` on plain TCP, for `plain` over TLS.
 fn fill(
     template: &str,
     dir: &Path,
@@ -160,23 +173,36 @@ fn fill(
     upstream: SocketAddr,
     options: &ProxyOptions,
 ) -> String {
+    let left_out = |section: &str| match section {
+        "unavailable" => !options.unavailable_answer,
+        "tls" => options.tls.is_none(),
+        "plain" => options.tls.is_some(),
+        other => panic!("a template section nobody knows: {other}"),
+    };
     let mut out = String::new();
     let mut skipping = false;
     for line in template.lines() {
-        if line.trim() == "# begin: unavailable" && !options.unavailable_answer {
-            skipping = true;
+        if let Some(section) = line.trim().strip_prefix("# begin: ") {
+            skipping = left_out(section);
         }
         if !skipping {
             out.push_str(line);
             out.push('\n');
         }
-        if line.trim() == "# end: unavailable" {
+        if line.trim().starts_with("# end: ") {
             skipping = false;
         }
     }
+    let (cert, key) = options
+        .tls
+        .as_ref()
+        .map(|(cert, key)| (cert.display().to_string(), key.display().to_string()))
+        .unwrap_or_default();
     out.replace("{{DIR}}", &dir.display().to_string())
         .replace("{{PORT}}", &port.to_string())
         .replace("{{UPSTREAM}}", &upstream.to_string())
+        .replace("{{CERT}}", &cert)
+        .replace("{{KEY}}", &key)
         .replace(
             "{{READ_TIMEOUT}}",
             &format!("{}ms", options.read_timeout.as_millis()),

@@ -45,6 +45,15 @@ impl TestCert {
         }
     }
 
+    /// Writes `cert.pem` and `key.pem` into `dir`, and returns their paths.
+    pub fn write_to(&self, dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        std::fs::create_dir_all(dir).expect("a directory for the certificate");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, &self.cert_pem).expect("write cert.pem");
+        std::fs::write(&key, &self.key_pem).expect("write key.pem");
+        (cert, key)
+    }
+
     /// The server side: `sse_runtime::serve::Tls` with this certificate.
     pub fn tls(&self) -> sse_runtime::serve::Tls {
         sse_runtime::serve::Tls::from_pem(self.cert_pem.as_bytes(), self.key_pem.as_bytes())

@@ -146,6 +146,11 @@ impl Drop for TempDir {
 
 impl Browser {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// With more command-line arguments for Chromium.
+    async fn start_with(extra: &[String]) -> Self {
         let port = free_port();
         let driver = spawn_until(
             CHROMEDRIVER,
@@ -156,17 +161,23 @@ impl Browser {
         let profile =
             std::env::temp_dir().join(format!("sse-dashboard-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&profile).unwrap();
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            "--window-size=1400,1000",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend_from_slice(extra);
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
-            json!({
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--no-first-run", "--disable-dev-shm-usage", "--window-size=1400,1000",
-                    format!("--user-data-dir={}", profile.display()),
-                ],
-            }),
+            json!({ "binary": CHROMIUM, "args": args }),
         );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let client = ClientBuilder::new(connector)
@@ -260,6 +271,17 @@ async fn browser_session() -> (tokio::sync::MutexGuard<'static, ()>, Browser) {
     require_browser();
     let one = ONE_AT_A_TIME.lock().await;
     (one, Browser::start().await)
+}
+
+/// A browser that trusts `cert` (its key alone, by the hash of its public key), one test at a
+/// time.
+async fn browser_trusting(
+    cert: &sse_integration_tests::tls::TestCert,
+) -> (tokio::sync::MutexGuard<'static, ()>, Browser) {
+    require_browser();
+    let one = ONE_AT_A_TIME.lock().await;
+    let trust = format!("--ignore-certificate-errors-spki-list={}", cert.spki_sha256);
+    (one, Browser::start_with(&[trust]).await)
 }
 
 #[tokio::test]
@@ -932,5 +954,160 @@ async fn behind_nginx_and_caddy_a_page_outlives_an_app_restart() {
             );
         }
     }
+    browser.client.close().await.unwrap();
+}
+
+/// A page with ten `EventSource`s on `/sse/feed`: `window.page.open[i]` once source `i` is
+/// open, `window.page.received[i]` counts its events, `window.page.protocol` is how the page
+/// itself was fetched (`h2` or `http/1.1`).
+const TEN_SOURCES_PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>ten</title>
+<script>
+const page = window.page = { open: Array(10).fill(false), received: Array(10).fill(0), sources: [] };
+const update = () => window.dispatchEvent(new Event("dashboard:update"));
+page.protocol = performance.getEntriesByType("navigation")[0].nextHopProtocol;
+for (let i = 0; i < 10; i++) {
+  const source = new EventSource("/sse/feed");
+  page.sources.push(source);
+  source.onopen = () => { page.open[i] = true; update(); };
+  source.onmessage = () => { page.received[i]++; update(); };
+}
+</script>"#;
+
+fn ten_sources_app(manager: &sse_runtime::Manager) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            "/sse/feed",
+            get(sse_runtime::SseHandler::new(manager).topic("feed")),
+        )
+        .route(
+            "/",
+            get(|| async { axum::response::Html(TEN_SOURCES_PAGE) }),
+        )
+}
+
+/// Loads the ten-source page at `url`, waits until `live` streams are open (the server's
+/// count, and the page's), publishes one event and waits until `live` sources have it.
+/// Returns the page's protocol and its sources' `readyState`s.
+async fn ten_sources(
+    browser: &Browser,
+    manager: &sse_runtime::Manager,
+    url: &str,
+    live: usize,
+) -> (String, Vec<u64>) {
+    browser.client.goto(url).await.unwrap();
+    manager.wait_until(|s| s.subscribers == live).await;
+    browser
+        .until(&format!(
+            "window.page.open.filter(Boolean).length === {live}"
+        ))
+        .await;
+    manager.publish("feed", &"one");
+    browser
+        .until(&format!(
+            "window.page.received.filter((n) => n === 1).length === {live}"
+        ))
+        .await;
+    let protocol = browser.eval("window.page.protocol").await;
+    let states = browser
+        .eval("window.page.open.map((open) => open ? 1 : 0)")
+        .await;
+    let states = states
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    (protocol.as_str().unwrap().to_owned(), states)
+}
+
+/// Spec (issue 25, part 3): over HTTPS, one page's ten `EventSource`s are all live at once:
+/// Chromium speaks HTTP/2 to `Server::tls` (ALPN `h2`), all ten streams on one connection.
+/// The same page with HTTP/2 off (`Server::http2(false)`, HTTP/1.1 over TLS) gets six live
+/// streams and four that wait for a connection (the browser's six per host), so the test
+/// proves what it claims. Chromium trusts the test's certificate by its key's hash alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_event_sources_on_one_page_are_live_over_http2_and_the_seventh_waits_over_http11() {
+    use sse_integration_tests::tls::TestCert;
+    use sse_runtime::{Manager, Server};
+
+    let cert = TestCert::new();
+    let (_one, browser) = browser_trusting(&cert).await;
+    for http2 in [true, false] {
+        let manager = Manager::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = sse_runtime::CancellationToken::new();
+        let server = Server::new(ten_sources_app(&manager))
+            .tls(cert.tls())
+            .http2(http2);
+        let running =
+            tokio::spawn(server.run_with_shutdown(listener, stop.clone().cancelled_owned()));
+
+        let url = format!("https://localhost:{port}/");
+        let (protocol, open) =
+            ten_sources(&browser, &manager, &url, if http2 { 10 } else { 6 }).await;
+        if http2 {
+            assert_eq!(protocol, "h2");
+            assert_eq!(open, [1; 10], "all ten live");
+        } else {
+            assert_eq!(protocol, "http/1.1");
+            assert_eq!(
+                open.iter().sum::<u64>(),
+                6,
+                "six live, four waiting: {open:?}"
+            );
+            assert_eq!(
+                manager.stats().subscribers,
+                6,
+                "the four never reached the server"
+            );
+        }
+        browser.client.goto("about:blank").await.unwrap();
+        stop.cancel();
+        tokio::time::timeout(PATIENCE, running)
+            .await
+            .expect("server stops")
+            .unwrap();
+    }
+    browser.client.close().await.unwrap();
+}
+
+/// Spec (issue 25, part 3): nginx and Caddy serving HTTPS and HTTP/2 to the browser in front
+/// of the plain server (HTTP/1.1 on loopback, the usual deployment), from the templates in
+/// `deploy/`: one page's ten `EventSource`s are all live, each gets the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_and_caddy_over_http2_ten_event_sources_on_one_page_are_live() {
+    use sse_integration_tests::TestServer;
+    use sse_integration_tests::proxies::{Proxy, ProxyKind, ProxyOptions};
+    use sse_integration_tests::tls::TestCert;
+    use sse_runtime::Manager;
+
+    let cert = TestCert::new();
+    let dir = std::env::temp_dir().join(format!("sse-proxy-tls-{}", std::process::id()));
+    let files = cert.write_to(&dir);
+    let (_one, browser) = browser_trusting(&cert).await;
+    for kind in ProxyKind::ALL {
+        let manager = Manager::new();
+        let app =
+            TestServer::start_direct(ten_sources_app(&manager), Duration::from_secs(30)).await;
+        let options = ProxyOptions {
+            tls: Some(files.clone()),
+            ..ProxyOptions::default()
+        };
+        let proxy = Proxy::start_with(kind, app.addr, options).await;
+        let (protocol, open) = ten_sources(&browser, &manager, &proxy.url("/"), 10).await;
+        assert_eq!(protocol, "h2", "{kind:?} speaks HTTP/2 to the browser");
+        assert_eq!(open, [1; 10], "{kind:?}: all ten live");
+        // Closed by the page: a page left for another can stay in the back-forward cache
+        // with its streams open (Chromium kept them for a minute here).
+        browser
+            .eval("window.page.sources.forEach((s) => s.close())")
+            .await;
+        manager.wait_until(|s| s.subscribers == 0).await;
+        drop(proxy);
+        app.stop().await;
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
     browser.client.close().await.unwrap();
 }
