@@ -13,6 +13,11 @@
 # redis-server of its own, and the table compares every setup with `inproc`:
 #
 #   SETUPS="inproc redis1 redis3" SCENARIOS="S1 S1c L1k S3c U" bash bench/run.sh
+#
+# The setup `nginx` is bench-server alone behind nginx, configured from deploy/nginx.conf (the
+# template the proxy tests run): the latency the proxy adds, against `inproc`:
+#
+#   SETUPS="inproc nginx" SCENARIOS="L1k" bash bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,7 +75,10 @@ wait_ready() { # PORT: until GET /stats answers
 }
 
 if [[ -n ${SETUPS:-} ]]; then
-  command -v redis-server >/dev/null || { echo "SETUPS needs redis-server on the PATH" >&2; exit 1; }
+  if [[ $SETUPS == *redis* ]]; then
+    command -v redis-server >/dev/null || { echo "SETUPS needs redis-server on the PATH" >&2; exit 1; }
+  fi
+  NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
   pids=()
   # Never leave a server or a Redis behind (they would hold their ports) if something fails.
   trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' EXIT
@@ -80,10 +88,11 @@ if [[ -n ${SETUPS:-} ]]; then
     for scenario in $SCENARIOS; do
       for setup in $order; do
         case $setup in
-          inproc) instances=1; broker= ;;
-          redis1) instances=1; broker=yes ;;
-          redis3) instances=3; broker=yes ;;
-          *) echo "unknown setup $setup (inproc, redis1, redis3)" >&2; exit 1 ;;
+          inproc) instances=1; broker=; proxy= ;;
+          redis1) instances=1; broker=yes; proxy= ;;
+          redis3) instances=3; broker=yes; proxy= ;;
+          nginx) instances=1; broker=; proxy=nginx ;;
+          *) echo "unknown setup $setup (inproc, redis1, redis3, nginx)" >&2; exit 1 ;;
         esac
         pids=(); addrs=(); server_pids=(); broker_args=()
         env_backplane=()
@@ -105,8 +114,20 @@ if [[ -n ${SETUPS:-} ]]; then
           pids+=($!); server_pids+=($!); addrs+=("127.0.0.1:$PORT")
         done
         for addr in "${addrs[@]}"; do wait_ready "${addr##*:}"; done
+        targets=("${addrs[@]}")
+        if [[ $proxy == nginx ]]; then
+          # The template, plain HTTP (its `tls` section left out), in front of the instance.
+          PORT=$((PORT + 1)); proxy_dir=$(mktemp -d)
+          awk '/# begin: tls/{skip=1} !skip{print} /# end: tls/{skip=0}' deploy/nginx.conf |
+            sed -e "s|{{DIR}}|$proxy_dir|g" -e "s|{{PORT}}|$PORT|g" \
+              -e "s|{{UPSTREAM}}|${addrs[0]}|g" -e "s|{{READ_TIMEOUT}}|60s|g" >"$proxy_dir/nginx.conf"
+          "$NGINX" -p "$proxy_dir" -c "$proxy_dir/nginx.conf" 2>"$proxy_dir/stderr" &
+          pids+=($!)
+          wait_ready "$PORT"
+          targets=("127.0.0.1:$PORT")
+        fi
         # shellcheck disable=SC2046
-        line=$(target/release/loadgen --addr "$(IFS=,; echo "${addrs[*]}")" \
+        line=$(target/release/loadgen --addr "$(IFS=,; echo "${targets[*]}")" \
           --pid "$(IFS=,; echo "${server_pids[*]}")" "${broker_args[@]}" \
           $(args_for "$scenario") --label "$scenario")
         kill -TERM "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true

@@ -380,6 +380,11 @@ impl Publisher {
             "publish answered {:?}",
             String::from_utf8_lossy(&head)
         );
+        // A proxy ends a keep-alive connection after so many requests (nginx: 1 000), saying
+        // so in the answer: the next publish goes on a new connection, as any client's would.
+        if head.to_ascii_lowercase().windows(17).any(|w| w == b"connection: close") {
+            *self = Self::connect(self.addr, !self.query.is_empty()).await;
+        }
     }
 }
 
