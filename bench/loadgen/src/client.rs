@@ -382,7 +382,11 @@ impl Publisher {
         );
         // A proxy ends a keep-alive connection after so many requests (nginx: 1 000), saying
         // so in the answer: the next publish goes on a new connection, as any client's would.
-        if head.to_ascii_lowercase().windows(17).any(|w| w == b"connection: close") {
+        if head
+            .to_ascii_lowercase()
+            .windows(17)
+            .any(|w| w == b"connection: close")
+        {
             *self = Self::connect(self.addr, !self.query.is_empty()).await;
         }
     }
