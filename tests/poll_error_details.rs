@@ -41,13 +41,7 @@ async fn report(Path(id): Path<u32>) -> Result<u32, PollError> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_library_error_reaches_subscribers_as_a_generic_500_and_the_log_holds_its_text() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .init();
+    let captured = Captured::install();
     let manager = Manager::new();
     let server = TestServer::start_direct(
         sse_runtime::routes::router_with(&manager),

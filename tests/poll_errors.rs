@@ -17,13 +17,7 @@ use sse_runtime::{Manager, PollError};
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_poller_logs_its_first_failure_a_summary_a_minute_and_its_recovery() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .init();
+    let captured = Captured::install();
 
     // Fails for ten minutes of polls (one a second), then succeeds.
     const FAILING_POLLS: u32 = 600;
