@@ -220,10 +220,10 @@ impl Server {
                     };
                     #[cfg(feature = "tls")]
                     if let Some(tls) = &tls {
-                        connections.spawn(connection.serve_tls(tls.clone(), io, peer));
+                        connections.spawn(logged(connection.serve_tls(tls.clone(), io, peer)));
                         continue;
                     }
-                    connections.spawn(connection.serve(io, peer));
+                    connections.spawn(logged(connection.serve(io, peer)));
                 }
             }
         }
@@ -233,6 +233,14 @@ impl Server {
         served.shut_down();
         connections.close();
         connections.wait().await;
+    }
+}
+
+/// A connection's task: what ended it with an error is logged (at debug: a client that went
+/// away mid-request is no news).
+async fn logged(connection: impl Future<Output = io::Result<()>>) {
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "connection ended with an error");
     }
 }
 
@@ -248,7 +256,7 @@ struct Connection {
 
 impl Connection {
     /// Serves HTTP/1.1 on `io` with the server's engine.
-    async fn serve<I, A>(self, io: I, peer: A)
+    async fn serve<I, A>(self, io: I, peer: A) -> io::Result<()>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         A: Clone + Send + Sync + 'static,
@@ -261,40 +269,48 @@ impl Connection {
             engine,
             streams,
         } = self;
-        let result = match engine {
+        match engine {
             Engine::Direct => {
                 connection(io, peer, router, stop, budget, head_timeout, streams).await
             }
             Engine::Hyper => {
                 hyper::connection(io, peer, router, stop, head_timeout, streams.served).await
             }
-        };
-        if let Err(error) = result {
-            tracing::debug!(%error, "connection ended with an error");
         }
     }
 
     /// The TLS handshake (within the head timeout), then HTTP/2 or HTTP/1.1, as ALPN chose.
     #[cfg(feature = "tls")]
-    async fn serve_tls<I, A>(self, acceptor: tokio_rustls::TlsAcceptor, io: I, peer: A)
+    async fn serve_tls<I, A>(
+        self,
+        acceptor: tokio_rustls::TlsAcceptor,
+        io: I,
+        peer: A,
+    ) -> io::Result<()>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         A: Clone + Send + Sync + 'static,
     {
         let handshake = tokio::select! {
             biased;
-            () = self.stop.cancelled() => return,
+            () = self.stop.cancelled() => return Ok(()),
             handshake = tokio::time::timeout(self.head_timeout, acceptor.accept(io)) => handshake,
         };
         let io = match handshake {
             Ok(Ok(io)) => io,
-            Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
-            Err(_elapsed) => return tracing::debug!("TLS handshake timed out"),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "TLS handshake failed");
+                return Ok(());
+            }
+            Err(_elapsed) => {
+                tracing::debug!("TLS handshake timed out");
+                return Ok(());
+            }
         };
         if io.get_ref().1.alpn_protocol() != Some(b"h2") {
             return self.serve(io, peer).await;
         }
-        let result = hyper::h2_connection(
+        hyper::h2_connection(
             io,
             peer,
             self.router,
@@ -302,10 +318,7 @@ impl Connection {
             self.head_timeout,
             self.streams.served,
         )
-        .await;
-        if let Err(error) = result {
-            tracing::debug!(%error, "connection ended with an error");
-        }
+        .await
     }
 }
 
