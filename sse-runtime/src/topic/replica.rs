@@ -303,7 +303,7 @@ mod tests {
 
     use super::super::{Membership, Read};
     use super::*;
-    use crate::subscription::ResetReason;
+    use crate::topic::ResetReason;
 
     const EPOCH: u64 = 5;
 
