@@ -1,0 +1,156 @@
+//! The publish queue: bounded, drained by one task in batches, each batch one pipeline of
+//! script calls, in queue order.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use redis::Value;
+use tokio::sync::mpsc;
+
+use super::{BATCH, IDLE_TTL, Job, Shared, millis, new_epoch};
+use crate::config::Limits;
+use crate::event_id::EventId;
+use crate::publish::{Outcome, PublishError};
+use crate::remote::Outgoing;
+
+/// Drains the publish queue: each batch is one pipeline, in queue order, so the events of one
+/// publisher are numbered in the order it published them.
+pub(super) async fn publishing(shared: Arc<Shared>, mut queue: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while queue.recv_many(&mut batch, BATCH).await > 0 {
+        let outcomes = publish_batch(&shared, &batch).await;
+        for (job, outcome) in batch.drain(..).zip(outcomes) {
+            match &outcome {
+                Ok(Outcome::Sent(_)) => {
+                    shared.counters.published();
+                }
+                Ok(Outcome::Duplicate) => {
+                    shared.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(PublishError::Fenced) => {
+                    shared.fenced.fetch_add(1, Ordering::Relaxed);
+                    if let Some(lease) = &job.message.fence {
+                        lease.lose();
+                    }
+                    tracing::info!(topic = %job.message.topic, "backplane: publish fenced off (lease lost)");
+                }
+                Err(error) => shared.failed("publish", &error.to_string()),
+            }
+            if let Some(reply) = job.reply {
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+}
+
+/// Runs one batch as a pipeline of `EVALSHA`s; when Redis lost the script (a restart), loads it
+/// and sends the refused ones again, still in order (a refused script did not run).
+pub(super) async fn publish_batch(
+    shared: &Shared,
+    batch: &[Job],
+) -> Vec<Result<Outcome, PublishError>> {
+    let mut outcomes: Vec<Option<Result<Outcome, PublishError>>> = vec![None; batch.len()];
+    let mut pending: Vec<usize> = (0..batch.len()).collect();
+    let epoch = new_epoch();
+    let mut conn = shared.commands.clone();
+    for _attempt in 0..2 {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for &i in &pending {
+            pipe.add_command(publish_command(shared, &batch[i].message, &epoch));
+        }
+        let replies: Vec<Value> = match pipe.query_async(&mut conn).await {
+            Ok(replies) => replies,
+            Err(error) => {
+                for &i in &pending {
+                    outcomes[i] = Some(Err(PublishError::Broker(error.to_string())));
+                }
+                break;
+            }
+        };
+        let mut unloaded = Vec::new();
+        for (&i, reply) in pending.iter().zip(replies) {
+            match reply {
+                Value::ServerError(error) if error.code() == "NOSCRIPT" => unloaded.push(i),
+                reply => outcomes[i] = Some(publish_outcome(reply)),
+            }
+        }
+        if unloaded.is_empty() {
+            break;
+        }
+        if let Err(error) = shared
+            .scripts
+            .publish
+            .prepare_invoke()
+            .load_async(&mut conn)
+            .await
+        {
+            for &i in &unloaded {
+                outcomes[i] = Some(Err(PublishError::Broker(error.to_string())));
+            }
+            break;
+        }
+        pending = unloaded;
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(PublishError::Broker("script not loaded".into()))))
+        .collect()
+}
+
+pub(super) fn publish_command(shared: &Shared, message: &Outgoing, epoch: &str) -> redis::Cmd {
+    let keys = shared.keys(&message.topic);
+    let limits: &Limits = &message.limits;
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(shared.scripts.publish.get_hash())
+        .arg(3)
+        .arg(&keys.meta)
+        .arg(&keys.stream)
+        .arg(&keys.lease)
+        .arg(&message.tail[..])
+        .arg(epoch)
+        .arg(limits.history_events)
+        .arg(millis(IDLE_TTL))
+        .arg(if message.dedup { "1" } else { "0" })
+        .arg(
+            message
+                .fence
+                .as_ref()
+                .map_or("", |lease| lease.token.as_str()),
+        )
+        .arg(&keys.channel);
+    cmd
+}
+
+pub(super) fn publish_outcome(reply: Value) -> Result<Outcome, PublishError> {
+    let bad = |what: &str| PublishError::Broker(format!("unexpected publish reply: {what}"));
+    let Value::Array(parts) = reply else {
+        return Err(match reply {
+            Value::ServerError(error) => PublishError::Broker(error.to_string()),
+            other => bad(&format!("{other:?}")),
+        });
+    };
+    let status: i64 = parts
+        .first()
+        .and_then(|v| redis::from_redis_value_ref(v).ok())
+        .ok_or_else(|| bad("status"))?;
+    match status {
+        -1 => Err(PublishError::Fenced),
+        2 => Ok(Outcome::Unwatched),
+        0 => Ok(Outcome::Duplicate),
+        1 => {
+            let epoch: String = parts
+                .get(1)
+                .and_then(|v| redis::from_redis_value_ref(v).ok())
+                .ok_or_else(|| bad("epoch"))?;
+            let seq: u64 = parts
+                .get(2)
+                .and_then(|v| redis::from_redis_value_ref(v).ok())
+                .ok_or_else(|| bad("seq"))?;
+            let epoch = u64::from_str_radix(&epoch, 16).map_err(|_| bad("epoch"))?;
+            Ok(Outcome::Sent(EventId::new(epoch, seq)))
+        }
+        _ => Err(bad("status")),
+    }
+}

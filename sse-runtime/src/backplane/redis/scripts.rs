@@ -1,0 +1,35 @@
+//! The Lua scripts, one file each under `scripts/`: each is atomic on the node that holds its
+//! topic's keys (one hash tag), and runs by its SHA (`EVALSHA`), loaded again when Redis lost
+//! it (a restart).
+
+use redis::Script;
+
+/// Every script the engine runs.
+pub(super) struct Scripts {
+    /// KEYS: meta, stream, lease. ARGV: tail, epoch if new, history, idle TTL ms, dedup, lease
+    /// token ('' for none), channel. Returns {status, epoch, seq}: 1 sent, 0 duplicate,
+    /// 2 nobody listens and nothing is retained, -1 fenced.
+    pub(super) publish: Script,
+    /// KEYS: meta, stream. ARGV: epoch if new, count, idle TTL ms, first sequence wanted ('' for
+    /// the newest `count`), the caller's epoch. Returns {epoch, last seq, newest-first?, entries}.
+    pub(super) sync: Script,
+    /// KEYS: meta, stream. ARGV: channel, retention ms. Once no instance listens, the history is
+    /// kept for the retention time only.
+    pub(super) release: Script,
+    /// KEYS: lease. ARGV: token, TTL ms.
+    pub(super) renew: Script,
+    /// KEYS: lease. ARGV: token, channel.
+    pub(super) hand_over: Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        Self {
+            publish: Script::new(include_str!("scripts/publish.lua")),
+            sync: Script::new(include_str!("scripts/sync.lua")),
+            release: Script::new(include_str!("scripts/release.lua")),
+            renew: Script::new(include_str!("scripts/renew.lua")),
+            hand_over: Script::new(include_str!("scripts/hand_over.lua")),
+        }
+    }
+}
