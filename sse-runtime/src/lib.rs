@@ -57,6 +57,7 @@
 #![warn(missing_docs)]
 
 pub mod backplane;
+mod broker_error;
 pub mod client_addr;
 pub mod config;
 pub mod deadline;

@@ -22,6 +22,7 @@
 
 use std::fmt;
 
+use crate::broker_error::BrokerError;
 use crate::event_id::EventId;
 
 /// What a publish did.
@@ -52,8 +53,8 @@ pub enum PublishError {
     },
     /// The backplane's queue is full: the broker is slower than the publishers, or down.
     Overflow,
-    /// The broker did not answer or answered with an error.
-    Broker(String),
+    /// The broker did not answer or answered with an error: [`BrokerError::kind`] says which.
+    Broker(BrokerError),
     /// A poller's lease was taken over by another instance: its publish is fenced off.
     Fenced,
 }
@@ -72,4 +73,11 @@ impl fmt::Display for PublishError {
     }
 }
 
-impl std::error::Error for PublishError {}
+impl std::error::Error for PublishError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Broker(error) => Some(error),
+            _ => None,
+        }
+    }
+}

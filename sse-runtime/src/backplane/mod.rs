@@ -40,6 +40,8 @@ mod lease;
 #[cfg(feature = "redis")]
 mod redis;
 
+pub use crate::broker_error::{BrokerError, BrokerErrorKind};
+
 pub(crate) use lease::Leased;
 
 /// How long a poller's lease lasts unless renewed (renewed every third of it).
@@ -63,10 +65,17 @@ pub(crate) trait Broker: Publish {
     /// A token no other lease holder in the cluster uses.
     fn lease_token(&self) -> String;
     /// Takes `topic`'s lease if nobody holds it.
-    fn acquire<'a>(&'a self, topic: &'a str, token: &'a str)
-    -> BoxFuture<'a, Result<bool, String>>;
+    fn acquire<'a>(
+        &'a self,
+        topic: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>>;
     /// Extends the lease if `token` still holds it.
-    fn renew<'a>(&'a self, topic: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool, String>>;
+    fn renew<'a>(
+        &'a self,
+        topic: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>>;
     /// Gives the lease up (if `token` holds it) and tells the other instances at once.
     fn release<'a>(&'a self, topic: &'a str, token: &'a str) -> BoxFuture<'a, ()>;
     /// Notified when `topic`'s lease holder releases it.
@@ -105,25 +114,57 @@ enum Engine {
     Redis(::redis::Client),
 }
 
-/// A backplane that cannot be used as given (a malformed URL).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BackplaneError(String);
+/// A backplane that cannot be used as given (a malformed URL); the engine's own error is its
+/// [`source`](std::error::Error::source).
+///
+/// ```
+/// # #[cfg(feature = "redis")] {
+/// use std::error::Error;
+/// use sse_runtime::backplane::Backplane;
+///
+/// let error = Backplane::redis("http://localhost").unwrap_err();
+/// assert!(error.to_string().starts_with("invalid redis URL \"http://localhost\""));
+/// assert!(error.source().is_some());
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct BackplaneError {
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
 
 impl fmt::Display for BackplaneError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for BackplaneError {}
+impl std::error::Error for BackplaneError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Equal when they say the same.
+impl PartialEq for BackplaneError {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for BackplaneError {}
 
 impl Backplane {
     /// Redis at `url` (`redis://[user:password@]host:port[/db]`). Nothing connects until the
     /// manager is built; the connections then reconnect by themselves.
     #[cfg(feature = "redis")]
     pub fn redis(url: &str) -> Result<Self, BackplaneError> {
-        let client = ::redis::Client::open(url)
-            .map_err(|error| BackplaneError(format!("invalid redis URL {url:?}: {error}")))?;
+        let client = ::redis::Client::open(url).map_err(|error| BackplaneError {
+            message: format!("invalid redis URL {url:?}: {error}"),
+            source: Some(Arc::new(error)),
+        })?;
         Ok(Self {
             engine: Engine::Redis(client),
             prefix: "sse:".to_owned(),

@@ -36,7 +36,7 @@ use redis::aio::ConnectionManagerConfig;
 use redis::{Client, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::Broker;
+use super::{Broker, BrokerError};
 use crate::publish::{Outcome, PublishError};
 use crate::remote::{Outgoing, Publish};
 use crate::stats::{BackplaneStats, Counters};
@@ -255,7 +255,7 @@ impl Broker for Redis {
             queued?;
             answer
                 .await
-                .unwrap_or_else(|_| Err(PublishError::Broker("backplane stopped".into())))
+                .unwrap_or_else(|_| Err(PublishError::Broker(BrokerError::stopped())))
         })
     }
 
@@ -272,7 +272,7 @@ impl Broker for Redis {
         &'a self,
         topic: &'a str,
         token: &'a str,
-    ) -> BoxFuture<'a, Result<bool, String>> {
+    ) -> BoxFuture<'a, Result<bool, BrokerError>> {
         Box::pin(async move {
             let keys = self.shared.keys(topic);
             let mut conn = self.shared.commands.clone();
@@ -283,13 +283,16 @@ impl Broker for Redis {
                 .arg("PX")
                 .arg(millis(self.lease_ttl))
                 .query_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             Ok(matches!(reply, Value::Okay))
         })
     }
 
-    fn renew<'a>(&'a self, topic: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+    fn renew<'a>(
+        &'a self,
+        topic: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>> {
         Box::pin(async move {
             let keys = self.shared.keys(topic);
             let mut conn = self.shared.commands.clone();
@@ -301,8 +304,7 @@ impl Broker for Redis {
                 .arg(token)
                 .arg(millis(self.lease_ttl))
                 .invoke_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             Ok(renewed == 1)
         })
     }

@@ -8,6 +8,7 @@ use redis::Value;
 use tokio::sync::mpsc;
 
 use super::{BATCH, IDLE_TTL, Job, Shared, millis, new_epoch};
+use crate::backplane::{BrokerError, BrokerErrorKind};
 use crate::config::Limits;
 use crate::event_id::EventId;
 use crate::publish::{Outcome, PublishError};
@@ -64,7 +65,7 @@ pub(super) async fn publish_batch(
             Ok(replies) => replies,
             Err(error) => {
                 for &i in &pending {
-                    outcomes[i] = Some(Err(PublishError::Broker(error.to_string())));
+                    outcomes[i] = Some(Err(PublishError::Broker(error.clone().into())));
                 }
                 break;
             }
@@ -87,7 +88,7 @@ pub(super) async fn publish_batch(
             .await
         {
             for &i in &unloaded {
-                outcomes[i] = Some(Err(PublishError::Broker(error.to_string())));
+                outcomes[i] = Some(Err(PublishError::Broker(error.clone().into())));
             }
             break;
         }
@@ -95,7 +96,14 @@ pub(super) async fn publish_batch(
     }
     outcomes
         .into_iter()
-        .map(|o| o.unwrap_or_else(|| Err(PublishError::Broker("script not loaded".into()))))
+        .map(|o| {
+            o.unwrap_or_else(|| {
+                Err(PublishError::Broker(BrokerError::described(
+                    BrokerErrorKind::Script,
+                    "the publish script could not be loaded",
+                )))
+            })
+        })
         .collect()
 }
 
@@ -124,10 +132,14 @@ pub(super) fn publish_command(shared: &Shared, message: &Outgoing, epoch: &str) 
 }
 
 pub(super) fn publish_outcome(reply: Value) -> Result<Outcome, PublishError> {
-    let bad = |what: &str| PublishError::Broker(format!("unexpected publish reply: {what}"));
+    let bad = |what: &str| {
+        PublishError::Broker(BrokerError::unexpected(format!("publish reply: {what}")))
+    };
     let Value::Array(parts) = reply else {
         return Err(match reply {
-            Value::ServerError(error) => PublishError::Broker(error.to_string()),
+            Value::ServerError(error) => {
+                PublishError::Broker(redis::RedisError::from(error).into())
+            }
             other => bad(&format!("{other:?}")),
         });
     };
@@ -152,5 +164,60 @@ pub(super) fn publish_outcome(reply: Value) -> Result<Outcome, PublishError> {
             Ok(Outcome::Sent(EventId::new(epoch, seq)))
         }
         _ => Err(bad("status")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(parts: Vec<Value>) -> Value {
+        Value::Array(parts)
+    }
+
+    fn text(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn the_scripts_statuses_are_outcomes() {
+        let sent = reply(vec![Value::Int(1), text("1f"), Value::Int(7)]);
+        assert_eq!(
+            publish_outcome(sent),
+            Ok(Outcome::Sent(EventId::new(0x1f, 7)))
+        );
+        let duplicate = reply(vec![Value::Int(0), text("1f"), Value::Int(7)]);
+        assert_eq!(publish_outcome(duplicate), Ok(Outcome::Duplicate));
+        assert_eq!(
+            publish_outcome(reply(vec![Value::Int(2)])),
+            Ok(Outcome::Unwatched)
+        );
+        assert_eq!(
+            publish_outcome(reply(vec![Value::Int(-1)])),
+            Err(PublishError::Fenced)
+        );
+    }
+
+    #[test]
+    fn a_reply_it_cannot_read_is_an_unexpected_reply_and_a_server_error_a_script_error() {
+        let kind = |value| match publish_outcome(value) {
+            Err(PublishError::Broker(error)) => error.kind(),
+            other => panic!("expected a broker error, got {other:?}"),
+        };
+        for unreadable in [
+            Value::Nil,
+            reply(vec![]),
+            reply(vec![Value::Int(9)]),
+            reply(vec![Value::Int(1), text("not hex"), Value::Int(7)]),
+            reply(vec![Value::Int(1), text("1f")]),
+        ] {
+            assert_eq!(kind(unreadable), BrokerErrorKind::UnexpectedReply);
+        }
+        let oom = redis::ServerError::try_from(redis::make_extension_error(
+            "OOM".into(),
+            Some("command not allowed when used memory > 'maxmemory'".into()),
+        ));
+        let oom = oom.expect("an extension error is a server error");
+        assert_eq!(kind(Value::ServerError(oom)), BrokerErrorKind::Script);
     }
 }
