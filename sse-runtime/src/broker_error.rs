@@ -28,7 +28,10 @@ pub struct BrokerError {
 #[derive(Clone)]
 #[cfg_attr(
     not(feature = "redis"),
-    allow(dead_code, reason = "made by the broker engines, and none is compiled in")
+    allow(
+        dead_code,
+        reason = "made by the broker engines, and none is compiled in"
+    )
 )]
 enum Detail {
     None,
@@ -56,7 +59,10 @@ pub enum BrokerErrorKind {
 
 #[cfg_attr(
     not(feature = "redis"),
-    allow(dead_code, reason = "made by the broker engines, and none is compiled in")
+    allow(
+        dead_code,
+        reason = "made by the broker engines, and none is compiled in"
+    )
 )]
 impl BrokerError {
     /// A failure of `kind` with the engine's own error as its source.

@@ -116,23 +116,17 @@ impl MultiHandler {
     /// ```
     pub async fn respond(&self, parts: &mut Parts) -> Response {
         if parts.extensions.get::<Claim>().is_some() {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "a multi-topic stream cannot name another multi-topic route".into(),
-            );
+            return BadRequest::Nested.into_response();
         }
         let topics = match self.topics(&parts.uri) {
             Ok(topics) => topics,
-            Err((status, reason)) => return refuse(status, reason),
+            Err(refusal) => return refusal.into_response(),
         };
         if let Ok(params) = RawPathParams::from_request_parts(parts, &()).await
             && params.iter().next().is_some()
         {
             tracing::error!("a multi-topic route must not capture path parameters");
-            return refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the multi-topic route captures path parameters; mount it on a plain path".into(),
-            );
+            return BadRequest::CapturesPath.into_response();
         }
         if parts.method == Method::HEAD {
             return head_only();
@@ -142,7 +136,7 @@ impl MultiHandler {
             .map(|text| multiplex::parse_composite(&text, topics.len()));
         let mut opened = Vec::with_capacity(topics.len());
         let mut expires: Option<tokio::time::Instant> = None;
-        for (index, topic) in topics.into_iter().enumerate() {
+        for (index, (topic, uri)) in topics.into_iter().enumerate() {
             let last = match &resume {
                 None => None,
                 Some(None) => Some(HeaderValue::from_static("malformed")),
@@ -154,7 +148,7 @@ impl MultiHandler {
                 )),
             };
             let claim = Claim::default();
-            let request = sub_request(parts, &topic, last, claim.clone());
+            let request = sub_request(parts, uri, last, claim.clone());
             let Ok(response) = self.routes.clone().oneshot(request).await;
             match claim.take() {
                 Some(Claimed {
@@ -179,70 +173,114 @@ impl MultiHandler {
             .into_response()
     }
 
-    /// The topics the request names, checked.
-    fn topics(&self, uri: &Uri) -> Result<Vec<String>, (StatusCode, String)> {
+    /// The topics the request names, checked, each with its URI.
+    fn topics(&self, uri: &Uri) -> Result<Vec<(String, Uri)>, BadRequest> {
         let query = uri.query().unwrap_or("");
-        let mut topics: Vec<String> = Vec::new();
+        let mut topics: Vec<(String, Uri)> = Vec::new();
         for (name, topic) in form_urlencoded::parse(query.as_bytes()) {
             if name != TOPIC_QUERY {
                 continue;
             }
             if topic.len() > MAX_TOPIC_LEN {
-                return Err((
-                    StatusCode::URI_TOO_LONG,
-                    format!("a topic is longer than {MAX_TOPIC_LEN} bytes"),
-                ));
+                return Err(BadRequest::TooLong);
             }
-            let is_path = topic.starts_with('/')
+            let parsed = (topic.starts_with('/')
                 && !topic.starts_with("//")
-                && !topic.contains(|c: char| c.is_control() || c == '#')
-                && topic.parse::<Uri>().is_ok_and(|uri| uri.scheme().is_none());
-            if !is_path {
-                return Err((
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "topic {topic:?} is not a path: name each topic by the URL of its own \
-                         route, like {TOPIC_QUERY}=/sse/alarms"
-                    ),
-                ));
+                && !topic.contains(|c: char| c.is_control() || c == '#'))
+            .then(|| topic.parse::<Uri>().ok())
+            .flatten()
+            .filter(|uri| uri.scheme().is_none());
+            let Some(parsed) = parsed else {
+                return Err(BadRequest::NotAPath(topic.into_owned()));
+            };
+            if topics.iter().any(|(seen, _)| *seen == topic) {
+                return Err(BadRequest::NamedTwice(topic.into_owned()));
             }
-            if topics.iter().any(|seen| *seen == topic) {
-                return Err((
-                    StatusCode::BAD_REQUEST,
-                    format!("topic {topic} is named twice"),
-                ));
-            }
-            topics.push(topic.into_owned());
+            topics.push((topic.into_owned(), parsed));
         }
         if topics.is_empty() {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "name the topics to stream, each by the URL of its route: \
-                     ?{TOPIC_QUERY}=/sse/a&{TOPIC_QUERY}=/sse/b"
-                ),
-            ));
+            return Err(BadRequest::NoTopic);
         }
         if topics.len() > self.max_topics {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "at most {} topics per stream; this request names {}",
-                    self.max_topics,
-                    topics.len()
-                ),
-            ));
+            return Err(BadRequest::TooMany {
+                limit: self.max_topics,
+                named: topics.len(),
+            });
         }
         Ok(topics)
+    }
+}
+
+/// Why a multi-topic request is refused before any topic is opened; each answer names its
+/// reason.
+#[derive(Debug, PartialEq, Eq)]
+enum BadRequest {
+    /// A topic that is itself a multi-topic route.
+    Nested,
+    /// The multi-topic route was mounted on a path with parameters (the application's mistake).
+    CapturesPath,
+    /// No `topic` parameter.
+    NoTopic,
+    /// A topic over [`MAX_TOPIC_LEN`].
+    TooLong,
+    /// A topic that is not a plain path.
+    NotAPath(String),
+    NamedTwice(String),
+    /// More topics than [`MultiHandler::max_topics`].
+    TooMany {
+        limit: usize,
+        named: usize,
+    },
+}
+
+impl BadRequest {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::CapturesPath => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::TooLong => StatusCode::URI_TOO_LONG,
+            Self::Nested
+            | Self::NoTopic
+            | Self::NotAPath(_)
+            | Self::NamedTwice(_)
+            | Self::TooMany { .. } => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn reason(&self) -> String {
+        match self {
+            Self::Nested => "a multi-topic stream cannot name another multi-topic route".into(),
+            Self::CapturesPath => {
+                "the multi-topic route captures path parameters; mount it on a plain path".into()
+            }
+            Self::NoTopic => format!(
+                "name the topics to stream, each by the URL of its route: \
+                 ?{TOPIC_QUERY}=/sse/a&{TOPIC_QUERY}=/sse/b"
+            ),
+            Self::TooLong => format!("a topic is longer than {MAX_TOPIC_LEN} bytes"),
+            Self::NotAPath(topic) => format!(
+                "topic {topic:?} is not a path: name each topic by the URL of its own \
+                 route, like {TOPIC_QUERY}=/sse/alarms"
+            ),
+            Self::NamedTwice(topic) => format!("topic {topic} is named twice"),
+            Self::TooMany { limit, named } => {
+                format!("at most {limit} topics per stream; this request names {named}")
+            }
+        }
+    }
+}
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        refuse(self.status(), self.reason())
     }
 }
 
 /// The request for one topic: a `GET` of its URL with the original request's headers and
 /// extensions (cookies and credentials for its guard, the client's address for its caps), its
 /// own `Last-Event-ID`, and the claim its route leaves the subscription in.
-fn sub_request(parts: &Parts, topic: &str, last: Option<HeaderValue>, claim: Claim) -> Request {
+fn sub_request(parts: &Parts, uri: Uri, last: Option<HeaderValue>, claim: Claim) -> Request {
     let mut request = Request::new(Body::empty());
-    *request.uri_mut() = topic.parse().expect("checked in topics()");
+    *request.uri_mut() = uri;
     *request.version_mut() = parts.version;
     let headers = request.headers_mut();
     *headers = parts.headers.clone();
@@ -312,5 +350,64 @@ impl std::fmt::Debug for MultiHandler {
         f.debug_struct("MultiHandler")
             .field("max_topics", &self.max_topics)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics(query: &str, max: usize) -> Result<Vec<String>, BadRequest> {
+        let handler = MultiHandler::new(axum::Router::new()).max_topics(max);
+        let uri: Uri = format!("/sse?{query}").parse().unwrap();
+        let topics = handler.topics(&uri)?;
+        Ok(topics
+            .into_iter()
+            .map(|(name, uri)| {
+                assert_eq!(uri.to_string(), name, "the URI is the topic, parsed once");
+                name
+            })
+            .collect())
+    }
+
+    #[test]
+    fn the_topics_are_the_topic_parameters_in_order_with_their_queries() {
+        let named = topics("topic=/sse/b&x=1&topic=%2Fsse%2Fbuilds%2F42%3Fv%3D2", 8);
+        assert_eq!(
+            named,
+            Ok(vec!["/sse/b".to_owned(), "/sse/builds/42?v=2".to_owned()])
+        );
+    }
+
+    #[test]
+    fn each_mistake_gets_its_own_refusal() {
+        let long = format!("topic=/{}", "a".repeat(MAX_TOPIC_LEN));
+        for (query, refusal) in [
+            ("x=1", BadRequest::NoTopic),
+            (&long[..], BadRequest::TooLong),
+            ("topic=alarms", BadRequest::NotAPath("alarms".into())),
+            (
+                "topic=//evil.example/x",
+                BadRequest::NotAPath("//evil.example/x".into()),
+            ),
+            ("topic=/a%23b", BadRequest::NotAPath("/a#b".into())),
+            ("topic=/a%0Ab", BadRequest::NotAPath("/a\nb".into())),
+            ("topic=/a&topic=/a", BadRequest::NamedTwice("/a".into())),
+            (
+                "topic=/a&topic=/b&topic=/c",
+                BadRequest::TooMany { limit: 2, named: 3 },
+            ),
+        ] {
+            assert_eq!(topics(query, 2), Err(refusal), "{query}");
+        }
+        assert_eq!(BadRequest::TooLong.status(), StatusCode::URI_TOO_LONG);
+        assert_eq!(
+            BadRequest::CapturesPath.status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            BadRequest::NamedTwice("/a".into()).reason(),
+            "topic /a is named twice"
+        );
     }
 }
