@@ -25,6 +25,7 @@ pub(crate) struct TopicAttr {
 }
 
 /// The per-topic history options both attributes take.
+#[derive(Default)]
 pub(crate) struct History {
     pub(crate) events: Option<LitInt>,
     pub(crate) bytes: Option<LitInt>,

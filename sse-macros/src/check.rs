@@ -1,5 +1,6 @@
 //! The validation pass: every rule about what the attributes' values mean, checked over the
-//! parsed models, each error recorded once, spanned on the token it is about.
+//! parsed models, each error recorded once, spanned on the token it is about. What it accepts
+//! it returns as a validated spec (`spec`), the only input of code generation.
 
 use proc_macro2::Span;
 use syn::{Item, LitStr};
@@ -8,13 +9,14 @@ use crate::ast::{self, PollAttr, TopicAttr};
 use crate::attr::Attribute;
 use crate::ctxt::Ctxt;
 use crate::duration;
+use crate::spec::{HistorySpec, PollSpec, TopicSpec};
 use crate::template;
 
 /// Names the generated publish helpers use for their own parameters.
 const RESERVED: &[&str] = &["manager", "value"];
 
 /// `history`, `history_bytes` and `retention`: integers that fit a `usize`, a duration.
-fn history(ctxt: &mut Ctxt, history: &ast::History) {
+fn history(ctxt: &mut Ctxt, history: ast::History) -> HistorySpec {
     for lit in [&history.events, &history.bytes].into_iter().flatten() {
         if let Err(error) = lit.base10_parse::<u32>() {
             ctxt.error(
@@ -23,15 +25,28 @@ fn history(ctxt: &mut Ctxt, history: &ast::History) {
             );
         }
     }
-    if let Some(lit) = &history.retention
-        && let Err(message) = duration::parse_retention(&lit.value())
-    {
-        ctxt.error(lit, message);
+    let retention =
+        history
+            .retention
+            .as_ref()
+            .and_then(|lit| match duration::parse_retention(&lit.value()) {
+                Ok(retention) => Some(retention),
+                Err(message) => {
+                    ctxt.error(lit, message);
+                    None
+                }
+            });
+    HistorySpec {
+        events: history.events,
+        bytes: history.bytes,
+        retention,
     }
 }
 
-pub(crate) fn topic(ctxt: &mut Ctxt, model: &TopicAttr) {
-    history(ctxt, &model.history);
+pub(crate) fn topic(ctxt: &mut Ctxt, mut model: TopicAttr) -> Option<TopicSpec> {
+    let errors = ctxt.count();
+    let history = history(ctxt, std::mem::take(&mut model.history));
+    let path = model.path();
     let topic = match (&model.topic, model.topic_lit()) {
         (None, _) => {
             ctxt.error_at(
@@ -111,10 +126,33 @@ pub(crate) fn topic(ctxt: &mut Ctxt, model: &TopicAttr) {
             "#[sse_topic] does not support generic types: a topic has one payload type",
         );
     }
+    let (ident, vis) = model.ident().map(|(i, v)| (i.clone(), v.clone()))?;
+    let TopicAttr {
+        item,
+        event,
+        change_detection,
+        guard,
+        ..
+    } = model;
+    let topic = topic?;
+    (ctxt.count() == errors).then(|| TopicSpec {
+        item,
+        ident,
+        vis,
+        params: template::placeholders(&topic.value()),
+        topic,
+        path,
+        event,
+        change_detection: change_detection.unwrap_or(false),
+        guard,
+        history,
+    })
 }
 
-pub(crate) fn poll(ctxt: &mut Ctxt, model: &PollAttr) {
-    history(ctxt, &model.history);
+pub(crate) fn poll(ctxt: &mut Ctxt, mut model: PollAttr) -> Option<PollSpec> {
+    let errors = ctxt.count();
+    let history = history(ctxt, std::mem::take(&mut model.history));
+    let path = model.path();
     for value in &model.positional {
         ctxt.error(
             value,
@@ -124,11 +162,16 @@ pub(crate) fn poll(ctxt: &mut Ctxt, model: &PollAttr) {
             ),
         );
     }
-    if let Some(lit) = &model.interval
-        && let Err(message) = duration::parse(&lit.value())
-    {
-        ctxt.error(lit, message);
-    }
+    let interval = model
+        .interval
+        .as_ref()
+        .and_then(|lit| match duration::parse(&lit.value()) {
+            Ok(interval) => Some(interval),
+            Err(message) => {
+                ctxt.error(lit, message);
+                None
+            }
+        });
     if let Some(lit) = &model.topic
         && lit.value().is_empty()
     {
@@ -140,12 +183,16 @@ pub(crate) fn poll(ctxt: &mut Ctxt, model: &PollAttr) {
     let function = match &model.item {
         Item::Fn(function) => function,
         Item::Struct(s) => {
-            return ctxt.error(
+            ctxt.error(
                 s.struct_token,
                 "#[sse_poll] goes on an async fn; for an event type, use #[sse_topic]",
             );
+            return None;
         }
-        other => return ctxt.error(other, "#[sse_poll] goes on an async fn"),
+        other => {
+            ctxt.error(other, "#[sse_poll] goes on an async fn");
+            return None;
+        }
     };
     let sig = &function.sig;
     if sig.asyncness.is_none() {
@@ -163,21 +210,22 @@ pub(crate) fn poll(ctxt: &mut Ctxt, model: &PollAttr) {
             "#[sse_poll] does not support generic functions",
         );
     }
-    for input in ast::inputs(function) {
+    let inputs = ast::inputs(function);
+    for input in &inputs {
         let ast::Input::Extractor(ty) = input else {
             continue;
         };
-        if ast::is_state(&ty) {
+        if ast::is_state(ty) {
             ctxt.error(
-                &ty,
+                ty,
                 "`State` needs the router's state type, but the routes of `router()` come from every \
                  crate of the binary and have none: add the value to the router with \
                  `.layer(Extension(value))` and take `Extension<T>` here",
             );
         }
-        if let Some(name) = ast::per_subscriber(&ty) {
+        if let Some(name) = ast::per_subscriber(ty) {
             ctxt.error(
-                &ty,
+                ty,
                 format!(
                     "`{name}` reads one subscriber's headers, cookies or address, but an #[sse_poll] \
                      function runs for every subscriber of its topic and never sees them: put what it \
@@ -186,12 +234,40 @@ pub(crate) fn poll(ctxt: &mut Ctxt, model: &PollAttr) {
             );
         }
     }
-    if ast::output(function).is_none() {
+    let output = ast::output(function).cloned();
+    if output.is_none() {
         ctxt.error(&sig.ident, "an #[sse_poll] function must return `Result<T, E>` with `T: Serialize` and `E: Into<PollError>`");
     }
     if let Some(path) = &model.path {
         path_errors(ctxt, path);
     }
+    let PollAttr {
+        item,
+        stop_when,
+        on_stop,
+        topic,
+        api_version,
+        change_detection,
+        guard,
+        ..
+    } = model;
+    let (Item::Fn(function), Some(output)) = (item, output) else {
+        return None;
+    };
+    (ctxt.count() == errors).then(|| PollSpec {
+        function,
+        inputs,
+        output,
+        interval,
+        stop_when,
+        on_stop,
+        topic,
+        api_version,
+        change_detection: change_detection.unwrap_or(true),
+        guard,
+        path,
+        history,
+    })
 }
 
 /// A route path: it starts with `/` and its placeholders are well formed.

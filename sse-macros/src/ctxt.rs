@@ -20,6 +20,12 @@ impl Ctxt {
         self.errors.push(syn::Error::new(span, message));
     }
 
+    /// How many errors were recorded so far: a pass accepts what it checked only if it added
+    /// none.
+    pub(crate) fn count(&self) -> usize {
+        self.errors.len()
+    }
+
     /// All errors combined into one, or `Ok` when there were none.
     pub(crate) fn finish(self) -> syn::Result<()> {
         let mut errors = self.errors.into_iter();

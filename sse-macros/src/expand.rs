@@ -1,4 +1,4 @@
-//! Code generation, from models the check pass accepted. Everything generated names runtime
+//! Code generation, from the specs the check pass returned. Everything generated names runtime
 //! items by absolute path through `::sse_runtime::__private`, so it works whatever the user
 //! imported.
 
@@ -6,23 +6,28 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::ast::{self, Input, PollAttr, QueryUse, TopicAttr};
-use crate::duration;
+use crate::ast::{self, Input, QueryUse};
+use crate::spec::{HistorySpec, PollSpec, TopicSpec};
 use crate::template;
 
-pub(crate) fn topic(model: &TopicAttr) -> TokenStream {
-    let item = &model.item;
-    let (ident, vis) = model.ident().expect("checked: a struct or an enum");
-    let topic = &model.topic_lit().expect("checked: a string literal");
-    let params = template::placeholders(&topic.value());
-    let path = model.path();
-    let event = &model.event;
-    let change_detection = model.change_detection.unwrap_or(false);
+pub(crate) fn topic(spec: TopicSpec) -> TokenStream {
+    let TopicSpec {
+        item,
+        ident,
+        vis,
+        topic,
+        params,
+        path,
+        event,
+        change_detection,
+        guard,
+        history,
+    } = &spec;
     let name = ident.to_string();
     let snake = snake_case(&name);
     let publish = format_ident!("publish_{}", snake);
     let publish_to = format_ident!("publish_{}_to", snake);
-    let history = history(&model.history);
+    let history = self::history(history);
     let event_opt = match event {
         Some(lit) => quote!(::core::option::Option::Some(#lit)),
         None => quote!(::core::option::Option::None),
@@ -36,8 +41,7 @@ pub(crate) fn topic(model: &TopicAttr) -> TokenStream {
         }
     };
     let param_idents: Vec<_> = params.iter().map(|p| format_ident!("{}", p)).collect();
-    let guard = model
-        .guard
+    let guard = guard
         .as_ref()
         .map(|g| quote_spanned!(g.span()=> .guard(#g)));
     let (topic_expr, handler) = if params.is_empty() {
@@ -104,25 +108,22 @@ pub(crate) fn topic(model: &TopicAttr) -> TokenStream {
     }
 }
 
-pub(crate) fn poll(model: &PollAttr) -> TokenStream {
-    let function = model.function().expect("checked: an async fn");
-    let inputs = &ast::inputs(function);
-    let output = ast::output(function).expect("checked: it returns a type");
-    let interval = model
-        .interval
-        .as_ref()
-        .map(|lit| duration::parse(&lit.value()).expect("checked: a valid interval"));
-    let PollAttr {
+pub(crate) fn poll(spec: PollSpec) -> TokenStream {
+    let PollSpec {
+        function,
+        inputs,
+        output,
+        interval,
         stop_when,
         on_stop,
         topic,
         api_version,
+        change_detection,
         guard,
-        ..
-    } = model;
-    let path = model.path();
-    let history = history(&model.history);
-    let change_detection = model.change_detection.unwrap_or(true);
+        path,
+        history,
+    } = &spec;
+    let history = self::history(history);
     let ident = &function.sig.ident;
     let name = ident.to_string();
     let args: Vec<_> = (0..inputs.len())
@@ -248,13 +249,11 @@ pub(crate) fn poll(model: &PollAttr) -> TokenStream {
 
 /// `.history(N).history_bytes(N).retention(..)` for the options given; `SseHandler` and
 /// `SubscribeOptions` have these methods alike.
-fn history(history: &ast::History) -> TokenStream {
+fn history(history: &HistorySpec) -> TokenStream {
     let events = history.events.as_ref().map(|n| quote!(.history(#n)));
     let bytes = history.bytes.as_ref().map(|n| quote!(.history_bytes(#n)));
-    let retention = history.retention.as_ref().map(|lit| {
-        let nanos = duration::parse_retention(&lit.value())
-            .expect("checked: a valid retention")
-            .as_nanos() as u64;
+    let retention = history.retention.map(|retention| {
+        let nanos = retention.as_nanos() as u64;
         quote!(.retention(::sse_runtime::__private::Duration::from_nanos(#nanos)))
     });
     quote!(#events #bytes #retention)

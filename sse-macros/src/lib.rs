@@ -6,9 +6,10 @@
 //! 1. `attr` and `ast` parse the arguments (against one option table shared by both
 //!    attributes) and the annotated item into a typed model;
 //! 2. `check` validates the whole model, recording every error in one `Ctxt`, each spanned on
-//!    the token it is about, so the user sees them all at once;
-//! 3. `expand` generates code from a model that passed, naming every runtime item through
-//!    `::sse_runtime::__private`.
+//!    the token it is about, so the user sees them all at once, and returns what it accepted as
+//!    a validated spec (`spec`: durations parsed, placeholders listed);
+//! 3. `expand` generates code from the spec alone, naming every runtime item through
+//!    `::sse_runtime::__private`; it parses nothing again and cannot fail.
 
 use proc_macro::TokenStream;
 
@@ -20,6 +21,7 @@ mod check;
 mod ctxt;
 mod duration;
 mod expand;
+mod spec;
 mod template;
 
 /// Gives an event type (a struct or enum that implements `Serialize`) its topic, typed publish
@@ -155,23 +157,28 @@ pub fn sse_poll(attr: TokenStream, item: TokenStream) -> TokenStream {
     pipeline(attr, item, ast::PollAttr::parse, check::poll, expand::poll)
 }
 
-/// Parse, check, expand. Every error of the first two phases is reported together; with any,
-/// nothing is generated.
-fn pipeline<M>(
+/// Parse, check, expand: the model of what the user wrote, the spec of what the check pass
+/// accepted, the code generated from the spec alone. Every error of the first two passes is
+/// reported, together, with the item left as written (so the user's code still resolves).
+fn pipeline<M, S>(
     attr: TokenStream,
     item: TokenStream,
     parse: fn(&mut Ctxt, proc_macro2::TokenStream, proc_macro2::TokenStream) -> syn::Result<M>,
-    check: fn(&mut Ctxt, &M),
-    expand: fn(&M) -> proc_macro2::TokenStream,
+    check: fn(&mut Ctxt, M) -> Option<S>,
+    expand: fn(S) -> proc_macro2::TokenStream,
 ) -> TokenStream {
     let original = proc_macro2::TokenStream::from(item.clone());
     let mut ctxt = Ctxt::default();
-    let model = parse(&mut ctxt, attr.into(), item.into());
-    if let Ok(model) = &model {
-        check(&mut ctxt, model);
-    }
-    match (model, ctxt.finish()) {
-        (Ok(model), Ok(())) => expand(&model).into(),
+    let checked = parse(&mut ctxt, attr.into(), item.into()).map(|model| check(&mut ctxt, model));
+    match (checked, ctxt.finish()) {
+        (Ok(Some(spec)), Ok(())) => expand(spec).into(),
+        (Ok(None), Ok(())) => with_item(
+            syn::Error::new(
+                proc_macro2::Span::call_site(),
+                "internal error in sse-macros: the item was refused without a reason; please report it",
+            ),
+            original,
+        ),
         (Ok(_), Err(errors)) => with_item(errors, original),
         (Err(mut error), errors) => {
             if let Err(errors) = errors {
@@ -182,8 +189,6 @@ fn pipeline<M>(
     }
 }
 
-/// The errors, plus the item unchanged, so the user sees only the attribute's errors and not a
-/// cascade of "cannot find" errors for the item that disappeared.
 fn with_item(error: syn::Error, item: proc_macro2::TokenStream) -> TokenStream {
     let error = error.to_compile_error();
     quote::quote!(#error #item).into()
