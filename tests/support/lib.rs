@@ -424,60 +424,8 @@ impl SseClient {
     }
 }
 
-/// One event parsed out of the encoded frames a [`Subscription`](sse_runtime::subscription::Subscription)
-/// yields: the shared parser of every test that reads frames without an HTTP client.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Frame {
-    pub id: Option<String>,
-    pub event: Option<String>,
-    /// The `data:` lines, joined with `\n`.
-    pub data: String,
-}
-
-impl Frame {
-    /// The sequence number of its id.
-    pub fn sequence(&self) -> u64 {
-        self.id
-            .as_deref()
-            .expect("an id")
-            .parse::<sse_runtime::event_id::EventId>()
-            .expect("one of ours")
-            .sequence()
-    }
-}
-
-/// The events in `chunk` (whole frames, as a subscription yields them), in order. Blocks
-/// without a `data:` line (retry hints, heartbeats) are not events and are skipped.
-pub fn frames(chunk: &[u8]) -> Vec<Frame> {
-    String::from_utf8_lossy(chunk)
-        .split("\n\n")
-        .filter_map(|block| {
-            let mut frame = Frame::default();
-            let mut data: Option<Vec<&str>> = None;
-            for line in block.lines() {
-                if let Some(value) = line.strip_prefix("data: ") {
-                    data.get_or_insert_with(Vec::new).push(value);
-                } else if let Some(value) = line.strip_prefix("id: ") {
-                    frame.id = Some(value.to_owned());
-                } else if let Some(value) = line.strip_prefix("event: ") {
-                    frame.event = Some(value.to_owned());
-                }
-            }
-            frame.data = data?.join("\n");
-            Some(frame)
-        })
-        .collect()
-}
-
-/// The data of each event in `chunk`.
-pub fn data_of(chunk: &[u8]) -> Vec<String> {
-    frames(chunk).into_iter().map(|frame| frame.data).collect()
-}
-
-/// The sequence number of each event in `chunk`.
-pub fn sequences_of(chunk: &[u8]) -> Vec<u64> {
-    frames(chunk).iter().map(Frame::sequence).collect()
-}
+/// The one SSE frame parser of every test crate (`test-support/frames`).
+pub use sse_test_frames::{Frame, data_of, frames, sequences_of, whole_frames};
 
 /// A client with a 4 KiB receive window that sends `GET path` and never reads: the server's
 /// socket buffers for it fill up and its writes stall.

@@ -6,59 +6,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use sse_runtime::subscription::Subscription;
 
-/// One parsed SSE event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    pub id: Option<String>,
-    pub event: Option<String>,
-    pub data: String,
-}
-
-impl Event {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.data).expect("event data is JSON")
-    }
-
-    pub fn sequence(&self) -> u64 {
-        self.id
-            .as_deref()
-            .expect("event has an id")
-            .parse::<sse_runtime::event_id::EventId>()
-            .expect("id parses")
-            .sequence()
-    }
-}
+/// One parsed SSE event: the workspace's one frame parser (`test-support/frames`).
+pub use sse_test_frames::Frame as Event;
 
 /// Parses whole frames (as the runtime emits them). Comments and `retry:` are skipped.
 pub fn parse(chunk: &[u8]) -> Vec<Event> {
-    let text = std::str::from_utf8(chunk).expect("frames are UTF-8");
-    assert!(
-        text.ends_with("\n\n"),
-        "chunk ends on a frame boundary: {text:?}"
-    );
-    let mut events = Vec::new();
-    for block in text.split("\n\n").filter(|b| !b.is_empty()) {
-        let mut event = Event {
-            id: None,
-            event: None,
-            data: String::new(),
-        };
-        let mut data_lines = Vec::new();
-        for line in block.lines() {
-            if let Some(v) = line.strip_prefix("id: ") {
-                event.id = Some(v.to_owned());
-            } else if let Some(v) = line.strip_prefix("event: ") {
-                event.event = Some(v.to_owned());
-            } else if let Some(v) = line.strip_prefix("data: ") {
-                data_lines.push(v);
-            }
-        }
-        if !data_lines.is_empty() {
-            event.data = data_lines.join("\n");
-            events.push(event);
-        }
-    }
-    events
+    sse_test_frames::whole_frames(chunk)
 }
 
 /// The next chunk of the subscription, failing the test after 10 s.
