@@ -25,6 +25,8 @@ for line in open(results):
     if not line.strip():
         continue
     row = json.loads(line)
+    if "header" in row:  # where the file comes from, not a run
+        continue
     scenario, result = row["scenario"], row["result"]
     if scenario.startswith(prefix) and result.get("rate"):
         by[(row["server"], result["rate"])].append(result)

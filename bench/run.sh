@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs the load scenarios against bench-server and the hand-rolled baseline, alternately, for
-# several rounds, and appends one JSON line per run to bench/results/<date>.jsonl; then prints
-# the medians table (bench/summarize.py). Any server speaking the protocol can be added with
-# SERVERS="name=/path/to/binary ...".
+# several rounds, and appends one JSON line per run to bench/results/<date>-<commit>.jsonl,
+# whose first line is a header record (commit, date, host, CPUs, kernel); then prints the
+# medians table (bench/summarize.py). Any server speaking the protocol can be added with
+# SERVERS="name=/path/to/binary ...", and bench-server under other settings with
+# SERVERS="name=env:VAR=value,VAR=value" (for instance `batch5=env:BATCH_MS=5`,
+# `nometrics=env:METRICS=0`, `axum=env:SERVE=axum`).
 #
 #   bash bench/run.sh                  # all scenarios, 3 rounds
 #   ROUNDS=5 SCENARIOS="S1 S2" bash bench/run.sh
@@ -33,9 +36,15 @@ export MAX_STREAMS=${MAX_STREAMS:-1000000} MAX_STREAMS_PER_IP=${MAX_STREAMS_PER_
 export REFUSALS=${REFUSALS:-status}
 export MAX_TOPICS=${MAX_TOPICS:-1000000} MAX_POLLERS=${MAX_POLLERS:-1000000}
 export MAX_POLLERS_PER_IP=${MAX_POLLERS_PER_IP:-1000000}
-SERVERS=${SERVERS:-"bench-server=target/release/bench-server axum=bench/bench-server-axum.sh baseline-server=target/release/baseline-server ceiling=target/release/ceiling-server"}
-OUT=${OUT:-bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl}
+SERVERS=${SERVERS:-"bench-server=target/release/bench-server axum=env:SERVE=axum baseline-server=target/release/baseline-server ceiling=target/release/ceiling-server"}
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then COMMIT="$COMMIT+dirty"; fi
+OUT=${OUT:-bench/results/$(date -u +%Y%m%dT%H%M%SZ)-${COMMIT%+dirty}.jsonl}
 mkdir -p "$(dirname "$OUT")"
+# Where the figures come from, as the file's first record.
+printf '{"header":{"commit":"%s","date":"%s","host":"%s","cpus":%s,"kernel":"%s","rounds":%s,"scenarios":"%s","setups":"%s","servers":"%s"}}\n' \
+  "$COMMIT" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(hostname)" "$(nproc)" "$(uname -r)" \
+  "$ROUNDS" "$SCENARIOS" "${SETUPS:-}" "$SERVERS" >>"$OUT"
 ulimit -n "$(ulimit -Hn)"
 
 args_for() {
@@ -146,12 +155,18 @@ for round in $(seq 1 "$ROUNDS"); do
   for scenario in $SCENARIOS; do
     for entry in $order; do
       name=${entry%%=*}; binary=${entry#*=}
+      # `env:VAR=value,...`: bench-server under those settings.
+      run_env=()
+      if [[ $binary == env:* ]]; then
+        IFS=, read -r -a run_env <<<"${binary#env:}"
+        binary=target/release/bench-server
+      fi
       # S5 needs polled routes, which only the framework's server has.
       if [[ $scenario == S5 && ( $name == baseline-server || $name == ceiling ) ]]; then continue; fi
       # A fresh port for every run: the 4-tuples of the previous run's connections may still be
       # in TIME_WAIT.
       PORT=$((PORT + 1))
-      PORT=$PORT "$binary" >/dev/null 2>&1 &
+      env PORT=$PORT "${run_env[@]}" "$binary" >/dev/null 2>&1 &
       pid=$!
       # Never leave a server behind (it would hold its port) if the load generator fails.
       trap 'kill -TERM "$pid" 2>/dev/null || true' EXIT

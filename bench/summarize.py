@@ -12,7 +12,14 @@ import statistics
 import sys
 from collections import defaultdict
 
-rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+records = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+# The first record of a file run.sh wrote says where it comes from (commit, date, host).
+for record in records:
+    if "header" in record:
+        h = record["header"]
+        print(f"<!-- {sys.argv[1]}: commit {h.get('commit')}, {h.get('date')}, "
+              f"host {h.get('host')}, {h.get('cpus')} CPUs, kernel {h.get('kernel')} -->")
+rows = [record for record in records if "header" not in record]
 REFERENCE = sys.argv[2] if len(sys.argv) > 2 else "baseline-server"
 by = defaultdict(list)
 for row in rows:

@@ -52,9 +52,11 @@ pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
 /// starting a new one: at most one start per topic per linger, however fast clients churn.
 pub const DEFAULT_POLLER_LINGER: Duration = Duration::from_secs(1);
 
-/// Most open streams (subscriptions) a manager serves at once, by default. About 3 KiB each
-/// when idle under [`serve`](crate::serve()), so the default costs some 30 MiB when full; a
-/// process also needs a file descriptor per stream (see `ulimit -n`).
+/// Most open streams (subscriptions) a manager serves at once, by default. What an idle stream
+/// costs is measured in the repository's `BENCHMARKS.md` (scenario S4: a few KiB under
+/// [`serve`](crate::serve()), an order of magnitude more under hyper), so the default stays in
+/// the tens of MiB when full; a process also needs a file descriptor per stream (see
+/// `ulimit -n`).
 pub const DEFAULT_MAX_STREAMS: usize = 10_000;
 
 /// Most open streams from one client address, by default. A browser opens at most six

@@ -180,9 +180,10 @@ impl ManagerBuilder {
 
     /// Most streams (subscriptions) open at once (default 10 000,
     /// [`DEFAULT_MAX_STREAMS`](crate::config::DEFAULT_MAX_STREAMS)). Over it, a request gets
-    /// `503 Service Unavailable` with `Retry-After`. Size it from memory (about 3 KiB per idle
-    /// stream under [`serve`](crate::serve()), plus what the events in flight take) and from the
-    /// process's file-descriptor limit.
+    /// `503 Service Unavailable` with `Retry-After`. Size it from memory (what an idle stream
+    /// costs under [`serve`](crate::serve()) or hyper is measured in the repository's
+    /// `BENCHMARKS.md`, scenario S4; add what the events in flight take) and from the process's
+    /// file-descriptor limit.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {

@@ -78,8 +78,9 @@ pub(super) const MAX_HEAD_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 360
 /// Every request runs through the same axum `Router` as under `axum::serve`, but once a
 /// handler answers with an [`SseStream`] the connection keeps no buffers: its
 /// frames go from the topic's log to the socket in one write per wake-up, copied into a
-/// buffer the worker thread reuses (1.4 KiB per idle connection instead of hyper's ~17 KiB, no
-/// allocation per event, and about half the CPU per event).
+/// buffer the worker thread reuses: no allocation per event, a fraction of hyper's memory per
+/// idle connection and about half its CPU per event (measured in the repository's
+/// `BENCHMARKS.md`).
 ///
 /// It speaks HTTP/1.1 with keep-alive and pipelining, `Content-Length` request bodies up to
 /// [`MAX_BODY`] (read only when the handler asks for them), `Expect: 100-continue`, `HEAD`, and

@@ -86,8 +86,8 @@ impl Server {
     }
 
     /// Serve with hyper instead of the framework's engine: HTTP/1.1 in full (chunked request
-    /// bodies, upgrades), at hyper's cost per connection (about 20 KiB per idle SSE stream
-    /// instead of 1.4 KiB). The head timeout is hyper's own `header_read_timeout`.
+    /// bodies, upgrades), at hyper's cost per connection (an order of magnitude more memory
+    /// per idle SSE stream: `BENCHMARKS.md`, scenario S4). The head timeout is hyper's own `header_read_timeout`.
     pub fn hyper(mut self) -> Self {
         self.engine = Engine::Hyper;
         self
