@@ -53,6 +53,13 @@ fn test(args: &[String]) -> ExitCode {
         }
     }
 
+    // The layers depend one way: a circle between the runtime's modules fails the run.
+    step("module dependencies (xtask/tools/module-cycles.py)");
+    if let Err(why) = module_cycles() {
+        eprintln!("\n*** {why} ***\n");
+        return ExitCode::FAILURE;
+    }
+
     let mut missing: Vec<&str> = Vec::new();
     if !no_browser && !browser_installed() {
         missing.extend(["chromium", "chromium-driver"]);
@@ -124,6 +131,23 @@ fn test(args: &[String]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Runs the repository's copy of the module-cycle checker over both crates: it prints each
+/// module's dependencies and fails on any circle.
+fn module_cycles() -> Result<(), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = Command::new("python3")
+        .arg(root.join("xtask/tools/module-cycles.py"))
+        .arg(root.join("sse-runtime"))
+        .arg(root.join("sse-macros"))
+        .status()
+        .map_err(|error| format!("could not run python3 for the module-cycle check: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err("the modules of sse-runtime or sse-macros depend on each other in a circle (above)".into())
     }
 }
 
