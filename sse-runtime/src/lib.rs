@@ -54,6 +54,8 @@
 //! ever waits for it. `docs/ARCHITECTURE.md` in the repository draws the layers and states
 //! the locking invariants.
 
+// On docs.rs, items behind a cargo feature carry a badge naming it.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 pub mod backplane;

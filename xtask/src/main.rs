@@ -147,7 +147,10 @@ fn module_cycles() -> Result<(), String> {
     if status.success() {
         Ok(())
     } else {
-        Err("the modules of sse-runtime or sse-macros depend on each other in a circle (above)".into())
+        Err(
+            "the modules of sse-runtime or sse-macros depend on each other in a circle (above)"
+                .into(),
+        )
     }
 }
 

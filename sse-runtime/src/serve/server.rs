@@ -21,7 +21,7 @@ use crate::stream::Served;
 /// Serves an axum [`Router`], with the settings a server on the internet needs.
 ///
 /// Two engines run the same `Router`: the framework's own HTTP/1.1 server (the default, see
-/// [`serve`]), which writes SSE streams straight to the socket, and hyper
+/// [`serve`](super::serve())), which writes SSE streams straight to the socket, and hyper
 /// ([`hyper`](Self::hyper)), for chunked uploads and protocol upgrades. Both close a connection
 /// whose request head does not arrive in full within the [head
 /// timeout](Self::head_timeout), and an idle keep-alive connection after it; an SSE stream,
@@ -129,7 +129,7 @@ impl Server {
     /// Serves until `signal` completes: then it stops accepting, lets every request in
     /// progress finish, closes idle connections and returns once all are closed. Open SSE
     /// streams are ended by shutting down the [`Manager`](crate::Manager) of every stream it
-    /// served (see [`serve_with_shutdown`]).
+    /// served (see [`serve_with_shutdown`](super::serve_with_shutdown)).
     pub async fn run_with_shutdown<L: Listener>(
         self,
         mut listener: L,
