@@ -25,22 +25,24 @@ fn history(ctxt: &mut Ctxt, history: ast::History) -> HistorySpec {
             );
         }
     }
-    let retention =
-        history
-            .retention
-            .as_ref()
-            .and_then(|lit| match duration::parse_retention(&lit.value()) {
-                Ok(retention) => Some(retention),
-                Err(message) => {
-                    ctxt.error(lit, message);
-                    None
-                }
-            });
+    let retention = duration(ctxt, history.retention.as_ref(), duration::parse_retention);
     HistorySpec {
         events: history.events,
         bytes: history.bytes,
         retention,
     }
+}
+
+/// A duration option, parsed by `parse`; its error is recorded on the literal.
+fn duration(
+    ctxt: &mut Ctxt,
+    lit: Option<&LitStr>,
+    parse: fn(&str) -> Result<std::time::Duration, String>,
+) -> Option<std::time::Duration> {
+    let lit = lit?;
+    parse(&lit.value())
+        .map_err(|message| ctxt.error(lit, message))
+        .ok()
 }
 
 pub(crate) fn topic(ctxt: &mut Ctxt, mut model: TopicAttr) -> Option<TopicSpec> {
@@ -162,16 +164,7 @@ pub(crate) fn poll(ctxt: &mut Ctxt, mut model: PollAttr) -> Option<PollSpec> {
             ),
         );
     }
-    let interval = model
-        .interval
-        .as_ref()
-        .and_then(|lit| match duration::parse(&lit.value()) {
-            Ok(interval) => Some(interval),
-            Err(message) => {
-                ctxt.error(lit, message);
-                None
-            }
-        });
+    let interval = duration(ctxt, model.interval.as_ref(), duration::parse);
     if let Some(lit) = &model.topic
         && lit.value().is_empty()
     {
