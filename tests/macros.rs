@@ -222,9 +222,18 @@ async fn a_path_extractor_and_error_payloads_with_the_api_version() {
     let manager = Manager::new();
     let server = start(&manager).await;
     let mut seven = SseClient::connect(&server.url("/api/v1/device/7/sse")).await;
-    assert_eq!(seven.event().await.data, "70");
+    let value = seven.event().await;
+    assert_eq!(
+        (value.event.as_str(), value.data.as_str()),
+        ("message", "70")
+    );
     let mut missing = SseClient::connect(&server.url("/api/v1/device/404/sse")).await;
-    let error: serde_json::Value = serde_json::from_str(&missing.event().await.data).unwrap();
+    let failed = missing.event().await;
+    assert_eq!(
+        failed.event, "poll-error",
+        "an error is its own event, apart from the values"
+    );
+    let error: serde_json::Value = serde_json::from_str(&failed.data).unwrap();
     assert_eq!(
         error,
         serde_json::json!({"apiVersion": "v9", "statusCode": 404, "message": "device 404 not found"})

@@ -4,6 +4,9 @@
 //! alive gets that final value at once, under its id (a polled topic detects changes, so a
 //! newcomer starts on its newest event); a new poller starts only once every subscriber has
 //! left (and the linger has passed).
+//!
+//! And what they are told: `event = "..."` names the values' events, `error_event = "..."` the
+//! failed polls' (default `poll-error`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,6 +31,48 @@ fn stopped() {
 )]
 async fn build() -> Result<u64, PollError> {
     Ok(BUILD_STEP.fetch_add(1, Ordering::SeqCst) + 1)
+}
+
+static RELEASE_POLLS: AtomicU64 = AtomicU64::new(0);
+
+/// A release that is not found at first, then found.
+#[sse_poll(
+    path = "/sse/release",
+    interval = "10ms",
+    event = "release",
+    error_event = "release-error",
+    stop_when = |n: &u64| *n >= 2
+)]
+async fn release() -> Result<u64, PollError> {
+    match RELEASE_POLLS.fetch_add(1, Ordering::SeqCst) {
+        0 => Err(PollError::new(
+            http::StatusCode::NOT_FOUND,
+            "no release yet",
+        )),
+        n => Ok(n),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pollers_values_and_errors_arrive_under_the_names_it_gives_them() {
+    let manager = Manager::new();
+    let server = TestServer::start_direct(
+        sse_runtime::routes::router_with(&manager),
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut client = SseClient::connect(&server.url("/sse/release")).await;
+    let failed = client.event().await;
+    assert_eq!(failed.event, "release-error");
+    let payload: serde_json::Value = serde_json::from_str(&failed.data).unwrap();
+    assert_eq!(
+        payload,
+        serde_json::json!({"apiVersion": "v1", "statusCode": 404, "message": "no release yet"})
+    );
+    for n in ["1", "2"] {
+        let value = client.event().await;
+        assert_eq!((value.event.as_str(), value.data.as_str()), ("release", n));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,8 @@
 use proc_macro2::TokenStream;
 use syn::{Expr, FnArg, Ident, Item, ItemFn, LitInt, LitStr, ReturnType, Type};
 
-use crate::attr::{self, API_VERSION, Args, Attribute, CHANGE_DETECTION, EVENT, INTERVAL};
+use crate::attr::INTERVAL;
+use crate::attr::{self, API_VERSION, Args, Attribute, CHANGE_DETECTION, ERROR_EVENT, EVENT};
 use crate::attr::{GUARD, HISTORY, HISTORY_BYTES, ON_STOP, PATH, RETENTION, STOP_WHEN, TOPIC};
 use crate::ctxt::Ctxt;
 
@@ -52,6 +53,8 @@ pub(crate) struct PollAttr {
     pub(crate) path: Option<LitStr>,
     pub(crate) topic: Option<LitStr>,
     pub(crate) api_version: Option<LitStr>,
+    pub(crate) event: Option<LitStr>,
+    pub(crate) error_event: Option<LitStr>,
     pub(crate) change_detection: Option<bool>,
     pub(crate) guard: Option<Expr>,
     pub(crate) history: History,
@@ -126,6 +129,8 @@ impl PollAttr {
             path: args.str(PATH),
             topic: args.str(TOPIC),
             api_version: args.str(API_VERSION),
+            event: args.str(EVENT),
+            error_event: args.str(ERROR_EVENT),
             change_detection: args.bool(CHANGE_DETECTION),
             guard: args.expr(GUARD),
             history: History::parse(&args),

@@ -28,6 +28,22 @@ impl Attribute {
         }
     }
 
+    /// The other attribute.
+    fn other(self) -> Self {
+        match self {
+            Self::Topic => Self::Poll,
+            Self::Poll => Self::Topic,
+        }
+    }
+
+    /// How the user writes it.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Topic => "#[sse_topic]",
+            Self::Poll => "#[sse_poll]",
+        }
+    }
+
     /// The accepted keys, for error messages: "`a`, `b`, `c`".
     pub(crate) fn accepted(self) -> String {
         OPTIONS
@@ -64,6 +80,7 @@ pub(crate) struct Spec {
 
 pub(crate) const PATH: &str = "path";
 pub(crate) const EVENT: &str = "event";
+pub(crate) const ERROR_EVENT: &str = "error_event";
 pub(crate) const CHANGE_DETECTION: &str = "change_detection";
 pub(crate) const INTERVAL: &str = "interval";
 pub(crate) const STOP_WHEN: &str = "stop_when";
@@ -82,7 +99,8 @@ const OPTIONS: &[Spec] = &[
     Spec { key: STOP_WHEN, kind: Kind::Expr, example: "", topic: false, poll: true },
     Spec { key: ON_STOP, kind: Kind::Expr, example: "", topic: false, poll: true },
     Spec { key: PATH, kind: Kind::Str, example: "\"/api/v1/alarms/sse\"", topic: true, poll: true },
-    Spec { key: EVENT, kind: Kind::Str, example: "\"alarm\"", topic: true, poll: false },
+    Spec { key: EVENT, kind: Kind::Str, example: "\"alarm\"", topic: true, poll: true },
+    Spec { key: ERROR_EVENT, kind: Kind::Str, example: "\"build-error\"", topic: false, poll: true },
     Spec { key: TOPIC, kind: Kind::Str, example: "\"devices\"", topic: false, poll: true },
     Spec { key: API_VERSION, kind: Kind::Str, example: "\"v2\"", topic: false, poll: true },
     Spec { key: CHANGE_DETECTION, kind: Kind::Bool, example: "", topic: true, poll: true },
@@ -133,10 +151,19 @@ impl Args {
                 .iter()
                 .find(|spec| spec.key == name && attribute.accepts(spec))
             else {
-                ctxt.error(
-                    &key,
-                    format!("unknown option `{key}`; accepted: {}", attribute.accepted()),
-                );
+                let other = attribute.other();
+                let message = if OPTIONS.iter().any(|s| s.key == name && other.accepts(s)) {
+                    format!(
+                        "`{key}` is an option of {}, not of {}; {} accepts {}",
+                        other.name(),
+                        attribute.name(),
+                        attribute.name(),
+                        attribute.accepted()
+                    )
+                } else {
+                    format!("unknown option `{key}`; accepted: {}", attribute.accepted())
+                };
+                ctxt.error(&key, message);
                 continue;
             };
             if seen.contains(&spec.key) {

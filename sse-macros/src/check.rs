@@ -92,15 +92,7 @@ pub(crate) fn topic(ctxt: &mut Ctxt, mut model: TopicAttr) -> Option<TopicSpec> 
             agreement(ctxt, path, topic);
         }
     }
-    if let Some(lit) = &model.event {
-        let name = lit.value();
-        if name.is_empty() || name.contains(['\n', '\r']) {
-            ctxt.error(
-                lit,
-                "the event name must be non-empty and on one line, like `event = \"alarm\"`",
-            );
-        }
-    }
+    event_name(ctxt, model.event.as_ref(), "event = \"alarm\"");
     let generics = match &model.item {
         Item::Struct(s) => Some(&s.generics),
         Item::Enum(e) => Some(&e.generics),
@@ -165,6 +157,12 @@ pub(crate) fn poll(ctxt: &mut Ctxt, mut model: PollAttr) -> Option<PollSpec> {
         );
     }
     let interval = duration(ctxt, model.interval.as_ref(), duration::parse);
+    event_name(ctxt, model.event.as_ref(), "event = \"build\"");
+    event_name(
+        ctxt,
+        model.error_event.as_ref(),
+        "error_event = \"build-error\"",
+    );
     if let Some(lit) = &model.topic
         && lit.value().is_empty()
     {
@@ -240,6 +238,8 @@ pub(crate) fn poll(ctxt: &mut Ctxt, mut model: PollAttr) -> Option<PollSpec> {
         on_stop,
         topic,
         api_version,
+        event,
+        error_event,
         change_detection,
         guard,
         ..
@@ -256,11 +256,26 @@ pub(crate) fn poll(ctxt: &mut Ctxt, mut model: PollAttr) -> Option<PollSpec> {
         on_stop,
         topic,
         api_version,
+        event,
+        error_event,
         change_detection: change_detection.unwrap_or(true),
         guard,
         path,
         history,
     })
+}
+
+/// An event name: non-empty, on one line.
+fn event_name(ctxt: &mut Ctxt, lit: Option<&LitStr>, example: &str) {
+    if let Some(lit) = lit {
+        let name = lit.value();
+        if name.is_empty() || name.contains(['\n', '\r']) {
+            ctxt.error(
+                lit,
+                format!("the event name must be non-empty and on one line, like `{example}`"),
+            );
+        }
+    }
 }
 
 /// A route path: it starts with `/` and its placeholders are well formed.

@@ -118,6 +118,8 @@ pub(crate) fn poll(spec: PollSpec) -> TokenStream {
         on_stop,
         topic,
         api_version,
+        event,
+        error_event,
         change_detection,
         guard,
         path,
@@ -173,6 +175,8 @@ pub(crate) fn poll(spec: PollSpec) -> TokenStream {
         quote!(.interval(::sse_runtime::__private::Duration::from_nanos(#nanos)))
     });
     let api_version = api_version.as_ref().map(|v| quote!(.api_version(#v)));
+    let event = event.as_ref().map(|e| quote!(.event(#e)));
+    let error_event = error_event.as_ref().map(|e| quote!(.error_event(#e)));
     let stop_when = stop_when
         .as_ref()
         .map(|e| quote_spanned!(e.span()=> .stop_when(#e)));
@@ -224,6 +228,8 @@ pub(crate) fn poll(spec: PollSpec) -> TokenStream {
                         )
                         #interval
                         #api_version
+                        #event
+                        #error_event
                         #stop_when
                         #on_stop;
                         let __sse_options = ::sse_runtime::__private::SubscribeOptions::new()

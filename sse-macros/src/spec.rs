@@ -46,6 +46,9 @@ pub(crate) struct PollSpec {
     pub(crate) on_stop: Option<Expr>,
     pub(crate) topic: Option<LitStr>,
     pub(crate) api_version: Option<LitStr>,
+    /// The name of the values' events, and of the errors'.
+    pub(crate) event: Option<LitStr>,
+    pub(crate) error_event: Option<LitStr>,
     pub(crate) change_detection: bool,
     pub(crate) guard: Option<Expr>,
     /// The route's path: the given one, or `/sse/<fn name>`.

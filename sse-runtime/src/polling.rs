@@ -18,7 +18,9 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::producer::{PollError, PollingService, Publisher, StopFuture, TopicPublisher};
+pub use crate::producer::{
+    DEFAULT_ERROR_EVENT, PollError, PollingService, Publisher, StopFuture, TopicPublisher,
+};
 
 /// Interval between polls when none is set.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
@@ -67,6 +69,8 @@ pub struct Polling<F, T> {
     poll: Arc<F>,
     interval: Duration,
     api_version: Cow<'static, str>,
+    /// The name of the values' events (`None`: plain `message` events) and of the errors'.
+    names: Names,
     stop_when: Option<StopCondition<T>>,
     on_stop: Option<StopCallback>,
     run: Mutex<Option<Run>>,
@@ -76,6 +80,13 @@ pub struct Polling<F, T> {
 struct Run {
     token: CancellationToken,
     task: JoinHandle<()>,
+}
+
+/// The event names a poller publishes under, shared with its runs.
+#[derive(Clone)]
+struct Names {
+    value: Option<Cow<'static, str>>,
+    error: Cow<'static, str>,
 }
 
 impl<F, Fut, T, E> Polling<F, T>
@@ -91,6 +102,10 @@ where
             poll: Arc::new(poll),
             interval: DEFAULT_INTERVAL,
             api_version: Cow::Borrowed(DEFAULT_API_VERSION),
+            names: Names {
+                value: None,
+                error: Cow::Borrowed(DEFAULT_ERROR_EVENT),
+            },
             stop_when: None,
             on_stop: None,
             run: Mutex::new(None),
@@ -124,6 +139,53 @@ where
     #[must_use]
     pub fn api_version(mut self, version: impl Into<Cow<'static, str>>) -> Self {
         self.api_version = version.into();
+        self
+    }
+
+    /// The name of the events the values are published as (default none: plain `message`
+    /// events, which `EventSource.onmessage` receives).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use sse_runtime::{Manager, PollError, polling::Polling, subscription::SubscribeOptions};
+    ///
+    /// let manager = Manager::new();
+    /// let polling = Polling::new(|_| async { Ok::<_, PollError>(42) }).event("answer");
+    /// let mut sub = manager
+    ///     .subscribe_with("t", SubscribeOptions::new().polling(polling))
+    ///     .unwrap();
+    /// let frame = sub.recv().await.unwrap();
+    /// assert!(frame.ends_with(b"event: answer\ndata: 42\n\n"));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn event(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.names.value = Some(name.into());
+        self
+    }
+
+    /// The name of the events a failed poll is published as (default
+    /// [`DEFAULT_ERROR_EVENT`], `poll-error`), with the payload
+    /// `{"apiVersion", "statusCode", "message"}`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use http::StatusCode;
+    /// use sse_runtime::{Manager, PollError, polling::Polling, subscription::SubscribeOptions};
+    ///
+    /// let manager = Manager::new();
+    /// let failing = |_| async { Err::<u8, _>(PollError::new(StatusCode::NOT_FOUND, "gone")) };
+    /// let polling = Polling::new(failing).error_event("build-error");
+    /// let mut sub = manager
+    ///     .subscribe_with("t", SubscribeOptions::new().polling(polling))
+    ///     .unwrap();
+    /// let frame = String::from_utf8(sub.recv().await.unwrap().to_vec()).unwrap();
+    /// assert!(frame.contains("event: build-error\ndata: {\"apiVersion\":\"v1\",\"statusCode\":404"));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn error_event(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.names.error = name.into();
         self
     }
 
@@ -183,6 +245,7 @@ where
                 self.poll.clone(),
                 self.interval,
                 self.api_version.clone(),
+                self.names.clone(),
                 self.stop_when.clone(),
                 OnStop(self.on_stop.clone()),
                 publisher,
@@ -222,6 +285,7 @@ async fn poll_loop<F, Fut, T, E>(
     poll: Arc<F>,
     interval: Duration,
     api_version: Cow<'static, str>,
+    names: Names,
     stop_when: Option<StopCondition<T>>,
     _on_stop: OnStop,
     publisher: TopicPublisher,
@@ -256,7 +320,7 @@ async fn poll_loop<F, Fut, T, E>(
         match outcome {
             Ok(Ok(value)) => {
                 failures.recovered(&publisher);
-                publisher.publish(&value);
+                publisher.publish_as(names.value.as_deref(), &value);
                 if stop_when
                     .as_ref()
                     .is_some_and(|condition| condition(&value))
@@ -268,7 +332,7 @@ async fn poll_loop<F, Fut, T, E>(
             Ok(Err(error)) => {
                 let error: PollError = error.into();
                 failures.failed(&publisher, &error);
-                publisher.publish_error(&error, &api_version);
+                publisher.publish_error_as(&names.error, &error, &api_version);
             }
             Err(panic) => {
                 // The panic's message stays on the server, as any internal error's does.
@@ -277,7 +341,7 @@ async fn poll_loop<F, Fut, T, E>(
                     panic_message(&panic)
                 ));
                 failures.failed(&publisher, &error);
-                publisher.publish_error(&error, &api_version);
+                publisher.publish_error_as(&names.error, &error, &api_version);
             }
         }
     }

@@ -115,18 +115,25 @@ impl TopicPublisher {
         self.topic.upgrade().is_none_or(|topic| topic.is_closed())
     }
 
-    /// Publishes the error payload `{"apiVersion", "statusCode", "message"}`.
+    /// Publishes the error payload `{"apiVersion", "statusCode", "message"}` as a
+    /// [`DEFAULT_ERROR_EVENT`] event (`poll-error`), apart from the values.
     pub fn publish_error(&self, error: &PollError, api_version: &str) {
-        self.publish(&ErrorPayload {
+        self.publish_error_as(DEFAULT_ERROR_EVENT, error, api_version);
+    }
+
+    /// Publishes the error payload as an event named `event`.
+    pub fn publish_error_as(&self, event: &str, error: &PollError, api_version: &str) {
+        let payload = ErrorPayload {
             api_version,
             status_code: error.status.as_u16(),
             message: &error.message,
-        });
+        };
+        self.publish_as(Some(event), &payload);
     }
-}
 
-impl Publisher for TopicPublisher {
-    fn publish<T: Serialize + ?Sized>(&self, value: &T) {
+    /// Publishes `value` as an event named `event` (`None`: a plain `message` event, as
+    /// [`Publisher::publish`] does).
+    pub fn publish_as<T: Serialize + ?Sized>(&self, event: Option<&str>, value: &T) {
         // Live topic only: once it has closed, its poller is stopping and what it still
         // produces belongs to nobody (a new broadcaster for the name has its own poller).
         let Some(topic) = self.topic.upgrade() else {
@@ -137,19 +144,25 @@ impl Publisher for TopicPublisher {
         };
         match &self.remote {
             None => {
-                if let Published::Recorded(recorded) = topic.publish(None, data) {
+                if let Published::Recorded(recorded) = topic.publish(event, data) {
                     tally(&self.counters, &topic.name, recorded);
                 }
             }
             Some((broker, lease)) => {
                 let settings = topic.settings();
-                let outgoing = outgoing(&self.counters, topic.name.clone(), None, &data, settings);
+                let outgoing = outgoing(&self.counters, topic.name.clone(), event, &data, settings);
                 if let Ok(mut message) = outgoing {
                     message.fence = Some(lease.clone());
                     broker.publish(message);
                 }
             }
         }
+    }
+}
+
+impl Publisher for TopicPublisher {
+    fn publish<T: Serialize + ?Sized>(&self, value: &T) {
+        self.publish_as(None, value);
     }
 }
 
@@ -160,6 +173,12 @@ impl fmt::Debug for TopicPublisher {
             .finish()
     }
 }
+
+/// The name of the event a failed poll is published as, unless the poller names another
+/// ([`Polling::error_event`](crate::polling::Polling::error_event)): apart from the values, so a
+/// client tells them apart by the event's name, not by the payload's shape. (Not `error`: that
+/// is the name of `EventSource`'s own event for a lost connection.)
+pub const DEFAULT_ERROR_EVENT: &str = "poll-error";
 
 /// The payload published when a poll fails.
 #[derive(Serialize)]

@@ -108,7 +108,6 @@ function streamUrl() {
 // System: one shared topic and poller for every open page.
 function onSystem(event) {
   const data = JSON.parse(event.data);
-  if (data.statusCode) { console.warn("poll error", data); return; }
   setStatus("live");
   // Right after an idle gap the server sends no rates (null), rather than the gap's average.
   dashboard.samples.push({ at: data.at, arrived: Date.now(), cpu: data.cpu, memory: data.memory, rx: data.net_rx, tx: data.net_tx });
@@ -141,7 +140,6 @@ function tally(id, counts) {
 
 function onRuntime(event) {
   const data = JSON.parse(event.data);
-  if (data.statusCode) { console.warn("poll error", data); return; }
   dashboard.lastRuntime = data;
   dashboard.runtime.push({ delivered: data.delivered_per_s ?? 0, published: data.published_per_s ?? 0, streams: data.streams });
   if (dashboard.runtime.length > HISTORY) dashboard.runtime.shift();
@@ -174,9 +172,7 @@ function renderRuntime() {
 // and the page opens a new session and a new stream.
 function onProcess(event) {
   const data = JSON.parse(event.data);
-  const error = $("process-error");
-  if (data.statusCode) { error.hidden = false; error.textContent = `${data.statusCode}: ${data.message}`; return; }
-  error.hidden = true;
+  $("process-error").hidden = true;
   dashboard.processSamples++;
   dashboard.processPid = data.pid;
   $("process-name").textContent = data.name;
@@ -185,6 +181,18 @@ function onProcess(event) {
   $("process-rss").textContent = data.rss_mib.toFixed(1) + " MiB";
   $("process-threads").textContent = String(data.threads);
   updated();
+}
+
+// A failed poll is its own event (`poll-error`), {apiVersion, statusCode, message}.
+function onPollError(event) {
+  console.warn("poll error", event.type, JSON.parse(event.data));
+}
+
+function onProcessError(event) {
+  const data = JSON.parse(event.data);
+  const error = $("process-error");
+  error.hidden = false;
+  error.textContent = `${data.statusCode}: ${data.message}`;
 }
 
 function processError(message) {
@@ -266,9 +274,14 @@ async function connect() {
     setTimeout(connect, 5000);
   };
   stream.addEventListener(TOPICS.system, onSystem);
+  stream.addEventListener(TOPICS.system + "#poll-error", onPollError);
   stream.addEventListener(TOPICS.runtime, onRuntime);
+  stream.addEventListener(TOPICS.runtime + "#poll-error", onPollError);
   stream.addEventListener(TOPICS.alarms + "#alarm", onAlarm);
-  if (processTopic) stream.addEventListener(processTopic, onProcess);
+  if (processTopic) {
+    stream.addEventListener(processTopic, onProcess);
+    stream.addEventListener(processTopic + "#poll-error", onProcessError);
+  }
 }
 
 async function watch() {

@@ -426,6 +426,26 @@ async fn a_pid_that_is_not_a_number_gets_a_message_and_the_rest_of_the_page_stre
     browser.client.close().await.unwrap();
 }
 
+/// A pid no process has: the process poller fails with a 404, which arrives as its own
+/// `poll-error` event (the page listens for `/sse/process?pid=N#poll-error`) and is shown.
+#[tokio::test]
+async fn a_failed_poll_arrives_as_a_named_error_event_and_the_page_shows_it() {
+    let (_one, server, browser) = session(free_port()).await;
+    // Above the kernel's pid_max (4 194 304 at most): never a process.
+    browser
+        .client
+        .goto(&server.url("/?pid=999999999"))
+        .await
+        .unwrap();
+    browser
+        .until("!document.getElementById('process-error').hidden")
+        .await;
+    let message = browser.text("process-error").await;
+    assert_eq!(message, "404: no process with pid 999999999");
+    assert_eq!(browser.eval("window.dashboard.processSamples").await, 0);
+    browser.client.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn an_alarm_triggered_from_the_page_appears_in_the_feed() {
     let (_one, server, browser) = session(free_port()).await;

@@ -70,6 +70,11 @@ async fn everything(Query(p): Query<Params>, cancel: CancellationToken) -> Resul
     Ok(vec![p.n.to_string()])
 }
 
+#[sse_poll(event = "build", error_event = "build-error")]
+async fn named() -> Result<u32, PollError> {
+    Ok(1)
+}
+
 #[sse_poll(guard = open_door)]
 async fn guarded() -> Result<u32, PollError> {
     Ok(1)
@@ -97,5 +102,5 @@ async fn snapshot(Query(p): Query<Params>) -> Result<u32, PollError> {
 
 fn main() {
     let _router = sse_runtime::routes::router_with(&Manager::new());
-    assert_eq!(sse_runtime::routes::registered_routes().len(), 12);
+    assert_eq!(sse_runtime::routes::registered_routes().len(), 13);
 }
