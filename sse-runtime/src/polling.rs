@@ -68,8 +68,7 @@ type StopCallback = Arc<dyn Fn() + Send + Sync>;
 pub struct Polling<F, T> {
     poll: Arc<F>,
     interval: Duration,
-    api_version: Cow<'static, str>,
-    /// The name of the values' events (`None`: plain `message` events) and of the errors'.
+    /// How values and errors are published: event names, the errors' API version.
     names: Names,
     stop_when: Option<StopCondition<T>>,
     on_stop: Option<StopCallback>,
@@ -82,11 +81,13 @@ struct Run {
     task: JoinHandle<()>,
 }
 
-/// The event names a poller publishes under, shared with its runs.
+/// How a poller publishes, shared with its runs: the values' event name (`None`: plain
+/// `message` events), the errors' event name and the API version their payload reports.
 #[derive(Clone)]
 struct Names {
     value: Option<Cow<'static, str>>,
     error: Cow<'static, str>,
+    api_version: Cow<'static, str>,
 }
 
 impl<F, Fut, T, E> Polling<F, T>
@@ -101,10 +102,10 @@ where
         Self {
             poll: Arc::new(poll),
             interval: DEFAULT_INTERVAL,
-            api_version: Cow::Borrowed(DEFAULT_API_VERSION),
             names: Names {
                 value: None,
                 error: Cow::Borrowed(DEFAULT_ERROR_EVENT),
+                api_version: Cow::Borrowed(DEFAULT_API_VERSION),
             },
             stop_when: None,
             on_stop: None,
@@ -138,7 +139,7 @@ where
     /// API version reported in error payloads (default `"v1"`).
     #[must_use]
     pub fn api_version(mut self, version: impl Into<Cow<'static, str>>) -> Self {
-        self.api_version = version.into();
+        self.names.api_version = version.into();
         self
     }
 
@@ -210,7 +211,7 @@ where
 
     /// The configured API version.
     pub fn polling_api_version(&self) -> &str {
-        &self.api_version
+        &self.names.api_version
     }
 
     /// Whether a run is in progress (started and not yet stopped).
@@ -244,7 +245,6 @@ where
             poll_loop(
                 self.poll.clone(),
                 self.interval,
-                self.api_version.clone(),
                 self.names.clone(),
                 self.stop_when.clone(),
                 OnStop(self.on_stop.clone()),
@@ -284,7 +284,6 @@ impl Drop for OnStop {
 async fn poll_loop<F, Fut, T, E>(
     poll: Arc<F>,
     interval: Duration,
-    api_version: Cow<'static, str>,
     names: Names,
     stop_when: Option<StopCondition<T>>,
     _on_stop: OnStop,
@@ -332,7 +331,7 @@ async fn poll_loop<F, Fut, T, E>(
             Ok(Err(error)) => {
                 let error: PollError = error.into();
                 failures.failed(&publisher, &error);
-                publisher.publish_error_as(&names.error, &error, &api_version);
+                publisher.publish_error_as(&names.error, &error, &names.api_version);
             }
             Err(panic) => {
                 // The panic's message stays on the server, as any internal error's does.
@@ -341,7 +340,7 @@ async fn poll_loop<F, Fut, T, E>(
                     panic_message(&panic)
                 ));
                 failures.failed(&publisher, &error);
-                publisher.publish_error_as(&names.error, &error, &api_version);
+                publisher.publish_error_as(&names.error, &error, &names.api_version);
             }
         }
     }
