@@ -6,8 +6,8 @@
 use proc_macro2::TokenStream;
 use syn::{Expr, FnArg, Ident, Item, ItemFn, LitInt, LitStr, ReturnType, Type};
 
-use crate::attr::INTERVAL;
 use crate::attr::{self, API_VERSION, Args, Attribute, CHANGE_DETECTION, ERROR_EVENT, EVENT};
+use crate::attr::{END_ON_STOP, INTERVAL};
 use crate::attr::{GUARD, HISTORY, HISTORY_BYTES, ON_STOP, PATH, RETENTION, STOP_WHEN, TOPIC};
 use crate::ctxt::Ctxt;
 
@@ -50,6 +50,7 @@ pub(crate) struct PollAttr {
     pub(crate) interval: Option<LitStr>,
     pub(crate) stop_when: Option<Expr>,
     pub(crate) on_stop: Option<Expr>,
+    pub(crate) end_on_stop: Option<bool>,
     pub(crate) path: Option<LitStr>,
     pub(crate) topic: Option<LitStr>,
     pub(crate) api_version: Option<LitStr>,
@@ -126,6 +127,7 @@ impl PollAttr {
             interval: args.str(INTERVAL),
             stop_when: args.expr(STOP_WHEN),
             on_stop: args.expr(ON_STOP),
+            end_on_stop: args.bool(END_ON_STOP),
             path: args.str(PATH),
             topic: args.str(TOPIC),
             api_version: args.str(API_VERSION),

@@ -85,6 +85,7 @@ pub(crate) const CHANGE_DETECTION: &str = "change_detection";
 pub(crate) const INTERVAL: &str = "interval";
 pub(crate) const STOP_WHEN: &str = "stop_when";
 pub(crate) const ON_STOP: &str = "on_stop";
+pub(crate) const END_ON_STOP: &str = "end_on_stop";
 pub(crate) const TOPIC: &str = "topic";
 pub(crate) const API_VERSION: &str = "api_version";
 pub(crate) const GUARD: &str = "guard";
@@ -98,6 +99,7 @@ const OPTIONS: &[Spec] = &[
     Spec { key: INTERVAL, kind: Kind::Str, example: "\"5s\"", topic: false, poll: true },
     Spec { key: STOP_WHEN, kind: Kind::Expr, example: "", topic: false, poll: true },
     Spec { key: ON_STOP, kind: Kind::Expr, example: "", topic: false, poll: true },
+    Spec { key: END_ON_STOP, kind: Kind::Bool, example: "", topic: false, poll: true },
     Spec { key: PATH, kind: Kind::Str, example: "\"/api/v1/alarms/sse\"", topic: true, poll: true },
     Spec { key: EVENT, kind: Kind::Str, example: "\"alarm\"", topic: true, poll: true },
     Spec { key: ERROR_EVENT, kind: Kind::Str, example: "\"build-error\"", topic: false, poll: true },

@@ -116,6 +116,7 @@ pub(crate) fn poll(spec: PollSpec) -> TokenStream {
         interval,
         stop_when,
         on_stop,
+        end_on_stop,
         topic,
         api_version,
         event,
@@ -176,6 +177,7 @@ pub(crate) fn poll(spec: PollSpec) -> TokenStream {
     });
     let api_version = api_version.as_ref().map(|v| quote!(.api_version(#v)));
     let event = event.as_ref().map(|e| quote!(.event(#e)));
+    let end_on_stop = end_on_stop.then(|| quote!(.end_on_stop(true)));
     let error_event = error_event.as_ref().map(|e| quote!(.error_event(#e)));
     let stop_when = stop_when
         .as_ref()
@@ -231,6 +233,7 @@ pub(crate) fn poll(spec: PollSpec) -> TokenStream {
                         #event
                         #error_event
                         #stop_when
+                        #end_on_stop
                         #on_stop;
                         let __sse_options = ::sse_runtime::__private::SubscribeOptions::new()
                             .change_detection(#change_detection)#history;

@@ -44,6 +44,8 @@ pub(crate) struct PollSpec {
     pub(crate) interval: Option<Duration>,
     pub(crate) stop_when: Option<Expr>,
     pub(crate) on_stop: Option<Expr>,
+    /// Whether a stop by `stop_when` ends the topic's streams.
+    pub(crate) end_on_stop: bool,
     pub(crate) topic: Option<LitStr>,
     pub(crate) api_version: Option<LitStr>,
     /// The name of the values' events, and of the errors'.

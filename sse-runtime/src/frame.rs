@@ -71,6 +71,19 @@ pub fn retry(millis: u64) -> Bytes {
     buf.freeze()
 }
 
+/// The name of the event a stream ends with when its topic's producer finished and ended its
+/// streams (a poller with [`Polling::end_on_stop`](crate::polling::Polling::end_on_stop)); its
+/// data is `{"reason":"finished"}`. In a multi-topic stream it is `<topic>#end`, and the
+/// stream goes on with its other topics. A browser that should not come back closes its
+/// `EventSource` on it (`source.addEventListener("end", () => source.close())`); one that does
+/// not reconnects after `retry:` like after any end of a stream.
+pub const END_EVENT: &str = "end";
+
+/// The frame of [`END_EVENT`].
+pub(crate) fn finished() -> Bytes {
+    event(None, Some(END_EVENT), br#"{"reason":"finished"}"#)
+}
+
 /// A `retry:` delay in milliseconds: `base` plus a random part of `spread`, so that clients
 /// told to come back at once (a restart, a refused crowd) come back spread out.
 pub(crate) fn jittered_millis(base: std::time::Duration, spread: std::time::Duration) -> u64 {

@@ -49,6 +49,9 @@ struct Part {
     position: Option<EventId>,
     /// How it joined, once known (`Some(None)`: it ended first).
     joined: Option<Option<Joined>>,
+    /// Its producer finished and ended it (`EndReason::Finished`): its `end` event was sent,
+    /// and the stream goes on with the other topics.
+    finished: bool,
 }
 
 impl Multiplex {
@@ -62,6 +65,7 @@ impl Multiplex {
                 label: label.into(),
                 position: None,
                 joined: None,
+                finished: false,
             })
             .collect();
         Self {
@@ -126,6 +130,9 @@ impl Multiplex {
         #[allow(clippy::let_unit_value)] // a stamp is `()` without the `metrics` feature
         let mut oldest = telemetry::stamp();
         for index in 0..self.parts.len() {
+            if self.parts[index].finished {
+                continue;
+            }
             match self.parts[index].subscription.poll_chunk(cx) {
                 Poll::Ready(Some(chunk)) => {
                     events += chunk.events;
@@ -139,7 +146,18 @@ impl Multiplex {
                 }
                 Poll::Ready(None) => {
                     let part = &self.parts[index].subscription;
-                    self.ended = Some(part.end_reason().unwrap_or(EndReason::Closed));
+                    let reason = part.end_reason().unwrap_or(EndReason::Closed);
+                    if reason == EndReason::Finished {
+                        // This topic is done: its `end` event, then the others go on; the
+                        // stream ends once every topic has finished.
+                        self.relabel(out, index, &frame::finished());
+                        self.parts[index].finished = true;
+                        if self.parts.iter().all(|part| part.finished) {
+                            self.ended = Some(EndReason::Finished);
+                        }
+                        continue;
+                    }
+                    self.ended = Some(reason);
                     break;
                 }
                 Poll::Pending => {}

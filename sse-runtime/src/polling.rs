@@ -69,7 +69,7 @@ pub struct Polling<F, T> {
     poll: Arc<F>,
     interval: Duration,
     /// How values and errors are published: event names, the errors' API version.
-    names: Names,
+    publishing: Publishing,
     stop_when: Option<StopCondition<T>>,
     on_stop: Option<StopCallback>,
     run: Mutex<Option<Run>>,
@@ -82,12 +82,14 @@ struct Run {
 }
 
 /// How a poller publishes, shared with its runs: the values' event name (`None`: plain
-/// `message` events), the errors' event name and the API version their payload reports.
+/// `message` events), the errors' event name and the API version their payload reports, and
+/// whether a stop by the stop condition ends the topic's streams.
 #[derive(Clone)]
-struct Names {
+struct Publishing {
     value: Option<Cow<'static, str>>,
     error: Cow<'static, str>,
     api_version: Cow<'static, str>,
+    end_on_stop: bool,
 }
 
 impl<F, Fut, T, E> Polling<F, T>
@@ -102,10 +104,11 @@ where
         Self {
             poll: Arc::new(poll),
             interval: DEFAULT_INTERVAL,
-            names: Names {
+            publishing: Publishing {
                 value: None,
                 error: Cow::Borrowed(DEFAULT_ERROR_EVENT),
                 api_version: Cow::Borrowed(DEFAULT_API_VERSION),
+                end_on_stop: false,
             },
             stop_when: None,
             on_stop: None,
@@ -139,7 +142,7 @@ where
     /// API version reported in error payloads (default `"v1"`).
     #[must_use]
     pub fn api_version(mut self, version: impl Into<Cow<'static, str>>) -> Self {
-        self.names.api_version = version.into();
+        self.publishing.api_version = version.into();
         self
     }
 
@@ -161,7 +164,7 @@ where
     /// ```
     #[must_use]
     pub fn event(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.names.value = Some(name.into());
+        self.publishing.value = Some(name.into());
         self
     }
 
@@ -186,7 +189,7 @@ where
     /// ```
     #[must_use]
     pub fn error_event(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.names.error = name.into();
+        self.publishing.error = name.into();
         self
     }
 
@@ -194,6 +197,38 @@ where
     #[must_use]
     pub fn stop_when(mut self, condition: impl Fn(&T) -> bool + Send + Sync + 'static) -> Self {
         self.stop_when = Some(Arc::new(condition));
+        self
+    }
+
+    /// When the [stop condition](Self::stop_when) holds, also end the topic's streams: each
+    /// subscriber gets what was published up to the final value, then an
+    /// [`end`](crate::frame::END_EVENT) event, and its stream ends (so a browser tab frees its
+    /// connection; in a multi-topic stream only that topic ends). A client that subscribes
+    /// while the topic is still open gets the final value and the `end` event. A browser closes
+    /// its `EventSource` on `end`; one that reconnects instead, once the topic is gone, starts
+    /// a new poller. Without it (the default), streams stay open after the stop, with
+    /// heartbeats only, until their clients leave. With a backplane, the streams of the
+    /// instance that polled end; those of other instances stay open.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use sse_runtime::{Manager, PollError, polling::Polling, subscription::{EndReason, SubscribeOptions}};
+    ///
+    /// let manager = Manager::new();
+    /// let polling = Polling::new(|_| async { Ok::<_, PollError>("done") })
+    ///     .stop_when(|state: &&str| *state == "done")
+    ///     .end_on_stop(true);
+    /// let mut sub = manager
+    ///     .subscribe_with("build", SubscribeOptions::new().polling(polling))
+    ///     .unwrap();
+    /// assert!(sub.recv().await.unwrap().ends_with(b"data: \"done\"\n\n"));
+    /// assert_eq!(sub.recv().await, None);
+    /// assert_eq!(sub.end_reason(), Some(EndReason::Finished));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn end_on_stop(mut self, end: bool) -> Self {
+        self.publishing.end_on_stop = end;
         self
     }
 
@@ -211,7 +246,7 @@ where
 
     /// The configured API version.
     pub fn polling_api_version(&self) -> &str {
-        &self.names.api_version
+        &self.publishing.api_version
     }
 
     /// Whether a run is in progress (started and not yet stopped).
@@ -245,7 +280,7 @@ where
             poll_loop(
                 self.poll.clone(),
                 self.interval,
-                self.names.clone(),
+                self.publishing.clone(),
                 self.stop_when.clone(),
                 OnStop(self.on_stop.clone()),
                 publisher,
@@ -284,7 +319,7 @@ impl Drop for OnStop {
 async fn poll_loop<F, Fut, T, E>(
     poll: Arc<F>,
     interval: Duration,
-    names: Names,
+    publishing: Publishing,
     stop_when: Option<StopCondition<T>>,
     _on_stop: OnStop,
     publisher: TopicPublisher,
@@ -319,19 +354,22 @@ async fn poll_loop<F, Fut, T, E>(
         match outcome {
             Ok(Ok(value)) => {
                 failures.recovered(&publisher);
-                publisher.publish_as(names.value.as_deref(), &value);
+                publisher.publish_as(publishing.value.as_deref(), &value);
                 if stop_when
                     .as_ref()
                     .is_some_and(|condition| condition(&value))
                 {
                     tracing::debug!(topic = ?publisher.topic(), "stop condition met");
+                    if publishing.end_on_stop {
+                        publisher.finish();
+                    }
                     return;
                 }
             }
             Ok(Err(error)) => {
                 let error: PollError = error.into();
                 failures.failed(&publisher, &error);
-                publisher.publish_error_as(&names.error, &error, &names.api_version);
+                publisher.publish_error_as(&publishing.error, &error, &publishing.api_version);
             }
             Err(panic) => {
                 // The panic's message stays on the server, as any internal error's does.
@@ -340,7 +378,7 @@ async fn poll_loop<F, Fut, T, E>(
                     panic_message(&panic)
                 ));
                 failures.failed(&publisher, &error);
-                publisher.publish_error_as(&names.error, &error, &names.api_version);
+                publisher.publish_error_as(&publishing.error, &error, &publishing.api_version);
             }
         }
     }

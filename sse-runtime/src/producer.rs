@@ -115,6 +115,18 @@ impl TopicPublisher {
         self.topic.upgrade().is_none_or(|topic| topic.is_closed())
     }
 
+    /// Ends the topic's streams once each has sent what was published so far (its producer is
+    /// done): each gets an [`end`](crate::frame::END_EVENT) event, then its end; a client that
+    /// subscribes while the topic is open gets what it starts on, then the same. With a
+    /// backplane, it ends this instance's streams.
+    pub fn finish(&self) {
+        if let Some(topic) = self.topic.upgrade()
+            && topic.finish()
+        {
+            tracing::debug!(topic = %topic.name, "producer finished; ending its streams");
+        }
+    }
+
     /// Publishes the error payload `{"apiVersion", "statusCode", "message"}` as a
     /// [`DEFAULT_ERROR_EVENT`] event (`poll-error`), apart from the values.
     pub fn publish_error(&self, error: &PollError, api_version: &str) {

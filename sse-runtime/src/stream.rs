@@ -390,9 +390,16 @@ impl SseStream {
                     Some(EndReason::Lagged) => Disconnect::Lagged,
                     Some(EndReason::ShutDown) => Disconnect::ShutDown,
                     Some(EndReason::Closed) => Disconnect::Closed,
+                    Some(EndReason::Finished) => Disconnect::Finished,
                     Some(EndReason::Unsubscribed) | None => Disconnect::ClientGone,
                 };
                 *this.end = Some(end);
+                if end == Disconnect::Finished && matches!(this.source, Source::One(_)) {
+                    // The last frame: the topic is done (a client closes its EventSource on it,
+                    // else it reconnects after `retry:`). A multi-topic stream has sent one
+                    // `<topic>#end` per topic already.
+                    return Poll::Ready(Some(emit(frame::finished(), append_to)));
+                }
                 if end == Disconnect::ShutDown {
                     // The last frame: when to come back, spread over the shutdown window.
                     let settings = this.source.first().stream_settings();

@@ -198,6 +198,10 @@ pub enum EndReason {
     Closed,
     /// [`Subscription::unsubscribe`] was called.
     Unsubscribed,
+    /// The topic's producer finished and ended its streams (a poller whose stop condition
+    /// held, with [`Polling::end_on_stop`](crate::polling::Polling::end_on_stop)), after this
+    /// subscription had read everything.
+    Finished,
 }
 
 /// Membership of one topic: the frames published to it, from the moment of subscribing (or
@@ -380,6 +384,7 @@ impl Subscription {
                 self.end(EndReason::Lagged)
             }
             Read::Closed => self.end(EndReason::Closed),
+            Read::Finished => self.end(EndReason::Finished),
         }
     }
 

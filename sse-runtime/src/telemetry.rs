@@ -65,6 +65,7 @@ pub(crate) enum Disconnect {
     ShutDown,
     Expired,
     Closed,
+    Finished,
 }
 
 impl Disconnect {
@@ -76,6 +77,7 @@ impl Disconnect {
             Self::ShutDown => "shutdown",
             Self::Expired => "expired",
             Self::Closed => "closed",
+            Self::Finished => "finished",
         }
     }
 }

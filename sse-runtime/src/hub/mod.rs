@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::backplane::{Backplane, Broker};
 use crate::config::Config;
-use crate::producer::PollingService;
+use crate::producer::{PollingService, TopicPublisher};
 use crate::stats::{Counters, Stats, TopicStats};
 use crate::telemetry;
 
@@ -119,6 +119,35 @@ impl Hub {
             self.stop_poller(poller);
         }
         self.changed.notify_waiters();
+    }
+
+    /// [`Manager::restart_poller`](crate::Manager::restart_poller).
+    pub(crate) async fn restart_poller(self: &Arc<Self>, name: &str) -> bool {
+        let found = self.registry.read().live.get(name).and_then(|live| {
+            let poller = live.poller.clone()?;
+            Some((live.topic.clone(), poller))
+        });
+        let Some((topic, poller)) = found else {
+            return false;
+        };
+        poller.stop().await;
+        if topic.is_closed() {
+            return false;
+        }
+        topic.unfinish();
+        poller.start(TopicPublisher::new(&topic, &self.counters));
+        // Removed meanwhile: its removal closed it before stopping its poller, so either that
+        // stop came after this start, or this check sees it closed and stops the run itself.
+        if topic.is_closed() {
+            poller.stop().await;
+            return false;
+        }
+        self.counters
+            .pollers_started
+            .fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_waiters();
+        tracing::debug!(topic = %topic.name, "poller restarted");
+        true
     }
 
     fn stop_poller(self: &Arc<Self>, poller: Arc<dyn PollingService>) {

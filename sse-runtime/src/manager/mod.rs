@@ -257,6 +257,34 @@ impl Manager {
         self.hub.topics()
     }
 
+    /// Restarts the poller of `topic` while the topic is open (it has subscribers, or lingers):
+    /// one that stopped (its stop condition held: a build that finished, then was re-run) polls
+    /// again, at once and then on its interval, and its topic's streams, if
+    /// [`end_on_stop`](crate::polling::Polling::end_on_stop) ended them, no longer end. One
+    /// still running is stopped and started again. Whether the topic has a poller to restart;
+    /// `false` for a topic that is not open (its next subscriber starts a poller anyway) or is
+    /// not polled.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use sse_runtime::{Manager, PollError, polling::Polling, subscription::SubscribeOptions};
+    ///
+    /// let manager = Manager::new();
+    /// let polling = Polling::new(|_| async { Ok::<_, PollError>(1) }).stop_when(|_: &i32| true);
+    /// let mut sub = manager
+    ///     .subscribe_with("build", SubscribeOptions::new().polling(polling))
+    ///     .unwrap();
+    /// sub.recv().await.unwrap(); // polled once, then stopped
+    /// assert!(manager.restart_poller("build").await);
+    /// sub.recv().await.unwrap(); // polled again
+    /// assert_eq!(manager.stats().pollers_started, 2);
+    /// assert!(!manager.restart_poller("nobody-listens").await);
+    /// # }
+    /// ```
+    pub async fn restart_poller(&self, topic: &str) -> bool {
+        self.hub.restart_poller(topic).await
+    }
+
     /// Subscribers of `topic` right now (0 when it has no broadcaster).
     pub fn subscriber_count(&self, topic: &str) -> usize {
         self.hub.subscriber_count(topic)

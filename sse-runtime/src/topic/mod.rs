@@ -50,6 +50,10 @@ struct State {
     /// handle (a poller still stopping, a publish that raced the unsubscribe) finds the topic
     /// closed and does nothing, and can never revive it.
     closed: bool,
+    /// Set when its producer finished and asked for its streams to end
+    /// ([`finish`](Topic::finish)): a subscriber that has read everything ends instead of
+    /// waiting; a newcomer still gets what it starts on (the final value). Cleared by a restart.
+    finished: bool,
     /// What a broker-backed topic keeps to follow its broker (in-process, it is synced from the
     /// start and holds nothing).
     replica: Replica,
@@ -83,6 +87,8 @@ pub(crate) struct Membership {
 pub(crate) enum Read {
     /// One or more whole frames, in order.
     Frames(Chunk),
+    /// Everything was read, and the producer finished: the subscriber ends.
+    Finished,
     /// Nothing new; the subscriber's waker is registered.
     Empty,
     /// The subscriber fell further behind than allowed (or out of the log).
@@ -107,6 +113,7 @@ impl Topic {
                 history,
                 subscribers: Slab::new(),
                 closed: false,
+                finished: false,
                 replica: Replica::synced(),
             }),
         }
@@ -232,6 +239,9 @@ impl Topic {
         let Some(backlog) = history.log.behind(cursor) else {
             return Read::Lagged;
         };
+        if backlog.events == 0 && state.finished {
+            return Read::Finished;
+        }
         if backlog.events == 0 {
             // Registered only now, and under the lock: a publish appends under the write lock
             // and wakes after it, so it sees this waker. A subscriber that reads frames leaves
@@ -258,6 +268,24 @@ impl Topic {
         subscriber.waker.register(waker);
         let state = self.state.read();
         subscriber.cursor.load(Ordering::Relaxed) < state.history.log.next_seq()
+    }
+
+    /// Ends every subscriber once it has read everything recorded so far (its producer is
+    /// done), and wakes them; whether it was not finished already.
+    pub(crate) fn finish(&self) -> bool {
+        let mut state = self.state.write();
+        if state.closed || std::mem::replace(&mut state.finished, true) {
+            return false;
+        }
+        for (_, subscriber) in &state.subscribers {
+            subscriber.waker.wake();
+        }
+        true
+    }
+
+    /// Undoes [`finish`](Self::finish) (its producer starts again).
+    pub(crate) fn unfinish(&self) {
+        self.state.write().finished = false;
     }
 
     /// Closes the topic for good (manager shutdown) and wakes every subscriber so it ends.

@@ -359,6 +359,7 @@ mod tests {
                     Read::Empty => return Ok(out),
                     Read::Lagged => return Err("lagged"),
                     Read::Closed => return Err("closed"),
+                    Read::Finished => return Err("finished"),
                 }
             }
         }

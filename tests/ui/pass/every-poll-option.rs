@@ -70,7 +70,7 @@ async fn everything(Query(p): Query<Params>, cancel: CancellationToken) -> Resul
     Ok(vec![p.n.to_string()])
 }
 
-#[sse_poll(event = "build", error_event = "build-error")]
+#[sse_poll(event = "build", error_event = "build-error", stop_when = positive, end_on_stop = true)]
 async fn named() -> Result<u32, PollError> {
     Ok(1)
 }
