@@ -277,9 +277,7 @@ impl Topic {
         if state.closed || std::mem::replace(&mut state.finished, true) {
             return false;
         }
-        for (_, subscriber) in &state.subscribers {
-            subscriber.waker.wake();
-        }
+        state.wake_all();
         true
     }
 
@@ -292,9 +290,7 @@ impl Topic {
     pub(crate) fn close(&self) {
         let mut state = self.state.write();
         state.closed = true;
-        for (_, subscriber) in &state.subscribers {
-            subscriber.waker.wake();
-        }
+        state.wake_all();
     }
 
     pub(crate) fn subscriber_count(&self) -> usize {
