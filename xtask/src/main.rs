@@ -181,12 +181,70 @@ impl Outcome {
     }
 }
 
+/// How long one test may run before the run is stopped as hung: libtest reports a test
+/// running for over 60 seconds, and none of ours needs minutes.
+const TEST_LIMIT: Duration = Duration::from_secs(10 * 60);
+/// How long the whole `cargo test` may take, builds included (CI allows 90 minutes for
+/// everything, installs and checks too): a hang fails here, loudly and by name, instead of
+/// running into CI's limit with nothing said.
+const RUN_LIMIT: Duration = Duration::from_secs(55 * 60);
+
 /// Runs `command` with its output shown as it comes, and tallies the results it prints.
+/// A test that runs past [`TEST_LIMIT`], or a run past [`RUN_LIMIT`], stops the run: its
+/// process group is killed and the tests still running are counted as failed ("hung").
 fn run_and_tally(mut command: Command) -> Outcome {
+    use std::collections::HashMap;
+    use std::os::unix::process::CommandExt;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
     let mut child = command
         .stdout(Stdio::piped())
+        // Its own process group, so that a kill reaches the test binaries cargo started.
+        .process_group(0)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
+    let group = child.id();
+    // Tests libtest said were running for over 60 seconds, and since when; a test leaves
+    // when its result line comes. `None` once the output ended.
+    let slow: Arc<Mutex<Option<HashMap<String, Instant>>>> =
+        Arc::new(Mutex::new(Some(HashMap::new())));
+    let hung: Arc<Mutex<Vec<String>>> = Arc::default();
+    let watchdog = {
+        let (slow, hung) = (slow.clone(), hung.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                let slow = slow.lock().unwrap();
+                let Some(slow) = slow.as_ref() else { return };
+                let over: Vec<String> = slow
+                    .iter()
+                    .filter(|(_, since)| since.elapsed() + Duration::from_secs(60) > TEST_LIMIT)
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                if over.is_empty() && started.elapsed() < RUN_LIMIT {
+                    continue;
+                }
+                let mut named: Vec<String> = if over.is_empty() {
+                    slow.keys().cloned().collect()
+                } else {
+                    over
+                };
+                if named.is_empty() {
+                    named.push(format!(
+                        "the run itself, past {} minutes",
+                        RUN_LIMIT.as_secs() / 60
+                    ));
+                }
+                eprintln!("\n*** hung, stopping the run: {} ***\n", named.join(", "));
+                hung.lock().unwrap().extend(named);
+                kill_group(group);
+                return;
+            }
+        })
+    };
+
     let mut outcome = Outcome::default();
     let stdout = child.stdout.take().expect("piped");
     let mut out = std::io::stdout().lock();
@@ -200,14 +258,49 @@ fn run_and_tally(mut command: Command) -> Outcome {
             outcome.ignored += count(rest, " ignored");
         } else if let Some(name) = line
             .strip_prefix("test ")
-            .and_then(|l| l.strip_suffix(" ... FAILED"))
+            .and_then(|l| l.strip_suffix(" has been running for over 60 seconds"))
         {
-            outcome.failures.push(name.to_owned());
+            if let Some(slow) = slow.lock().unwrap().as_mut() {
+                slow.insert(name.to_owned(), Instant::now());
+            }
+        } else if let Some((name, result)) = line
+            .strip_prefix("test ")
+            .and_then(|l| l.rsplit_once(" ... "))
+        {
+            if let Some(slow) = slow.lock().unwrap().as_mut() {
+                slow.remove(name);
+            }
+            if result == "FAILED" {
+                outcome.failures.push(name.to_owned());
+            }
         }
     }
     drop(out);
+    slow.lock().unwrap().take();
+    let _ = watchdog.join();
     outcome.cargo_ok = child.wait().map(|status| status.success()).unwrap_or(false);
+    for name in hung.lock().unwrap().drain(..) {
+        outcome.failed += 1;
+        outcome.failures.push(format!("{name} (hung)"));
+        outcome.cargo_ok = false;
+    }
     outcome
+}
+
+/// Sends SIGKILL to process group `group`. Through libc, not `kill(1)`: here procps-ng
+/// 4.0.2's `kill -KILL -<pgid>` reached far more than the group (it took the shell that ran
+/// the tests with it).
+fn kill_group(group: u32) {
+    unsafe extern "C" {
+        fn kill(pid: i32, signal: i32) -> i32;
+    }
+    const SIGKILL: i32 = 9;
+    let group = i32::try_from(group).expect("a pid fits in i32");
+    assert!(group > 1, "never signal every process");
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    unsafe {
+        kill(-group, SIGKILL);
+    }
 }
 
 /// The number before `label` in a `test result:` line (`ok. 5 passed; 0 failed; ...`).

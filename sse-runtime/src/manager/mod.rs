@@ -267,10 +267,14 @@ impl Manager {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::sync::atomic::{AtomicU32, Ordering};
     /// use sse_runtime::{Manager, PollError, polling::Polling, subscription::SubscribeOptions};
     ///
+    /// static RUNS: AtomicU32 = AtomicU32::new(0);
     /// let manager = Manager::new();
-    /// let polling = Polling::new(|_| async { Ok::<_, PollError>(1) }).stop_when(|_: &i32| true);
+    /// // Each run yields a new value: a polled topic skips a value identical to the last.
+    /// let polling = Polling::new(|_| async { Ok::<_, PollError>(RUNS.fetch_add(1, Ordering::Relaxed)) })
+    ///     .stop_when(|_: &u32| true);
     /// let mut sub = manager
     ///     .subscribe_with("build", SubscribeOptions::new().polling(polling))
     ///     .unwrap();
