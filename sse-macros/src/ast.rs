@@ -236,6 +236,38 @@ pub(crate) fn is_state(ty: &Type) -> bool {
     matches!(ty, Type::Path(path) if path.path.segments.last().is_some_and(|s| s.ident == "State"))
 }
 
+/// For axum's `Path<T>` extractor, how many placeholders `T` reads: `Some(n)` for a tuple of
+/// `n`, `Some(1)` for a plain type such as `u64` or `String`, `None` for a struct (read by
+/// name) or anything else; `None` also when `ty` is not a `Path`.
+pub(crate) fn path_arity(ty: &Type) -> Option<Option<usize>> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != "Path" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return Some(None);
+    };
+    let Some(syn::GenericArgument::Type(inner)) = args.args.first() else {
+        return Some(None);
+    };
+    Some(match inner {
+        Type::Tuple(tuple) => Some(tuple.elems.len()),
+        Type::Path(inner) => {
+            let scalar = inner.path.segments.last().is_some_and(|s| {
+                [
+                    "String", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32",
+                    "i64", "i128", "isize", "bool", "char", "Uuid",
+                ]
+                .iter()
+                .any(|name| s.ident == name)
+            });
+            scalar.then_some(1)
+        }
+        _ => None,
+    })
+}
+
 fn is_cancellation_token(ty: &Type) -> bool {
     matches!(ty, Type::Path(path) if path.path.segments.last().is_some_and(|s| s.ident == "CancellationToken"))
 }

@@ -214,6 +214,29 @@ pub(crate) fn poll(ctxt: &mut Ctxt, mut model: PollAttr) -> Option<PollSpec> {
                  `.layer(Extension(value))` and take `Extension<T>` here",
             );
         }
+        if let Some(arity) = ast::path_arity(ty) {
+            let names = template::placeholders(&path);
+            if names.is_empty() {
+                ctxt.error(
+                    ty,
+                    format!(
+                        "`Path` reads the route's `{{placeholders}}`, and the path \"{path}\" has none: \
+                         add them to `path = \"{path}/{{id}}\"`, or read the query with `Query`"
+                    ),
+                );
+            } else if let Some(arity) = arity.filter(|&n| n != names.len()) {
+                let list: Vec<String> = names.iter().map(|n| format!("{{{n}}}")).collect();
+                ctxt.error(
+                    ty,
+                    format!(
+                        "this `Path` reads {arity} placeholder{}, and the path \"{path}\" has {}: {}",
+                        if arity == 1 { "" } else { "s" },
+                        names.len(),
+                        list.join(", ")
+                    ),
+                );
+            }
+        }
         if let Some(name) = ast::per_subscriber(ty) {
             ctxt.error(
                 ty,

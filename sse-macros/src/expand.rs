@@ -56,6 +56,11 @@ pub(crate) fn topic(spec: TopicSpec) -> TokenStream {
             quote!(::sse_runtime::__private::SseHandler::new(__sse_manager).topic_template(#topic)),
         )
     };
+    // The one place that needs `Serialize` (`SseTopic` does not): a type without it is one
+    // error, spanned on its name.
+    let publish_event = quote_spanned! {ident.span()=>
+        ::sse_runtime::__private::publish_topic_event::<#ident>(manager, #topic_expr, value)
+    };
     let doc_topic = if params.is_empty() {
         format!(
             "Publishes a [`{name}`] to the topic `{}` of the global manager.",
@@ -87,7 +92,7 @@ pub(crate) fn topic(spec: TopicSpec) -> TokenStream {
             #(#param_idents: impl ::core::fmt::Display,)*
             value: &#ident,
         ) {
-            manager.publish_event(#topic_expr, <#ident as ::sse_runtime::__private::SseTopic>::EVENT, value)
+            #publish_event
         }
 
         const _: () = {
@@ -202,13 +207,30 @@ pub(crate) fn poll(spec: PollSpec) -> TokenStream {
         },
         None => quote!(let __sse_expires = ::core::option::Option::None;),
     };
+    // What the return type must be, checked once at the mount (spanned on the user's types):
+    // `for<'__sse>` defers the check from `mount`'s definition to its one use, and `mount`'s
+    // body assumes it, so a value without `Serialize` or an error type that is no error is one
+    // error each, not a cascade through the generated code.
+    let (bounds, mount_ref) = match result_types(output) {
+        Some((ok, err)) => (
+            quote! {
+                where
+                    for<'__sse> #ok: ::sse_runtime::__private::PollValue,
+                    for<'__sse> #err: ::sse_runtime::__private::PollErrorType,
+            },
+            quote_spanned!(output.span()=> mount),
+        ),
+        None => (TokenStream::new(), quote!(mount)),
+    };
     quote! {
         #function
 
         const _: () = {
             fn mount(
                 __sse_manager: &::sse_runtime::__private::Manager,
-            ) -> ::sse_runtime::__private::MethodRouter {
+            ) -> ::sse_runtime::__private::MethodRouter
+            #bounds
+            {
                 let __sse_manager = ::core::clone::Clone::clone(__sse_manager);
                 ::sse_runtime::__private::get(move |mut __sse_parts: ::sse_runtime::__private::Parts| {
                     let __sse_manager = ::core::clone::Clone::clone(&__sse_manager);
@@ -249,11 +271,43 @@ pub(crate) fn poll(spec: PollSpec) -> TokenStream {
                     ::core::concat!(::core::module_path!(), "::", #name),
                     #path,
                     #topic_opt,
-                    mount,
+                    #mount_ref,
                 )
             }
         };
     }
+}
+
+/// `T` and `E` of a return type written `Result<T, E>` (any path ending in `Result` with two
+/// type arguments), unless either holds an `impl Trait`, which a where clause cannot name.
+fn result_types(output: &syn::Type) -> Option<(syn::Type, syn::Type)> {
+    let syn::Type::Path(path) = output else {
+        return None;
+    };
+    let last = path.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    let mut types = args.args.iter().filter_map(|arg| match arg {
+        syn::GenericArgument::Type(ty) => Some(ty),
+        _ => None,
+    });
+    let (ok, err) = (types.next()?.clone(), types.next()?.clone());
+    if types.next().is_some() || has_impl(&quote!(#ok #err)) {
+        return None;
+    }
+    Some((ok, err))
+}
+
+fn has_impl(tokens: &TokenStream) -> bool {
+    tokens.clone().into_iter().any(|token| match token {
+        proc_macro2::TokenTree::Ident(ident) => ident == "impl",
+        proc_macro2::TokenTree::Group(group) => has_impl(&group.stream()),
+        _ => false,
+    })
 }
 
 /// `.history(N).history_bytes(N).retention(..)` for the options given; `SseHandler` and

@@ -48,6 +48,16 @@ where
     }
 }
 
+/// The value an `#[sse_poll]` function returns in `Ok`: what its subscribers are sent.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be sent to subscribers: an `#[sse_poll]` function's value must be `Serialize + Send + 'static`",
+    label = "the value this poll function returns",
+    note = "for a type of your own, add `#[derive(serde::Serialize)]`"
+)]
+pub trait PollValue: Serialize + Send + 'static {}
+
+impl<T: Serialize + Send + 'static> PollValue for T {}
+
 /// The error type of an `#[sse_poll]` function: `PollError`, or any `std::error::Error` (an
 /// internal error, see `PollError::internal`).
 #[diagnostic::on_unimplemented(
@@ -154,6 +164,12 @@ impl RequestSnapshot {
     pub fn parts(&self) -> Parts {
         shared_view(&self.0)
     }
+}
+
+/// What a generated `publish_*_to` helper does: `T`'s event on `topic`. The only place the
+/// generated code asks for `T: Serialize`, so a topic type without it is one error.
+pub fn publish_topic_event<T: SseTopic + Serialize>(manager: &Manager, topic: &str, value: &T) {
+    manager.publish_event(topic, T::EVENT, value);
 }
 
 /// The manager a generated `publish_*` helper publishes into: the global one. A publish that

@@ -100,7 +100,37 @@ async fn snapshot(Query(p): Query<Params>) -> Result<u32, PollError> {
     Ok(p.n)
 }
 
+/// Return types the macro cannot take apart: an alias, and an `impl Trait` value.
+type Polled<T> = Result<T, PollError>;
+
+#[sse_poll]
+async fn aliased() -> Polled<u32> {
+    Ok(1)
+}
+
+#[sse_poll]
+async fn opaque() -> Result<impl serde::Serialize + Send + 'static, std::io::Error> {
+    Ok("value")
+}
+
+/// A `Path` of a struct reads its placeholders by name; a tuple reads them in order.
+#[derive(serde::Deserialize)]
+struct Run {
+    project: String,
+    id: u64,
+}
+
+#[sse_poll(path = "/sse/runs/{project}/{id}")]
+async fn run(Path(run): Path<Run>) -> Result<u64, PollError> {
+    Ok(run.id + run.project.len() as u64)
+}
+
+#[sse_poll(path = "/sse/jobs/{project}/{id}")]
+async fn job(Path((project, id)): Path<(String, u64)>) -> Result<u64, PollError> {
+    Ok(id + project.len() as u64)
+}
+
 fn main() {
-    let _router = sse_runtime::routes::router_with(&Manager::new());
-    assert_eq!(sse_runtime::routes::registered_routes().len(), 13);
+    let _router: axum::Router = sse_runtime::routes::router_with(&Manager::new());
+    assert_eq!(sse_runtime::routes::registered_routes().len(), 17);
 }

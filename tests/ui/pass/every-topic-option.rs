@@ -51,7 +51,7 @@ struct Kept;
 
 fn main() {
     let manager = Manager::new();
-    let _router = sse_runtime::routes::router_with(&manager);
+    let _router: axum::Router = sse_runtime::routes::router_with(&manager);
     assert_eq!(sse_runtime::routes::registered_routes().len(), 9);
     publish_plain_to(&manager, &Plain);
     publish_with_path_to(&manager, &WithPath);
