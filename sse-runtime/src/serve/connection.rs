@@ -24,6 +24,7 @@ use super::head::{Head, Incoming, body_length, has_token, read_head, refuse, wan
 use super::response::write_response;
 use super::writer::{sse_head, stream_sse};
 use crate::stream::{Served, SseStream, Takeover};
+use crate::subscription::ManagerHandle;
 
 /// What a connection does after answering a request.
 pub(super) enum Next {
@@ -33,6 +34,9 @@ pub(super) enum Next {
     Close,
     /// The handler answered with an SSE stream: the connection is the stream's from now on.
     Stream(Response, Pin<Box<SseStream>>),
+    /// An SSE stream whose body a layer encodes (`Content-Encoding`): written through its
+    /// body, as any server would, then closed. The stream's manager, if it is still there.
+    Encoded(Response, Option<ManagerHandle>),
 }
 
 /// Where a connection's SSE streams go: a task of their own, tracked so that the server's
@@ -90,16 +94,23 @@ where
             Next::Close => return io.shutdown().await,
             Next::Stream(response, stream) => {
                 streams.served.note(stream.subscription().manager_handle());
-                let (head, framing) = sse_head(response, version);
+                let (head, framing, body) = sse_head(response, version);
                 // From here on the connection belongs to the stream, in a task of its own sized
                 // for the stream alone (this one, sized for requests, ends: 1.4 KiB less for
                 // every open stream). Tracked like the connection, so shutdown waits for it.
                 streams.tasks.spawn(async move {
-                    if let Err(error) = stream_sse(io, head, stream, framing).await {
+                    if let Err(error) = stream_sse(io, head, stream, framing, body).await {
                         tracing::debug!(%error, "stream ended with an error");
                     }
                 });
                 return Ok(());
+            }
+            Next::Encoded(response, manager) => {
+                if let Some(manager) = manager {
+                    streams.served.note(manager);
+                }
+                write_response(&mut io, response, false, true, version).await?;
+                return io.shutdown().await;
             }
         }
     }
@@ -183,12 +194,17 @@ where
     // still to come, the connection closes rather than read it.
     let body_done = !failed && feed.as_mut().is_none_or(|f| f.discard_buffered(buf));
 
-    let takeover = response
-        .extensions_mut()
-        .remove::<Takeover>()
-        .and_then(|t| t.take());
-    if let Some(stream) = takeover.filter(|_| !is_head) {
-        return Ok(Next::Stream(response, stream));
+    if let Some(takeover) = response.extensions_mut().remove::<Takeover>()
+        && !is_head
+    {
+        // A layer that encodes the body (a compression layer whose predicate takes event
+        // streams) must see the bytes it encodes: the stream is left in its body.
+        if response.headers().contains_key(header::CONTENT_ENCODING) {
+            return Ok(Next::Encoded(response, takeover.manager()));
+        }
+        if let Some(stream) = takeover.take() {
+            return Ok(Next::Stream(response, stream));
+        }
     }
     // `keep_alive` is already false for HTTP/1.0 requests.
     let close = !keep_alive || !body_done || has_token(response.headers(), "close");

@@ -88,6 +88,12 @@ pub(super) const MAX_HEAD_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 360
 /// [`MAX_HEAD`] with `431`, malformed requests with `400`, and closes connections whose request
 /// head takes longer than [`DEFAULT_HEAD_TIMEOUT`] ([`Server`] sets another).
 ///
+/// Layers apply as under any server, but for the body of an SSE response: its frames go to
+/// the socket, not through the body the layers wrapped, so a body layer sees none of them. It
+/// sees the stream's end: that body is ended with the stream (tower-http's `TraceLayer` calls
+/// `on_eos` once per stream, however it ended). A response whose body a layer encodes (it has
+/// `Content-Encoding`) is written through its body instead, as any server would.
+///
 /// Every request carries its peer's address as `ConnectInfo<L::Addr>` (a `SocketAddr` on a
 /// `TcpListener`), as `axum::serve` does with `into_make_service_with_connect_info`: handlers
 /// extract it, and [`SseHandler`](crate::SseHandler) counts streams per client address with it. Use

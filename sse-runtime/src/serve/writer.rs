@@ -1,29 +1,49 @@
 //! The SSE writer: once a handler answers with an [`SseStream`], it owns the connection and
 //! writes the stream's frames from the topic's log to the socket, through a buffer each worker
-//! thread reuses.
+//! thread reuses. The response's body, which the stream left, is kept and ended with the
+//! stream, so that body-level layers (tower-http's `TraceLayer`) see the stream's end.
 
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 
+use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::Version;
 use http::header::{self, HeaderValue};
+use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::response::{Framing, encode_head};
 use crate::stream::SseStream;
 
-/// The head of an SSE response, and how its body is delimited.
-pub(super) fn sse_head(mut response: Response, version: Version) -> (Vec<u8>, Framing) {
+/// The head of an SSE response, how its body is delimited, and the body the stream was taken
+/// out of, as the layers left it.
+pub(super) fn sse_head(mut response: Response, version: Version) -> (Vec<u8>, Framing, Body) {
     let framing = Framing::unknown_length(version);
     if framing == Framing::Close {
         let close = HeaderValue::from_static("close");
         response.headers_mut().insert(header::CONNECTION, close);
     }
-    (encode_head(&response, framing), framing)
+    let body = std::mem::take(response.body_mut());
+    (encode_head(&response, framing), framing, body)
+}
+
+/// Ends the body an SSE stream was taken out of: it is polled until it ends. The stream's own
+/// body, whose stream is gone, ends at once; a layer's body around it sees that end and does
+/// what it does at the end of a body (tower-http's `TraceLayer` calls `on_eos` with the
+/// stream's duration). Whatever a layer would still send is dropped, and a body that is not
+/// ready at once is not waited for: the stream is over.
+fn end_body(mut body: Body) {
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..16 {
+        match Pin::new(&mut body).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(_))) => {}
+            Poll::Ready(None | Some(Err(_))) | Poll::Pending => return,
+        }
+    }
 }
 
 /// Writes the SSE response head, then the stream's frames as they come, until the stream ends
@@ -33,6 +53,18 @@ pub(super) fn sse_head(mut response: Response, version: Version) -> (Vec<u8>, Fr
 /// takes the encoded head rather than the response, since whatever an async fn takes stays in
 /// its future to the end.
 pub(super) async fn stream_sse<I: AsyncRead + AsyncWrite + Unpin>(
+    io: I,
+    head: Vec<u8>,
+    stream: Pin<Box<SseStream>>,
+    framing: Framing,
+    body: Body,
+) -> io::Result<()> {
+    let written = write_stream(io, head, stream, framing).await;
+    end_body(body);
+    written
+}
+
+async fn write_stream<I: AsyncRead + AsyncWrite + Unpin>(
     mut io: I,
     head: Vec<u8>,
     mut stream: Pin<Box<SseStream>>,
@@ -190,14 +222,14 @@ mod tests {
     async fn an_http10_stream_says_it_ends_with_the_close_and_an_http11_one_is_chunked() {
         let manager = crate::Manager::new();
         let response = || SseStream::from(manager.subscribe("t").unwrap()).into_response();
-        let (head, framing) = sse_head(response(), Version::HTTP_10);
+        let (head, framing, _) = sse_head(response(), Version::HTTP_10);
         let head = String::from_utf8(head).unwrap();
         assert_eq!(framing, Framing::Close);
         assert!(
             head.contains("\r\nconnection: close\r\n") && !head.contains("chunked"),
             "{head}"
         );
-        let (head, framing) = sse_head(response(), Version::HTTP_11);
+        let (head, framing, _) = sse_head(response(), Version::HTTP_11);
         let head = String::from_utf8(head).unwrap();
         assert_eq!(framing, Framing::Chunked);
         assert!(
@@ -223,9 +255,9 @@ mod tests {
         let io = crate::deadline::DeadlineIo::new(client.await.unwrap(), Duration::from_secs(1));
         let manager = crate::Manager::new();
         let stream = SseStream::from(manager.subscribe("t").unwrap());
-        let (head, framing) = sse_head(stream.into_response(), Version::HTTP_11);
+        let (head, framing, body) = sse_head(stream.into_response(), Version::HTTP_11);
         let stream = Box::pin(SseStream::from(manager.subscribe("t").unwrap()));
-        let task = stream_sse(io, head, stream, framing);
+        let task = stream_sse(io, head, stream, framing, body);
         assert!(
             size(&task) <= 512,
             "a stream's task is {} bytes",
