@@ -27,7 +27,7 @@ async fn health() -> Result<u8, PollError> {
 
 #[test]
 fn conflicts_name_both_items() {
-    let error = sse_runtime::routes::try_router_with(&Manager::new())
+    let error = sse_runtime::routes::try_router_with::<()>(&Manager::new())
         .unwrap_err()
         .to_string();
     assert!(
@@ -45,7 +45,7 @@ fn conflicts_name_both_items() {
 #[test]
 #[should_panic(expected = "conflicting SSE registrations")]
 fn router_panics_on_conflicts() {
-    let _ = sse_runtime::routes::router_with(&Manager::new());
+    let _ = sse_runtime::routes::router_with::<()>(&Manager::new());
 }
 
 #[test]

@@ -82,7 +82,8 @@ pub fn registered_routes() -> Vec<RouteInfo> {
 ///
 /// ```
 /// // A binary whose annotated items do not conflict builds its router.
-/// assert!(sse_runtime::routes::try_router_with(&sse_runtime::Manager::new()).is_ok());
+/// let router: Result<axum::Router, _> = sse_runtime::routes::try_router_with(&sse_runtime::Manager::new());
+/// assert!(router.is_ok());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistrationError {
@@ -149,19 +150,41 @@ impl std::error::Error for RegistrationError {}
 /// An axum [`Router`] with every route of `#[sse_topic]` types and `#[sse_poll]` functions,
 /// on the [global manager](Manager::global).
 ///
+/// It is a `Router<S>` for any state type `S`, as axum's `Router::new()` is: add your own
+/// routes, whose handlers take `State<S>`, then give the state with `with_state` (the SSE
+/// routes take no state; pollers take shared state as an `Extension`, see the `examples/orders`
+/// service). Where nothing else fixes `S`, it is `()`: `serve(listener, router())`.
+///
 /// # Panics
 /// When two registrations share a path or a topic (the message names both items); see
 /// [`try_router_with`] for the fallible form.
 ///
 /// ```no_run
 /// # async fn run() -> std::io::Result<()> {
-/// let app = sse_runtime::router();
+/// use axum::extract::State;
+/// use axum::routing::post;
+///
+/// #[derive(Clone)]
+/// struct AppState {
+///     builds: u32,
+/// }
+///
+/// async fn start(State(state): State<AppState>) -> String {
+///     format!("build {} started", state.builds + 1)
+/// }
+///
+/// let app = sse_runtime::router()
+///     .route("/builds", post(start))
+///     .with_state(AppState { builds: 41 });
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 /// sse_runtime::serve(listener, app).await;
 /// # Ok(())
 /// # }
 /// ```
-pub fn router() -> Router {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     router_with(Manager::global())
 }
 
@@ -174,7 +197,10 @@ pub fn router() -> Router {
 ///
 /// # Panics
 /// When two registrations conflict, as [`router`].
-pub fn router_with(manager: &Manager) -> Router {
+pub fn router_with<S>(manager: &Manager) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     try_router_with(manager).unwrap_or_else(|error| panic!("{error}"))
 }
 
@@ -182,14 +208,19 @@ pub fn router_with(manager: &Manager) -> Router {
 ///
 /// # Errors
 /// [`RegistrationError`] listing every pair of registrations that share a path or a topic.
-pub fn try_router_with(manager: &Manager) -> Result<Router, RegistrationError> {
+pub fn try_router_with<S>(manager: &Manager) -> Result<Router<S>, RegistrationError>
+where
+    S: Clone + Send + Sync + 'static,
+{
     let mut routes: Vec<&Route> = inventory::iter::<Route>.into_iter().collect();
     routes.sort_by(|a, b| (a.path, a.item).cmp(&(b.path, b.item)));
     check(&routes)?;
     manager.mark_serving_macro_routes();
-    Ok(routes.into_iter().fold(Router::new(), |router, route| {
+    let stateless = routes.into_iter().fold(Router::new(), |router, route| {
         router.route(route.path, (route.mount)(manager))
-    }))
+    });
+    // The routes need no state: a `Router<()>` becomes a `Router<S>` for any `S`.
+    Ok(stateless.with_state(()))
 }
 
 fn check(routes: &[&Route]) -> Result<(), RegistrationError> {
