@@ -31,17 +31,23 @@ pub(super) fn sse_head(mut response: Response, version: Version) -> (Vec<u8>, Fr
     (encode_head(&response, framing), framing, body)
 }
 
-/// Ends the body an SSE stream was taken out of: it is polled until it ends. The stream's own
-/// body, whose stream is gone, ends at once; a layer's body around it sees that end and does
-/// what it does at the end of a body (tower-http's `TraceLayer` calls `on_eos` with the
-/// stream's duration). Whatever a layer would still send is dropped, and a body that is not
-/// ready at once is not waited for: the stream is over.
-fn end_body(mut body: Body) {
-    let mut cx = Context::from_waker(Waker::noop());
-    for _ in 0..16 {
-        match Pin::new(&mut body).poll_frame(&mut cx) {
-            Poll::Ready(Some(Ok(_))) => {}
-            Poll::Ready(None | Some(Err(_))) | Poll::Pending => return,
+/// The body an SSE stream was taken out of, ended when the stream's task ends (or is
+/// dropped): it is polled until it ends. The stream's own body, whose stream is gone, ends at
+/// once; a layer's body around it sees that end and does what it does at the end of a body
+/// (tower-http's `TraceLayer` calls `on_eos` with the stream's duration). Whatever a layer
+/// would still send is dropped, and a body that is not ready at once is not waited for: the
+/// stream is over. (A guard rather than a wrapping future: the task is the size of its
+/// largest state, and a second future around the writer would hold the socket twice.)
+struct EndBody(Body);
+
+impl Drop for EndBody {
+    fn drop(&mut self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..16 {
+            match Pin::new(&mut self.0).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(None | Some(Err(_))) | Poll::Pending => return,
+            }
         }
     }
 }
@@ -53,23 +59,13 @@ fn end_body(mut body: Body) {
 /// takes the encoded head rather than the response, since whatever an async fn takes stays in
 /// its future to the end.
 pub(super) async fn stream_sse<I: AsyncRead + AsyncWrite + Unpin>(
-    io: I,
-    head: Vec<u8>,
-    stream: Pin<Box<SseStream>>,
-    framing: Framing,
-    body: Body,
-) -> io::Result<()> {
-    let written = write_stream(io, head, stream, framing).await;
-    end_body(body);
-    written
-}
-
-async fn write_stream<I: AsyncRead + AsyncWrite + Unpin>(
     mut io: I,
     head: Vec<u8>,
     mut stream: Pin<Box<SseStream>>,
     framing: Framing,
+    body: Body,
 ) -> io::Result<()> {
+    let _end_body = EndBody(body);
     io.write_all(&head).await?;
     drop(head);
     loop {
