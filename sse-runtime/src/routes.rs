@@ -141,7 +141,9 @@ impl fmt::Display for RegistrationError {
         for conflict in &self.conflicts {
             write!(f, "\n  - {conflict}")?;
         }
-        Ok(())
+        f.write_str(
+            "\ngive one item of each pair its own `path = \"...\"` (or topic) on its attribute",
+        )
     }
 }
 
@@ -156,8 +158,8 @@ impl std::error::Error for RegistrationError {}
 /// service). Where nothing else fixes `S`, it is `()`: `serve(listener, router())`.
 ///
 /// # Panics
-/// When two registrations share a path or a topic (the message names both items); see
-/// [`try_router_with`] for the fallible form.
+/// When two registrations share a path or a topic: the message names both items, and the
+/// panic's location is the call of `router()`; see [`try_router_with`] for the fallible form.
 ///
 /// ```no_run
 /// # async fn run() -> std::io::Result<()> {
@@ -181,6 +183,7 @@ impl std::error::Error for RegistrationError {}
 /// # Ok(())
 /// # }
 /// ```
+#[track_caller]
 pub fn router<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -197,11 +200,16 @@ where
 ///
 /// # Panics
 /// When two registrations conflict, as [`router`].
+#[track_caller]
 pub fn router_with<S>(manager: &Manager) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    try_router_with(manager).unwrap_or_else(|error| panic!("{error}"))
+    // A match, not `unwrap_or_else`: `#[track_caller]` does not reach into a closure.
+    match try_router_with(manager) {
+        Ok(router) => router,
+        Err(error) => panic!("{error}"),
+    }
 }
 
 /// Like [`router_with`], returning conflicts instead of panicking.
