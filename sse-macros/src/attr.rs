@@ -202,6 +202,14 @@ impl Args {
         }
     }
 
+    /// The bool option `key` as written (with its span), if given.
+    pub(crate) fn bool_lit(&self, key: &str) -> Option<syn::LitBool> {
+        match self.get(key)? {
+            Value::Bool(lit) => Some(lit.clone()),
+            _ => None,
+        }
+    }
+
     /// The integer option `key`, if given.
     pub(crate) fn int(&self, key: &str) -> Option<LitInt> {
         match self.get(key)? {

@@ -255,6 +255,15 @@ pub(crate) fn poll(ctxt: &mut Ctxt, mut model: PollAttr) -> Option<PollSpec> {
     if let Some(path) = &model.path {
         path_errors(ctxt, path);
     }
+    if let Some(lit) = model.end_on_stop.as_ref().filter(|lit| lit.value)
+        && model.stop_when.is_none()
+    {
+        ctxt.error(
+            lit,
+            "`end_on_stop` ends the streams when the poller stops, and without `stop_when` it \
+             never stops: add `stop_when = ...`",
+        );
+    }
     let PollAttr {
         item,
         stop_when,
@@ -278,7 +287,7 @@ pub(crate) fn poll(ctxt: &mut Ctxt, mut model: PollAttr) -> Option<PollSpec> {
         interval,
         stop_when,
         on_stop,
-        end_on_stop: end_on_stop.unwrap_or(false),
+        end_on_stop: end_on_stop.is_some_and(|lit| lit.value),
         topic,
         api_version,
         event,
