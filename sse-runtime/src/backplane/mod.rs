@@ -14,7 +14,7 @@
 //!
 //! let backplane = Backplane::redis("redis://127.0.0.1:6379")?.key_prefix("shop:");
 //! let manager = Manager::builder().backplane(backplane).build()?;
-//! let app = sse_runtime::routes::router_with(&manager);
+//! let app: axum::Router = sse_runtime::routes::router_with(&manager);
 //! # let _ = app; Ok(()) }
 //! ```
 //!
