@@ -73,6 +73,8 @@ pub(crate) fn topic(spec: TopicSpec) -> TokenStream {
         )
     };
     let publish_name = publish.to_string();
+    let payload = payload_fn(&quote!(#ident));
+    let guarded = guard.is_some().then(|| quote!(.guarded()));
     let doc_to = format!("Publishes a [`{name}`] through `manager` (see [`{publish}`]).");
     quote! {
         #item
@@ -101,6 +103,7 @@ pub(crate) fn topic(spec: TopicSpec) -> TokenStream {
             ) -> ::sse_runtime::__private::MethodRouter {
                 ::sse_runtime::__private::get(#handler.change_detection(#change_detection) #history #guard)
             }
+            #payload
             ::sse_runtime::__private::inventory::submit! {
                 ::sse_runtime::__private::Route::new(
                     ::core::concat!(::core::module_path!(), "::", #name),
@@ -108,6 +111,9 @@ pub(crate) fn topic(spec: TopicSpec) -> TokenStream {
                     ::core::option::Option::Some(#topic),
                     mount,
                 )
+                .event(#event_opt)
+                #guarded
+                .payload(payload)
             }
         };
     }
@@ -211,6 +217,31 @@ pub(crate) fn poll(spec: PollSpec) -> TokenStream {
     // `for<'__sse>` defers the check from `mount`'s definition to its one use, and `mount`'s
     // body assumes it, so a value without `Serialize` or an error type that is no error is one
     // error each, not a cascade through the generated code.
+    let payload = match value_type(output) {
+        Some(ty) => payload_fn(&quote!(#ty)),
+        None => quote! {
+            fn payload() -> ::core::option::Option<::sse_runtime::__private::Payload> {
+                ::core::option::Option::None
+            }
+        },
+    };
+    let guarded = spec.guard.is_some().then(|| quote!(.guarded()));
+    let event_opt = match &spec.event {
+        Some(lit) => quote!(::core::option::Option::Some(#lit)),
+        None => quote!(::core::option::Option::None),
+    };
+    let error_event_opt = match &spec.error_event {
+        Some(lit) => quote!(::core::option::Option::Some(#lit)),
+        None => quote!(::core::option::Option::None),
+    };
+    let interval_opt = match spec.interval {
+        Some(d) => {
+            let nanos = d.as_nanos() as u64;
+            quote!(::core::option::Option::Some(#nanos))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let end_on_stop_flag = spec.end_on_stop;
     let (bounds, mount_ref) = match result_types(output) {
         Some((ok, err)) => (
             quote! {
@@ -266,6 +297,7 @@ pub(crate) fn poll(spec: PollSpec) -> TokenStream {
                     }
                 })
             }
+            #payload
             ::sse_runtime::__private::inventory::submit! {
                 ::sse_runtime::__private::Route::new(
                     ::core::concat!(::core::module_path!(), "::", #name),
@@ -273,9 +305,46 @@ pub(crate) fn poll(spec: PollSpec) -> TokenStream {
                     #topic_opt,
                     #mount_ref,
                 )
+                .event(#event_opt)
+                .polled(#interval_opt, #error_event_opt, #end_on_stop_flag)
+                #guarded
+                .payload(payload)
             }
         };
     }
+}
+
+/// `fn payload()` for the route's registration: the payload type's schema when it has one
+/// (see `sse_runtime::__private::Probe`).
+fn payload_fn(ty: &TokenStream) -> TokenStream {
+    quote! {
+        fn payload() -> ::core::option::Option<::sse_runtime::__private::Payload> {
+            #[allow(unused_imports)]
+            use ::sse_runtime::__private::{HasSchema as _, NoSchema as _};
+            (&::sse_runtime::__private::Probe::<#ty>::new()).payload()
+        }
+    }
+}
+
+/// The value type of a return type written `Result<T, E>` or `Result<T>` (an alias such as
+/// `anyhow::Result<T>`), unless it holds an `impl Trait`. (Not `<R as PollResult>::Ok`: for a
+/// return type that is no `Result`, that would be a second error for one mistake.)
+fn value_type(output: &syn::Type) -> Option<syn::Type> {
+    let syn::Type::Path(path) = output else {
+        return None;
+    };
+    let last = path.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    let ok = args.args.iter().find_map(|arg| match arg {
+        syn::GenericArgument::Type(ty) => Some(ty.clone()),
+        _ => None,
+    })?;
+    (!has_impl(&quote!(#ok))).then_some(ok)
 }
 
 /// `T` and `E` of a return type written `Result<T, E>` (any path ending in `Result` with two

@@ -48,6 +48,58 @@ where
     }
 }
 
+pub use crate::routes::Payload;
+
+/// Which payload types have a schema, found by method resolution in the generated code
+/// (`(&Probe::<T>::new()).payload()`): [`HasSchema`] applies to `Probe<T>` when `T:
+/// JsonSchema` and the `schema` feature is on, [`NoSchema`] to `&Probe<T>` always, and the
+/// first that applies wins. So the feature adds schemas where types have them and breaks no
+/// build: a feature must not turn code that compiles into an error, and cargo enables it for
+/// every crate of a build once one asks.
+pub struct Probe<T: ?Sized>(std::marker::PhantomData<T>);
+
+impl<T: ?Sized> Probe<T> {
+    pub const fn new() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<T: ?Sized> Default for Probe<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// See [`Probe`].
+pub trait HasSchema {
+    fn payload(&self) -> Option<Payload>;
+}
+
+#[cfg(feature = "schema")]
+impl<T: schemars::JsonSchema + ?Sized> HasSchema for Probe<T> {
+    fn payload(&self) -> Option<Payload> {
+        fn schema<T: schemars::JsonSchema + ?Sized>(
+            generator: &mut schemars::SchemaGenerator,
+        ) -> schemars::Schema {
+            generator.subschema_for::<T>()
+        }
+        Some(Payload {
+            schema: schema::<T>,
+        })
+    }
+}
+
+/// See [`Probe`].
+pub trait NoSchema {
+    fn payload(&self) -> Option<Payload>;
+}
+
+impl<T: ?Sized> NoSchema for &Probe<T> {
+    fn payload(&self) -> Option<Payload> {
+        None
+    }
+}
+
 /// The value an `#[sse_poll]` function returns in `Ok`: what its subscribers are sent.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be sent to subscribers: an `#[sse_poll]` function's value must be `Serialize + Send + 'static`",

@@ -62,6 +62,9 @@ pub mod backplane;
 mod broker_error;
 pub mod client_addr;
 pub mod config;
+#[cfg(feature = "schema")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
+pub mod contract;
 pub mod deadline;
 pub mod event_id;
 pub mod frame;
@@ -98,6 +101,12 @@ pub use sse_macros::{sse_poll, sse_topic};
 pub use stream::SseStream;
 pub use tokio_util::sync::CancellationToken;
 pub use typed::SseTopic;
+
+/// The `schemars` the `schema` feature uses, for `#[schemars(crate = "sse_runtime::schemars")]`
+/// in a crate that does not depend on it.
+#[cfg(feature = "schema")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
+pub use schemars;
 
 /// What generated code needs, and nothing else. Not a public API: it changes without notice.
 #[doc(hidden)]

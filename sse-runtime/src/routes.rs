@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::MethodRouter;
@@ -26,6 +27,14 @@ pub struct Route {
     path: &'static str,
     topic: Option<&'static str>,
     mount: fn(&Manager) -> MethodRouter,
+    event: Option<&'static str>,
+    kind: RouteKind,
+    guarded: bool,
+    payload: fn() -> Option<Payload>,
+}
+
+fn no_payload() -> Option<Payload> {
+    None
 }
 
 impl Route {
@@ -41,11 +50,87 @@ impl Route {
             path,
             topic,
             mount,
+            event: None,
+            kind: RouteKind::Pushed,
+            guarded: false,
+            payload: no_payload,
         }
+    }
+
+    /// The SSE event name of its values.
+    #[doc(hidden)]
+    pub const fn event(mut self, event: Option<&'static str>) -> Self {
+        self.event = event;
+        self
+    }
+
+    /// A polled route: every `interval_nanos` (the default when `None`), failed polls sent as
+    /// `error_event` (the default when `None`).
+    #[doc(hidden)]
+    pub const fn polled(
+        mut self,
+        interval_nanos: Option<u64>,
+        error_event: Option<&'static str>,
+        end_on_stop: bool,
+    ) -> Self {
+        let interval = match interval_nanos {
+            Some(nanos) => Duration::from_nanos(nanos),
+            None => crate::polling::DEFAULT_INTERVAL,
+        };
+        let error_event = match error_event {
+            Some(event) => event,
+            None => crate::producer::DEFAULT_ERROR_EVENT,
+        };
+        self.kind = RouteKind::Polled {
+            interval,
+            error_event,
+            end_on_stop,
+        };
+        self
+    }
+
+    /// A route with a guard.
+    #[doc(hidden)]
+    pub const fn guarded(mut self) -> Self {
+        self.guarded = true;
+        self
+    }
+
+    /// The payload type's schema, when it has one and the `schema` feature is on.
+    #[doc(hidden)]
+    pub const fn payload(mut self, payload: fn() -> Option<Payload>) -> Self {
+        self.payload = payload;
+        self
     }
 }
 
 inventory::collect!(Route);
+
+/// The payload type of a registered route: how to make its JSON Schema. Built by generated
+/// code only.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct Payload {
+    #[cfg(feature = "schema")]
+    pub(crate) schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+}
+
+/// How a registered route's events come about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RouteKind {
+    /// `#[sse_topic]`: what the application publishes.
+    Pushed,
+    /// `#[sse_poll]`: what a poller reads while the topic has subscribers.
+    Polled {
+        /// How often it polls.
+        interval: Duration,
+        /// The event name of a failed poll.
+        error_event: &'static str,
+        /// Whether its streams end when it stops.
+        end_on_stop: bool,
+    },
+}
 
 /// A registered route, as listed by [`registered_routes`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +142,40 @@ pub struct RouteInfo {
     pub path: &'static str,
     /// Its fixed topic (or topic template), when it has one; `None` for URL-derived topics.
     pub topic: Option<&'static str>,
+    /// The SSE event name of its values (`None`: unnamed, a browser dispatches them as
+    /// `message`).
+    pub event: Option<&'static str>,
+    /// Pushed or polled, and how.
+    pub kind: RouteKind,
+    /// Whether a guard checks every request.
+    pub guarded: bool,
+}
+
+impl RouteInfo {
+    fn of(route: &Route) -> Self {
+        Self {
+            item: route.item,
+            path: route.path,
+            topic: route.topic,
+            event: route.event,
+            kind: route.kind,
+            guarded: route.guarded,
+        }
+    }
+
+    /// The `{placeholders}` of its path, in order.
+    pub fn path_params(&self) -> Vec<&'static str> {
+        let mut params = Vec::new();
+        let mut rest = self.path;
+        while let Some(start) = rest.find('{') {
+            let Some(len) = rest[start..].find('}') else {
+                break;
+            };
+            params.push(&rest[start + 1..start + len]);
+            rest = &rest[start + len + 1..];
+        }
+        params
+    }
 }
 
 /// Every route registered in this binary, sorted by path.
@@ -68,13 +187,20 @@ pub struct RouteInfo {
 pub fn registered_routes() -> Vec<RouteInfo> {
     let mut routes: Vec<RouteInfo> = inventory::iter::<Route>
         .into_iter()
-        .map(|r| RouteInfo {
-            item: r.item,
-            path: r.path,
-            topic: r.topic,
-        })
+        .map(RouteInfo::of)
         .collect();
     routes.sort_by(|a, b| (a.path, a.item).cmp(&(b.path, b.item)));
+    routes
+}
+
+/// Every registered route with its payload (as [`registered_routes`], in the same order).
+#[cfg(feature = "schema")]
+pub(crate) fn registered_payloads() -> Vec<(RouteInfo, Option<Payload>)> {
+    let mut routes: Vec<(RouteInfo, Option<Payload>)> = inventory::iter::<Route>
+        .into_iter()
+        .map(|r| (RouteInfo::of(r), (r.payload)()))
+        .collect();
+    routes.sort_by(|(a, _), (b, _)| (a.path, a.item).cmp(&(b.path, b.item)));
     routes
 }
 

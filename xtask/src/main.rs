@@ -3,7 +3,7 @@
 //! 1. Installs what the tests need and the machine lacks, with apt-get when it can (as root,
 //!    or through `sudo -n`): Chromium and its driver for the browser tests, `redis-server` for
 //!    the backplane tests, nginx and Caddy for the proxy tests (they start their own on free
-//!    ports).
+//!    ports); and node's packages of `node-tests/` (the AsyncAPI parser) with `npm ci`.
 //! 2. Checks what it cannot install: PostgreSQL on 127.0.0.1:5432 (or `DATABASE_URL`) for the
 //!    `orders` example's tests.
 //! 3. Runs `cargo test --workspace --no-fail-fast`, then prints one summary: the totals of every
@@ -85,6 +85,12 @@ fn test(args: &[String]) -> ExitCode {
             );
             return ExitCode::FAILURE;
         }
+    }
+    // The contract's checks run the official AsyncAPI parser: node's packages, from the
+    // lockfile. Installed when missing or older than the lockfile.
+    if let Err(why) = node_packages() {
+        eprintln!("\n*** {why} ***\n");
+        return ExitCode::FAILURE;
     }
     let database = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
@@ -404,6 +410,34 @@ fn apt_install(packages: &[&str]) -> Result<(), String> {
     let mut install = vec!["apt-get", "install", "-y", "-qq"];
     install.extend(packages);
     run(&install)
+}
+
+/// `npm ci` in `node-tests/` unless its `node_modules` is newer than its lockfile.
+fn node_packages() -> Result<(), String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node-tests");
+    let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let installed = modified(dir.join("node_modules/.package-lock.json"));
+    let locked = modified(dir.join("package-lock.json"));
+    if installed.is_some() && installed >= locked {
+        return Ok(());
+    }
+    if which("npm").is_none() {
+        return Err(
+            "npm is missing: the contract's checks need node and npm (apt-get install nodejs npm)"
+                .into(),
+        );
+    }
+    step("installing node-tests' packages (npm ci)");
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .status()
+        .map_err(|error| format!("could not run npm: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`npm ci` in {} failed ({status})", dir.display()))
+    }
 }
 
 fn browser_installed() -> bool {

@@ -1,0 +1,262 @@
+//! The event contract (feature `schema`): the AsyncAPI 3.0 document of a binary's routes.
+//!
+//! Spec: every registered route is a channel at its path, with its placeholders as
+//! parameters, and one message per event it sends: its values (named as the route names them,
+//! else `message`) with the payload's JSON Schema under `components.schemas`, `reset`, and for
+//! a polled route its error event (with the framework's error payload) and, with
+//! `end_on_stop`, `end`; one `send` operation per channel lists them. A payload type without
+//! `JsonSchema` is served and named by `Contract::missing_schemas`. The document is served on
+//! an opt-in route.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use axum::extract::Path;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
+use sse_integration_tests::TestServer;
+use sse_runtime::contract::Contract;
+use sse_runtime::{PollError, sse_poll, sse_topic};
+
+#[sse_topic("alarms", event = "alarm")]
+#[derive(Serialize, JsonSchema)]
+struct Alarm {
+    device: String,
+    level: Level,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum Level {
+    Low,
+    High,
+}
+
+#[sse_topic("devices/{id}", path = "/sse/devices/{id}")]
+#[derive(Serialize, JsonSchema)]
+struct DeviceState {
+    online: bool,
+}
+
+/// No `JsonSchema`: served, and named as missing.
+#[sse_topic("notes")]
+#[derive(Serialize)]
+struct Note {
+    text: String,
+}
+
+#[derive(Clone, Serialize, JsonSchema)]
+struct Build {
+    id: u64,
+    done: bool,
+}
+
+#[sse_poll(
+    interval = "250ms",
+    path = "/sse/builds/{id}",
+    event = "build",
+    error_event = "build-error",
+    stop_when = |b: &Build| b.done,
+    end_on_stop = true
+)]
+async fn build(Path(id): Path<u64>) -> Result<Build, PollError> {
+    Ok(Build { id, done: false })
+}
+
+fn document() -> Value {
+    Contract::new("Plant", "2.1.0")
+        .description("What the plant's pages listen to.")
+        .asyncapi()
+}
+
+fn keys(value: &Value) -> BTreeSet<&str> {
+    value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+/// Follows a local `$ref` (`#/a/b`) in `document`.
+fn resolve<'a>(document: &'a Value, value: &'a Value) -> &'a Value {
+    match value.get("$ref").and_then(Value::as_str) {
+        Some(pointer) => document
+            .pointer(pointer.trim_start_matches('#'))
+            .unwrap_or_else(|| panic!("{pointer} resolves")),
+        None => value,
+    }
+}
+
+#[test]
+fn every_route_is_a_channel_at_its_path_with_its_parameters() {
+    let document = document();
+    assert_eq!(document["asyncapi"], "3.0.0");
+    assert_eq!(document["info"]["title"], "Plant");
+    assert_eq!(document["info"]["version"], "2.1.0");
+    let channels = &document["channels"];
+    assert_eq!(
+        keys(channels),
+        BTreeSet::from(["sse.alarms", "sse.builds.id", "sse.devices.id", "sse.notes"])
+    );
+    assert_eq!(channels["sse.alarms"]["address"], "/sse/alarms");
+    assert_eq!(channels["sse.devices.id"]["address"], "/sse/devices/{id}");
+    assert_eq!(
+        keys(&channels["sse.devices.id"]["parameters"]),
+        BTreeSet::from(["id"])
+    );
+    assert!(channels["sse.alarms"].get("parameters").is_none());
+    assert_eq!(channels["sse.alarms"]["x-sse"]["kind"], "pushed");
+    assert_eq!(channels["sse.builds.id"]["x-sse"]["kind"], "polled");
+    assert_eq!(channels["sse.builds.id"]["x-sse"]["intervalMs"], 250);
+}
+
+#[test]
+fn a_pushed_topic_sends_its_values_and_reset_with_their_schemas() {
+    let document = document();
+    let messages = &document["channels"]["sse.alarms"]["messages"];
+    assert_eq!(keys(messages), BTreeSet::from(["alarm", "reset"]));
+    let alarm = &messages["alarm"];
+    assert_eq!(alarm["name"], "alarm");
+    let schema = resolve(&document, &alarm["payload"]);
+    assert_eq!(
+        keys(&schema["properties"]),
+        BTreeSet::from(["device", "level"])
+    );
+    let level = resolve(&document, &schema["properties"]["level"]);
+    assert_eq!(level["enum"], serde_json::json!(["low", "high"]));
+    // The schema describes what is sent.
+    for level in [Level::Low, Level::High] {
+        let sent = serde_json::to_value(Alarm {
+            device: "pump-1".into(),
+            level,
+        })
+        .unwrap();
+        assert_eq!(keys(&sent), keys(&schema["properties"]));
+        assert!(
+            resolve(&document, &schema["properties"]["level"])["enum"]
+                .as_array()
+                .unwrap()
+                .contains(&sent["level"])
+        );
+    }
+    // Unnamed values are what a browser dispatches as `message`.
+    assert!(document["channels"]["sse.devices.id"]["messages"]["message"]["payload"].is_object());
+    let reset = resolve(&document, &messages["reset"]);
+    assert_eq!(reset["name"], "reset");
+    let reset = resolve(&document, &reset["payload"]);
+    assert_eq!(
+        reset["required"],
+        serde_json::json!(["reason", "continueFrom"])
+    );
+}
+
+#[test]
+fn a_polled_route_also_sends_its_error_event_and_end() {
+    let document = document();
+    let messages = &document["channels"]["sse.builds.id"]["messages"];
+    assert_eq!(
+        keys(messages),
+        BTreeSet::from(["build", "build-error", "end", "reset"])
+    );
+    let build = resolve(&document, &messages["build"]["payload"]);
+    assert_eq!(keys(&build["properties"]), BTreeSet::from(["done", "id"]));
+    let error = resolve(&document, &messages["build-error"]["payload"]);
+    assert_eq!(
+        keys(&error["properties"]),
+        BTreeSet::from(["apiVersion", "message", "statusCode"])
+    );
+    let end = resolve(&document, &messages["end"]);
+    assert_eq!(end["name"], "end");
+}
+
+#[test]
+fn each_channel_has_one_send_operation_listing_its_messages() {
+    let document = document();
+    let operations = document["operations"].as_object().unwrap();
+    assert_eq!(operations.len(), 4);
+    for (id, operation) in operations {
+        assert_eq!(operation["action"], "send", "{id}");
+        let channel = resolve(&document, &operation["channel"]);
+        let names: BTreeSet<&str> = operation["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| resolve(&document, m))
+            .map(|m| resolve(&document, m)["name"].as_str().unwrap())
+            .collect();
+        let listed: BTreeSet<&str> = channel["messages"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|m| resolve(&document, m)["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, listed, "{id}");
+    }
+}
+
+#[test]
+fn a_payload_without_a_schema_is_served_and_named() {
+    let contract = Contract::new("Plant", "2.1.0");
+    assert_eq!(contract.missing_schemas(), vec!["contract::Note"]);
+    let note = &contract.asyncapi()["channels"]["sse.notes"]["messages"]["message"];
+    assert!(note.get("payload").is_none());
+    assert!(note["description"].as_str().unwrap().contains("JsonSchema"));
+}
+
+#[tokio::test]
+async fn the_document_is_served_on_the_route_it_is_mounted_at() {
+    let manager = sse_runtime::Manager::new();
+    let app = sse_runtime::routes::router_with(&manager)
+        .route("/asyncapi.json", Contract::new("Plant", "2.1.0").route());
+    let server = TestServer::start_direct(app, Duration::from_secs(5)).await;
+    let response = reqwest::get(server.url("/asyncapi.json")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let served: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    let expected = Contract::new("Plant", "2.1.0").asyncapi();
+    assert_eq!(served["channels"], expected["channels"]);
+    assert_eq!(served["components"], expected["components"]);
+}
+
+/// Runs the official AsyncAPI parser (`node-tests/`, installed by `cargo xtask test`) on
+/// `document`: whether it passed, and its diagnostics.
+fn asyncapi_parser(document: &Value) -> (bool, String) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("node-tests");
+    assert!(
+        root.join("node_modules/@asyncapi/parser").is_dir(),
+        "the AsyncAPI parser is not installed: `cargo xtask test` installs it (npm ci in {})",
+        root.display()
+    );
+    let file = std::env::temp_dir().join(format!("asyncapi-{}.json", std::process::id()));
+    std::fs::write(&file, serde_json::to_vec_pretty(document).unwrap()).unwrap();
+    let output = std::process::Command::new("node")
+        .arg(root.join("validate-asyncapi.mjs"))
+        .arg(&file)
+        .output()
+        .expect("node runs (it is needed for the contract's checks)");
+    let _ = std::fs::remove_file(&file);
+    let diagnostics = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), diagnostics)
+}
+
+#[test]
+fn the_document_is_valid_asyncapi_for_the_official_parser() {
+    let (valid, diagnostics) = asyncapi_parser(&document());
+    assert!(valid, "{diagnostics}");
+    // And the parser does reject: a channel without its address's parameter, a dangling ref.
+    let mut broken = document();
+    broken["channels"]["sse.devices.id"]
+        .as_object_mut()
+        .unwrap()
+        .remove("parameters");
+    broken["operations"]["sse.alarms.send"]["channel"]["$ref"] = "#/channels/nowhere".into();
+    let (valid, diagnostics) = asyncapi_parser(&broken);
+    assert!(!valid, "a broken document passed: {diagnostics}");
+    assert!(diagnostics.contains("\"severity\":0"), "{diagnostics}");
+}
