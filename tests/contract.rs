@@ -15,7 +15,7 @@ use axum::extract::Path;
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
-use sse_integration_tests::TestServer;
+use sse_integration_tests::{TestServer, asyncapi_parser};
 use sse_runtime::contract::Contract;
 use sse_runtime::{PollError, sse_poll, sse_topic};
 
@@ -218,31 +218,6 @@ async fn the_document_is_served_on_the_route_it_is_mounted_at() {
     let expected = Contract::new("Plant", "2.1.0").asyncapi();
     assert_eq!(served["channels"], expected["channels"]);
     assert_eq!(served["components"], expected["components"]);
-}
-
-/// Runs the official AsyncAPI parser (`node-tests/`, installed by `cargo xtask test`) on
-/// `document`: whether it passed, and its diagnostics.
-fn asyncapi_parser(document: &Value) -> (bool, String) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("node-tests");
-    assert!(
-        root.join("node_modules/@asyncapi/parser").is_dir(),
-        "the AsyncAPI parser is not installed: `cargo xtask test` installs it (npm ci in {})",
-        root.display()
-    );
-    let file = std::env::temp_dir().join(format!("asyncapi-{}.json", std::process::id()));
-    std::fs::write(&file, serde_json::to_vec_pretty(document).unwrap()).unwrap();
-    let output = std::process::Command::new("node")
-        .arg(root.join("validate-asyncapi.mjs"))
-        .arg(&file)
-        .output()
-        .expect("node runs (it is needed for the contract's checks)");
-    let _ = std::fs::remove_file(&file);
-    let diagnostics = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), diagnostics)
 }
 
 #[test]

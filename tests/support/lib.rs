@@ -705,9 +705,11 @@ pub fn rss_kib() -> i64 {
 
 mod redis_server;
 pub use redis_server::RedisServer;
+mod contract;
 pub mod faults;
 pub mod proxies;
 pub mod tls;
+pub use contract::asyncapi_parser;
 
 #[derive(serde::Deserialize)]
 pub struct Key {

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use axum::extract::Query;
 use axum::http::StatusCode;
 use parking_lot::Mutex;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sse_runtime::{PollError, sse_poll, sse_topic};
 
@@ -13,7 +14,7 @@ use crate::metrics::{self, ProcessSample, SystemSample};
 
 /// Raised when a reading goes above its threshold (once per crossing).
 #[sse_topic("alarms", event = "alarm", path = "/sse/alarms")]
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Alarm {
     pub metric: &'static str,
     pub value: f64,

@@ -21,6 +21,7 @@ use std::time::Duration;
 use axum::http::header;
 use axum::routing::get;
 use sse_runtime::backplane::Backplane;
+use sse_runtime::contract::Contract;
 use sse_runtime::multi::MultiHandler;
 use sse_runtime::{Manager, WriteDeadline};
 
@@ -121,6 +122,13 @@ fn app() -> axum::Router {
         .route("/api/stats/wait", get(api::wait_for_stats))
         .route("/api/topics", get(api::topics))
         .route("/api/info", get(api::info))
+        // The event contract: every SSE route, its events and their payloads' JSON Schemas.
+        .route(
+            "/asyncapi.json",
+            Contract::new("dashboard", env!("CARGO_PKG_VERSION"))
+                .description("A live dashboard of this machine: /proc samples, alarms, the runtime's own figures.")
+                .route(),
+        )
         .route(
             "/metrics",
             get(|| async {
@@ -189,4 +197,30 @@ async fn main() -> std::io::Result<()> {
     )
     .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use sse_runtime::contract::Contract;
+
+    /// Every SSE route of the dashboard is in its contract with its payload's schema, and the
+    /// document is valid AsyncAPI for the official parser.
+    #[test]
+    fn the_event_contract_is_complete_and_valid_asyncapi() {
+        let contract = Contract::new("dashboard", "test");
+        assert_eq!(contract.missing_schemas(), Vec::<&str>::new());
+        let document = contract.asyncapi();
+        let addresses: Vec<&str> = document["channels"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|channel| channel["address"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            addresses,
+            ["/sse/alarms", "/sse/process", "/sse/runtime", "/sse/system"]
+        );
+        let (valid, diagnostics) = sse_integration_tests::asyncapi_parser(&document);
+        assert!(valid, "{diagnostics}");
+    }
 }

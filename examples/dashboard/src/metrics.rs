@@ -6,10 +6,11 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 /// One sample of the whole machine.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct SystemSample {
     /// Milliseconds since the Unix epoch.
     pub at: u64,
@@ -33,7 +34,7 @@ pub struct SystemSample {
 }
 
 /// One sample of a process.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct ProcessSample {
     pub at: u64,
     pub pid: u32,

@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use axum::http::StatusCode;
 use parking_lot::Mutex;
+use schemars::JsonSchema;
 use serde::Serialize;
 use sse_runtime::telemetry;
 use sse_runtime::{PollError, sse_poll};
 
 /// One reading of the runtime's metrics.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq, JsonSchema)]
 pub struct RuntimeSample {
     /// Milliseconds since the Unix epoch.
     pub at: u64,
