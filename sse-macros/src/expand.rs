@@ -112,6 +112,7 @@ pub(crate) fn topic(spec: TopicSpec) -> TokenStream {
                     mount,
                 )
                 .event(#event_opt)
+                .change_detection(#change_detection)
                 #guarded
                 .payload(payload)
             }
@@ -306,6 +307,7 @@ pub(crate) fn poll(spec: PollSpec) -> TokenStream {
                     #mount_ref,
                 )
                 .event(#event_opt)
+                .change_detection(#change_detection)
                 .polled(#interval_opt, #error_event_opt, #end_on_stop_flag)
                 #guarded
                 .payload(payload)

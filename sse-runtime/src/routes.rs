@@ -30,6 +30,7 @@ pub struct Route {
     event: Option<&'static str>,
     kind: RouteKind,
     guarded: bool,
+    change_detection: bool,
     payload: fn() -> Option<Payload>,
 }
 
@@ -53,6 +54,7 @@ impl Route {
             event: None,
             kind: RouteKind::Pushed,
             guarded: false,
+            change_detection: true,
             payload: no_payload,
         }
     }
@@ -86,6 +88,13 @@ impl Route {
             error_event,
             end_on_stop,
         };
+        self
+    }
+
+    /// Whether a value identical to the last is skipped.
+    #[doc(hidden)]
+    pub const fn change_detection(mut self, on: bool) -> Self {
+        self.change_detection = on;
         self
     }
 
@@ -149,6 +158,8 @@ pub struct RouteInfo {
     pub kind: RouteKind,
     /// Whether a guard checks every request.
     pub guarded: bool,
+    /// Whether a value identical to the one before is skipped (`change_detection`).
+    pub change_detection: bool,
 }
 
 impl RouteInfo {
@@ -160,6 +171,7 @@ impl RouteInfo {
             event: route.event,
             kind: route.kind,
             guarded: route.guarded,
+            change_detection: route.change_detection,
         }
     }
 

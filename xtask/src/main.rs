@@ -1,4 +1,5 @@
 //! `cargo xtask test [--no-browser] [-- <cargo test args>]`: the README's test command.
+//! (`cargo xtask contract` writes the examples' event contracts, see [`contract`].)
 //!
 //! 1. Installs what the tests need and the machine lacks, with apt-get when it can (as root,
 //!    or through `sudo -n`): Chromium and its driver for the browser tests, `redis-server` for
@@ -28,8 +29,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
+        Some("contract") => contract(),
         _ => {
-            eprintln!("usage: cargo xtask test [--no-browser] [-- <cargo test arguments>]");
+            eprintln!(
+                "usage: cargo xtask test [--no-browser] [-- <cargo test arguments>]\n       cargo xtask contract"
+            );
             ExitCode::from(2)
         }
     }
@@ -138,6 +142,27 @@ fn test(args: &[String]) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The applications whose event contract is checked in, and where.
+const CONTRACTS: &[(&str, &str)] = &[("dashboard", "examples/dashboard/contract")];
+
+/// `cargo xtask contract`: writes each application's event contract (`asyncapi.json`,
+/// `events.d.ts`) from its code; their tests fail while the checked-in files are stale.
+fn contract() -> ExitCode {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (package, dir) in CONTRACTS {
+        step(&format!("{package}: {dir}"));
+        let status = cargo()
+            .args(["run", "-q", "-p", package, "--", "--contract"])
+            .arg(root.join(dir))
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            eprintln!("\n*** could not write the contract of {package} ***\n");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// Runs the repository's copy of the module-cycle checker over both crates: it prints each

@@ -30,13 +30,40 @@ const SCRIPT: &str = include_str!("../static/app.js");
 const STYLE: &str = include_str!("../static/style.css");
 const ICON: &str = include_str!("../static/icon.svg");
 
-const USAGE: &str = "usage: dashboard [--addr HOST:PORT] [--redis redis://HOST:PORT] [--session SECS]   (default address 127.0.0.1:3000, in-process, sessions of an hour)";
+const USAGE: &str = "usage: dashboard [--addr HOST:PORT] [--redis redis://HOST:PORT] [--session SECS] | --contract DIR   (default address 127.0.0.1:3000, in-process, sessions of an hour; --contract writes the event contract's files to DIR and exits)";
 
 struct Options {
     /// `HOST:PORT`; the host may be a name (`localhost`), resolved when binding.
     addr: String,
     redis: Option<String>,
     session: Duration,
+}
+
+/// The event contract of the dashboard's SSE routes.
+fn contract() -> Contract {
+    Contract::new("dashboard", env!("CARGO_PKG_VERSION")).description(
+        "A live dashboard of this machine: /proc samples, alarms, the runtime's own figures.",
+    )
+}
+
+/// The contract's files, as `cargo xtask contract` writes them and the page's type check
+/// reads them: `asyncapi.json` and `events.d.ts`.
+fn contract_files() -> [(&'static str, String); 2] {
+    let contract = contract();
+    let mut asyncapi = serde_json::to_string_pretty(&contract.asyncapi()).expect("JSON");
+    asyncapi.push('\n');
+    [
+        ("asyncapi.json", asyncapi),
+        ("events.d.ts", contract.typescript()),
+    ]
+}
+
+fn write_contract(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in contract_files() {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
 }
 
 fn options() -> Options {
@@ -55,6 +82,17 @@ fn options() -> Options {
                     std::process::exit(2);
                 };
                 session = Duration::from_secs(secs);
+            }
+            "--contract" => {
+                let Some(dir) = args.next() else {
+                    eprintln!("--contract takes a directory; {USAGE}");
+                    std::process::exit(2);
+                };
+                if let Err(error) = write_contract(std::path::Path::new(&dir)) {
+                    eprintln!("cannot write the contract to {dir}: {error}");
+                    std::process::exit(1);
+                }
+                std::process::exit(0);
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -123,12 +161,7 @@ fn app() -> axum::Router {
         .route("/api/topics", get(api::topics))
         .route("/api/info", get(api::info))
         // The event contract: every SSE route, its events and their payloads' JSON Schemas.
-        .route(
-            "/asyncapi.json",
-            Contract::new("dashboard", env!("CARGO_PKG_VERSION"))
-                .description("A live dashboard of this machine: /proc samples, alarms, the runtime's own figures.")
-                .route(),
-        )
+        .route("/asyncapi.json", contract().route())
         .route(
             "/metrics",
             get(|| async {
@@ -222,5 +255,21 @@ mod tests {
         );
         let (valid, diagnostics) = sse_integration_tests::asyncapi_parser(&document);
         assert!(valid, "{diagnostics}");
+    }
+
+    /// The contract's files in the repository are the code's: a change to a payload type or a
+    /// route that was not generated again fails here.
+    #[test]
+    fn the_checked_in_contract_is_the_codes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contract");
+        for (name, expected) in super::contract_files() {
+            let path = dir.join(name);
+            let found = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                found == expected,
+                "{} is stale: run `cargo xtask contract`",
+                path.display()
+            );
+        }
     }
 }
