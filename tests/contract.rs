@@ -235,3 +235,77 @@ fn the_document_is_valid_asyncapi_for_the_official_parser() {
     assert!(!valid, "a broken document passed: {diagnostics}");
     assert!(diagnostics.contains("\"severity\":0"), "{diagnostics}");
 }
+
+/// `tsc` on the consumers of `tests/ts/`, as trybuild does for Rust: each of `pass/` compiles
+/// against the declarations of this binary's contract, each of `fail/` fails with exactly the
+/// errors of its reviewed `.expected` file (`TS_OVERWRITE=1` writes them, to be reviewed).
+#[test]
+fn typescript_consumers_compile_or_fail_as_expected() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tsc = root.join("node-tests/node_modules/typescript/bin/tsc");
+    assert!(
+        tsc.is_file(),
+        "tsc is not installed: `cargo xtask test` installs it (npm ci in node-tests)"
+    );
+    let work = std::env::temp_dir().join(format!("sse-ts-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join("events.d.ts"),
+        Contract::new("Plant", "2.1.0").typescript(),
+    )
+    .unwrap();
+    let overwrite = std::env::var_os("TS_OVERWRITE").is_some();
+    let mut problems = Vec::new();
+    let mut cases = 0;
+    for kind in ["pass", "fail"] {
+        let mut files: Vec<_> = std::fs::read_dir(root.join("tests/ts").join(kind))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "ts"))
+            .collect();
+        files.sort();
+        for file in files {
+            cases += 1;
+            let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+            std::fs::copy(&file, work.join(&name)).unwrap();
+            let output = std::process::Command::new("node")
+                .arg(&tsc)
+                .args([
+                    "--noEmit", "--strict", "--target", "es2022", "--module", "es2022",
+                ])
+                .args([
+                    "--moduleResolution",
+                    "bundler",
+                    "--lib",
+                    "es2022,dom",
+                    &name,
+                ])
+                .current_dir(&work)
+                .output()
+                .expect("node runs tsc");
+            let errors = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            match kind {
+                "pass" if !output.status.success() => {
+                    problems.push(format!("{name} should compile:\n{errors}"));
+                }
+                "fail" => {
+                    let expected_file = file.with_extension("expected");
+                    if overwrite {
+                        std::fs::write(&expected_file, format!("{errors}\n")).unwrap();
+                    }
+                    let expected = std::fs::read_to_string(&expected_file).unwrap_or_default();
+                    if output.status.success() || errors != expected.trim() {
+                        problems.push(format!(
+                            "{name}: expected\n{}\ngot\n{errors}",
+                            expected.trim()
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    assert!(cases >= 4, "the consumers of tests/ts/ were found");
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
