@@ -16,7 +16,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 use sse_integration_tests::{TestServer, asyncapi_parser};
-use sse_runtime::contract::Contract;
+use sse_runtime::contract::{Contract, HandRoute};
 use sse_runtime::{PollError, sse_poll, sse_topic};
 
 #[sse_topic("alarms", event = "alarm")]
@@ -308,4 +308,27 @@ fn typescript_consumers_compile_or_fail_as_expected() {
     let _ = std::fs::remove_dir_all(&work);
     assert!(cases >= 4, "the consumers of tests/ts/ were found");
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+#[test]
+fn a_route_built_by_hand_is_declared_with_its_payload() {
+    let contract = Contract::new("Plant", "2.1.0").with_route(
+        HandRoute::polled::<Build>("/poll/{topic}", Duration::from_millis(100))
+            .event("tick")
+            .error_event("tick-error"),
+    );
+    let document = contract.asyncapi();
+    let channel = &document["channels"]["poll.topic"];
+    assert_eq!(channel["address"], "/poll/{topic}");
+    assert_eq!(keys(&channel["parameters"]), BTreeSet::from(["topic"]));
+    assert_eq!(
+        keys(&channel["messages"]),
+        BTreeSet::from(["reset", "tick", "tick-error"])
+    );
+    assert_eq!(channel["x-sse"]["intervalMs"], 100);
+    let tick = resolve(&document, &channel["messages"]["tick"]["payload"]);
+    assert_eq!(keys(&tick["properties"]), BTreeSet::from(["done", "id"]));
+    assert!(contract.typescript().contains("\"/poll/{topic}\": {\n    reset: SseReset;\n    tick: Build;\n    \"tick-error\": SsePollError;"));
+    let (valid, diagnostics) = asyncapi_parser(&document);
+    assert!(valid, "{diagnostics}");
 }

@@ -118,7 +118,7 @@ inventory::collect!(Route);
 /// The payload type of a registered route: how to make its JSON Schema. Built by generated
 /// code only.
 #[doc(hidden)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Payload {
     #[cfg(feature = "schema")]
     pub(crate) schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,

@@ -2,6 +2,8 @@
 //! a user would. Other tools drive it, so its protocol is fixed:
 //!
 //! - `GET /sse/{topic}`: an SSE stream of the topic;
+//! - `GET /sse?topic=/sse/a&topic=/poll/b`: several of those topic routes (up to 16) on one
+//!   stream (`MultiHandler`: each event's type is its topic's path, its id a composite);
 //! - `POST /publish/{topic}` with a JSON body: publishes it to the topic (fire-and-forget),
 //!   `204 No Content`; with `?confirm`, answers once it is sent (`413` if too large, `503` with
 //!   the reason if the broker did not take it);
@@ -37,6 +39,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use sse_runtime::backplane::Backplane;
 use sse_runtime::client_addr::Cidr;
+use sse_runtime::multi::MultiHandler;
 use sse_runtime::publish::PublishError;
 use sse_runtime::serve::Tls;
 use sse_runtime::subscription::RefusalAnswer;
@@ -150,14 +153,8 @@ async fn main() -> std::io::Result<()> {
             .install_recorder()
             .expect("the only metrics recorder")
     });
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let rendered = metrics.as_ref().map(|handle| handle.render());
-                async move { rendered.ok_or((StatusCode::NOT_FOUND, "METRICS=0: no recorder")) }
-            }),
-        )
+    // The topic routes, also served together on one connection at `GET /sse?topic=...`.
+    let topics = Router::new()
         .route("/sse/{topic}", get(SseHandler::new(&manager)))
         .route(
             "/poll/{topic}",
@@ -169,10 +166,23 @@ async fn main() -> std::io::Result<()> {
                 })
                 .interval(Duration::from_millis(100))
             })),
+        );
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let rendered = metrics.as_ref().map(|handle| handle.render());
+                async move { rendered.ok_or((StatusCode::NOT_FOUND, "METRICS=0: no recorder")) }
+            }),
         )
         .route("/publish/{topic}", post(publish))
         .route("/stats", get(stats))
-        .with_state(manager.clone());
+        .with_state(manager.clone())
+        .route(
+            "/sse",
+            get(MultiHandler::new(topics.clone()).max_topics(16)),
+        )
+        .merge(topics);
 
     let tls = match (std::env::var("TLS_CERT"), std::env::var("TLS_KEY")) {
         (Ok(cert), Ok(key)) => {

@@ -5,10 +5,15 @@ use std::collections::BTreeMap;
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
-use crate::routes::{RouteInfo, RouteKind, registered_payloads};
+use crate::routes::{Payload, RouteInfo, RouteKind};
 
 /// The document of every registered route, for the application `title` at `version`.
-pub(super) fn document(title: &str, version: &str, description: Option<&str>) -> Value {
+pub(super) fn document(
+    title: &str,
+    version: &str,
+    description: Option<&str>,
+    routes: Vec<(RouteInfo, Option<Payload>)>,
+) -> Value {
     let mut generator = SchemaSettings::draft07()
         .with(|settings| settings.definitions_path = "/components/schemas".into())
         .for_serialize()
@@ -16,7 +21,7 @@ pub(super) fn document(title: &str, version: &str, description: Option<&str>) ->
     let mut channels = Map::new();
     let mut operations = Map::new();
     let mut ids: BTreeMap<String, usize> = BTreeMap::new();
-    for (route, payload) in registered_payloads() {
+    for (route, payload) in routes {
         let id = channel_id(route.path, &mut ids);
         let payload = payload.map(|payload| Value::from((payload.schema)(&mut generator)));
         let (channel, message_ids) = channel(&route, payload);

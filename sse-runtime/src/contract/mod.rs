@@ -39,12 +39,13 @@
 //! [AsyncAPI 3.0]: https://www.asyncapi.com/docs/reference/specification/v3.0.0
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Json;
 use axum::routing::{MethodRouter, get};
 use serde_json::Value;
 
-use crate::routes::registered_payloads;
+use crate::routes::{Payload, RouteInfo, RouteKind, registered_payloads};
 
 mod asyncapi;
 mod typescript;
@@ -55,6 +56,112 @@ pub struct Contract {
     title: String,
     version: String,
     description: Option<String>,
+    /// Routes built by hand, declared with [`with_route`](Self::with_route).
+    declared: Vec<(RouteInfo, Option<Payload>)>,
+}
+
+/// A route built by hand with [`SseHandler`](crate::SseHandler), declared to the contract
+/// with its payload type (the macros' routes declare themselves):
+///
+/// ```standalone_crate
+/// use std::time::Duration;
+/// use sse_runtime::contract::{Contract, HandRoute};
+///
+/// #[derive(serde::Serialize, schemars::JsonSchema)]
+/// struct Tick {
+///     n: u64,
+/// }
+///
+/// let contract = Contract::new("Clock", "1.0.0")
+///     .with_route(HandRoute::pushed::<Tick>("/sse/{topic}").event("tick"));
+/// let document = contract.asyncapi();
+/// assert_eq!(document["channels"]["sse.topic"]["messages"]["tick"]["payload"]["$ref"], "#/components/schemas/Tick");
+/// ```
+#[derive(Clone, Debug)]
+pub struct HandRoute {
+    info: RouteInfo,
+    payload: Payload,
+}
+
+impl HandRoute {
+    fn new<T: schemars::JsonSchema>(path: &'static str, kind: RouteKind) -> Self {
+        fn schema<T: schemars::JsonSchema>(
+            generator: &mut schemars::SchemaGenerator,
+        ) -> schemars::Schema {
+            generator.subschema_for::<T>()
+        }
+        Self {
+            info: RouteInfo {
+                item: std::any::type_name::<T>(),
+                path,
+                topic: None,
+                event: None,
+                kind,
+                guarded: false,
+                change_detection: false,
+            },
+            payload: Payload {
+                schema: schema::<T>,
+            },
+        }
+    }
+
+    /// A route at `path` whose events the application publishes, with payloads of type `T`.
+    pub fn pushed<T: schemars::JsonSchema>(path: &'static str) -> Self {
+        Self::new::<T>(path, RouteKind::Pushed)
+    }
+
+    /// A route at `path` with a poller of `T` values every `interval` (its failed polls are
+    /// `poll-error` events, see [`error_event`](Self::error_event)).
+    pub fn polled<T: schemars::JsonSchema>(path: &'static str, interval: Duration) -> Self {
+        let kind = RouteKind::Polled {
+            interval,
+            error_event: crate::producer::DEFAULT_ERROR_EVENT,
+            end_on_stop: false,
+        };
+        let mut route = Self::new::<T>(path, kind);
+        route.info.change_detection = true;
+        route
+    }
+
+    /// The event name of its values (else they are unnamed: `message` in a browser).
+    #[must_use]
+    pub fn event(mut self, name: &'static str) -> Self {
+        self.info.event = Some(name);
+        self
+    }
+
+    /// The event name of a polled route's failed polls.
+    #[must_use]
+    pub fn error_event(mut self, name: &'static str) -> Self {
+        if let RouteKind::Polled { error_event, .. } = &mut self.info.kind {
+            *error_event = name;
+        }
+        self
+    }
+
+    /// A polled route whose streams end when the poller stops (`end` event).
+    #[must_use]
+    pub fn end_on_stop(mut self) -> Self {
+        if let RouteKind::Polled { end_on_stop, .. } = &mut self.info.kind {
+            *end_on_stop = true;
+        }
+        self
+    }
+
+    /// Whether a value identical to the one before is skipped.
+    #[must_use]
+    pub fn change_detection(mut self, on: bool) -> Self {
+        self.info.change_detection = on;
+        self
+    }
+
+    /// A route with a guard.
+    #[must_use]
+    pub fn guarded(mut self) -> Self {
+        self.info.guarded = true;
+        self
+    }
 }
 
 impl Contract {
@@ -65,7 +172,23 @@ impl Contract {
             title: title.into(),
             version: version.into(),
             description: None,
+            declared: Vec::new(),
         }
+    }
+
+    /// Adds a route built by hand: the macros' routes are in the contract by themselves.
+    #[must_use]
+    pub fn with_route(mut self, route: HandRoute) -> Self {
+        self.declared.push((route.info, Some(route.payload)));
+        self
+    }
+
+    /// Every route: the registered ones and the declared, sorted by path.
+    fn routes(&self) -> Vec<(RouteInfo, Option<Payload>)> {
+        let mut routes = registered_payloads();
+        routes.extend(self.declared.iter().cloned());
+        routes.sort_by(|(a, _), (b, _)| (a.path, a.item).cmp(&(b.path, b.item)));
+        routes
     }
 
     /// A description for the document's `info`.
@@ -84,7 +207,7 @@ impl Contract {
     /// assert_eq!(contract.missing_schemas(), Vec::<&str>::new());
     /// ```
     pub fn missing_schemas(&self) -> Vec<&'static str> {
-        registered_payloads()
+        self.routes()
             .into_iter()
             .filter(|(_, payload)| payload.is_none())
             .map(|(route, _)| route.item)
@@ -93,7 +216,12 @@ impl Contract {
 
     /// The AsyncAPI 3.0 document, as JSON.
     pub fn asyncapi(&self) -> Value {
-        asyncapi::document(&self.title, &self.version, self.description.as_deref())
+        asyncapi::document(
+            &self.title,
+            &self.version,
+            self.description.as_deref(),
+            self.routes(),
+        )
     }
 
     /// TypeScript declarations of the contract: every payload type, and `Events`, the map
