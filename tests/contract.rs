@@ -254,6 +254,32 @@ fn typescript_consumers_compile_or_fail_as_expected() {
         Contract::new("Plant", "2.1.0").typescript(),
     )
     .unwrap();
+    std::fs::write(
+        work.join("sse-client.d.ts"),
+        sse_runtime::contract::CLIENT_DTS,
+    )
+    .unwrap();
+    // The client itself is checked too, as JavaScript with its JSDoc types.
+    std::fs::write(work.join("sse-client.js"), sse_runtime::contract::CLIENT_JS).unwrap();
+    let output = std::process::Command::new("node")
+        .arg(&tsc)
+        .args([
+            "--noEmit",
+            "--strict",
+            "--allowJs",
+            "--checkJs",
+            "--target",
+            "es2022",
+        ])
+        .args(["--module", "es2022", "--lib", "es2022,dom", "sse-client.js"])
+        .current_dir(&work)
+        .output()
+        .expect("node runs tsc");
+    assert!(
+        output.status.success(),
+        "sse-client.js: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     let overwrite = std::env::var_os("TS_OVERWRITE").is_some();
     let mut problems = Vec::new();
     let mut cases = 0;

@@ -162,6 +162,8 @@ fn app() -> axum::Router {
         .route("/api/info", get(api::info))
         // The event contract: every SSE route, its events and their payloads' JSON Schemas.
         .route("/asyncapi.json", contract().route())
+        // The typed client module, for pages of other applications (this page has its own).
+        .route("/sse-client.js", sse_runtime::contract::client_route())
         .route(
             "/metrics",
             get(|| async {

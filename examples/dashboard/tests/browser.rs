@@ -1131,3 +1131,46 @@ async fn behind_nginx_and_caddy_over_http2_ten_event_sources_on_one_page_are_liv
     std::fs::remove_dir_all(&dir).unwrap();
     browser.client.close().await.unwrap();
 }
+
+/// The typed client (`sse_runtime::contract::CLIENT_JS`, served at `/sse-client.js`) in a real
+/// browser: two routes on one EventSource of the multi-topic route, each event to its route's
+/// handler with its payload parsed, the connection's state reported, and one stream for both.
+#[tokio::test]
+async fn the_typed_client_delivers_each_routes_events_to_its_handlers_on_one_stream() {
+    let (_one, server, browser) = session(free_port()).await;
+    // Any page of the origin: the client is imported into it.
+    browser.client.goto(&server.url("/api/info")).await.unwrap();
+    let script = r#"const done = arguments[arguments.length - 1];
+        import("/sse-client.js").then(({ subscribe }) => {
+          const seen = (window.seen = { states: [], samples: [], alarms: [] });
+          const update = () => window.dispatchEvent(new Event("dashboard:update"));
+          window.stream = subscribe("/sse", [
+            { route: "/sse/system", on: { message: (sample) => { seen.samples.push(sample); update(); } } },
+            { route: "/sse/alarms", on: { alarm: (alarm) => { seen.alarms.push(alarm.metric); update(); } } },
+          ], { onState: (state) => { seen.states.push(state); update(); } });
+          done(true);
+        }, (error) => done(String(error)));"#;
+    let imported = browser.client.execute_async(script, vec![]).await.unwrap();
+    assert_eq!(imported, Value::Bool(true), "the module loads: {imported}");
+    browser
+        .until("window.seen.samples.length >= 1 && window.seen.states.includes('live')")
+        .await;
+    assert_eq!(
+        browser.eval("typeof window.seen.samples[0].memory").await,
+        "number",
+        "the payload arrives parsed"
+    );
+    // An alarm, raised from outside, reaches its own handler on the same stream.
+    let raised = reqwest::Client::new()
+        .post(server.url("/api/thresholds"))
+        .json(&json!({ "cpu": 100.0, "memory": 0.5, "load": 1000.0 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(raised.status().is_success());
+    browser.until("window.seen.alarms.includes('memory')").await;
+    let stats = server.get("/api/stats").await;
+    assert_eq!(stats["subscribers"], 2, "two topics: {stats}");
+    browser.eval("window.stream.close()").await;
+    browser.client.close().await.unwrap();
+}

@@ -60,6 +60,30 @@ pub struct Contract {
     declared: Vec<(RouteInfo, Option<Payload>)>,
 }
 
+/// The typed browser client: an ES module (no build step) that subscribes to any set of
+/// routes on one `EventSource` of the multi-topic route, with handlers typed per route and
+/// event from the generated `Events` (its declarations are [`CLIENT_DTS`]). Serve it with
+/// [`client_route`], or copy it.
+pub const CLIENT_JS: &str = include_str!("../../assets/sse-client.js");
+
+/// The TypeScript declarations of [`CLIENT_JS`] (`sse-client.d.ts`).
+pub const CLIENT_DTS: &str = include_str!("../../assets/sse-client.d.ts");
+
+/// A `GET` route serving [`CLIENT_JS`] as `text/javascript`:
+///
+/// ```
+/// let app: axum::Router = axum::Router::new()
+///     .route("/sse-client.js", sse_runtime::contract::client_route());
+/// ```
+pub fn client_route<S: Clone + Send + Sync + 'static>() -> MethodRouter<S> {
+    get(|| async {
+        (
+            [(http::header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+            CLIENT_JS,
+        )
+    })
+}
+
 /// A route built by hand with [`SseHandler`](crate::SseHandler), declared to the contract
 /// with its payload type (the macros' routes declare themselves):
 ///
