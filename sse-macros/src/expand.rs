@@ -328,49 +328,47 @@ fn payload_fn(ty: &TokenStream) -> TokenStream {
     }
 }
 
+/// The type arguments of a return type written `Result<...>` (any path ending in `Result`).
+fn result_arguments(output: &syn::Type) -> Option<Vec<&syn::Type>> {
+    let syn::Type::Path(path) = output else {
+        return None;
+    };
+    let last = path.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    Some(
+        args.args
+            .iter()
+            .filter_map(|arg| match arg {
+                syn::GenericArgument::Type(ty) => Some(ty),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
 /// The value type of a return type written `Result<T, E>` or `Result<T>` (an alias such as
 /// `anyhow::Result<T>`), unless it holds an `impl Trait`. (Not `<R as PollResult>::Ok`: for a
 /// return type that is no `Result`, that would be a second error for one mistake.)
 fn value_type(output: &syn::Type) -> Option<syn::Type> {
-    let syn::Type::Path(path) = output else {
-        return None;
-    };
-    let last = path.path.segments.last()?;
-    if last.ident != "Result" {
-        return None;
-    }
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    let ok = args.args.iter().find_map(|arg| match arg {
-        syn::GenericArgument::Type(ty) => Some(ty.clone()),
-        _ => None,
-    })?;
+    let ok = (*result_arguments(output)?.first()?).clone();
     (!has_impl(&quote!(#ok))).then_some(ok)
 }
 
-/// `T` and `E` of a return type written `Result<T, E>` (any path ending in `Result` with two
-/// type arguments), unless either holds an `impl Trait`, which a where clause cannot name.
+/// `T` and `E` of a return type written `Result<T, E>`, unless either holds an `impl Trait`,
+/// which a where clause cannot name.
 fn result_types(output: &syn::Type) -> Option<(syn::Type, syn::Type)> {
-    let syn::Type::Path(path) = output else {
+    let [ok, err] = result_arguments(output)?[..] else {
         return None;
     };
-    let last = path.path.segments.last()?;
-    if last.ident != "Result" {
+    if has_impl(&quote!(#ok #err)) {
         return None;
     }
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    let mut types = args.args.iter().filter_map(|arg| match arg {
-        syn::GenericArgument::Type(ty) => Some(ty),
-        _ => None,
-    });
-    let (ok, err) = (types.next()?.clone(), types.next()?.clone());
-    if types.next().is_some() || has_impl(&quote!(#ok #err)) {
-        return None;
-    }
-    Some((ok, err))
+    Some((ok.clone(), err.clone()))
 }
 
 fn has_impl(tokens: &TokenStream) -> bool {
