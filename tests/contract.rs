@@ -358,3 +358,47 @@ fn a_route_built_by_hand_is_declared_with_its_payload() {
     let (valid, diagnostics) = asyncapi_parser(&document);
     assert!(valid, "{diagnostics}");
 }
+
+#[test]
+fn the_multi_topic_route_names_every_routes_events_as_its_stream_does() {
+    let contract = Contract::new("Plant", "2.1.0").multi_topic_route("/sse");
+    let document = contract.asyncapi();
+    let channel = &document["channels"]["sse"];
+    assert_eq!(channel["address"], "/sse");
+    assert_eq!(channel["x-sse"]["kind"], "multi");
+    let names: BTreeSet<&str> = channel["messages"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "/sse/alarms#alarm",
+        "/sse/alarms#reset",
+        "/sse/devices/{id}",
+        "/sse/builds/{id}#build",
+        "/sse/builds/{id}#build-error",
+        "/sse/builds/{id}#end",
+    ] {
+        assert!(names.contains(name), "{name} in {names:?}");
+    }
+    let alarm = channel["messages"]["sse.alarms.alarm"]["payload"].clone();
+    assert_eq!(alarm["$ref"], "#/components/schemas/Alarm");
+    assert_eq!(
+        document["operations"]["sse.send"]["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        names.len()
+    );
+    let declarations = contract.typescript();
+    assert!(declarations.contains("export interface MultiEvents {"));
+    assert!(declarations.contains("\"/sse/alarms#alarm\": Alarm;"));
+    let routes = declarations
+        .split("export interface MultiEvents")
+        .next()
+        .unwrap();
+    assert!(!routes.contains("\"/sse\": {"), "Events holds routes only");
+    let (valid, diagnostics) = asyncapi_parser(&document);
+    assert!(valid, "{diagnostics}");
+}

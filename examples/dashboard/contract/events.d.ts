@@ -130,3 +130,22 @@ export interface Events {
     reset: SseReset;
   };
 }
+
+/** The multi-topic route's path, mapped to its events as that stream names them
+ * (`<topic>#<event>`, here with the routes' paths). */
+export interface MultiEvents {
+  /** `GET /sse?topic=<uri>&topic=<uri>`: the topics of the routes above on one stream, each subscribed through its own route (a `<uri>` is a route's path with its placeholders and query filled in, `/sse/devices/7`). An event of topic T named E arrives as `T#E`, as `T` when unnamed (the names below use the routes' paths); its id is a composite of every topic's position. */
+  "/sse": {
+    "/sse/alarms#alarm": Alarm;
+    "/sse/alarms#reset": SseReset;
+    "/sse/process": ProcessSample;
+    "/sse/process#poll-error": SsePollError;
+    "/sse/process#reset": SseReset;
+    "/sse/runtime": RuntimeSample;
+    "/sse/runtime#poll-error": SsePollError;
+    "/sse/runtime#reset": SseReset;
+    "/sse/system": SystemSample;
+    "/sse/system#poll-error": SsePollError;
+    "/sse/system#reset": SseReset;
+  };
+}

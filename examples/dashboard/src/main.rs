@@ -41,9 +41,11 @@ struct Options {
 
 /// The event contract of the dashboard's SSE routes.
 fn contract() -> Contract {
-    Contract::new("dashboard", env!("CARGO_PKG_VERSION")).description(
-        "A live dashboard of this machine: /proc samples, alarms, the runtime's own figures.",
-    )
+    Contract::new("dashboard", env!("CARGO_PKG_VERSION"))
+        .description(
+            "A live dashboard of this machine: /proc samples, alarms, the runtime's own figures.",
+        )
+        .multi_topic_route("/sse")
 }
 
 /// The contract's files, as `cargo xtask contract` writes them and the page's type check
@@ -242,7 +244,7 @@ mod tests {
     /// document is valid AsyncAPI for the official parser.
     #[test]
     fn the_event_contract_is_complete_and_valid_asyncapi() {
-        let contract = Contract::new("dashboard", "test");
+        let contract = Contract::new("dashboard", "test").multi_topic_route("/sse");
         assert_eq!(contract.missing_schemas(), Vec::<&str>::new());
         let document = contract.asyncapi();
         let addresses: Vec<&str> = document["channels"]
@@ -253,7 +255,13 @@ mod tests {
             .collect();
         assert_eq!(
             addresses,
-            ["/sse/alarms", "/sse/process", "/sse/runtime", "/sse/system"]
+            [
+                "/sse",
+                "/sse/alarms",
+                "/sse/process",
+                "/sse/runtime",
+                "/sse/system"
+            ]
         );
         let (valid, diagnostics) = sse_integration_tests::asyncapi_parser(&document);
         assert!(valid, "{diagnostics}");

@@ -13,6 +13,7 @@ pub(super) fn document(
     version: &str,
     description: Option<&str>,
     routes: Vec<(RouteInfo, Option<Payload>)>,
+    multi: Option<&str>,
 ) -> Value {
     let mut generator = SchemaSettings::draft07()
         .with(|settings| settings.definitions_path = "/components/schemas".into())
@@ -21,10 +22,24 @@ pub(super) fn document(
     let mut channels = Map::new();
     let mut operations = Map::new();
     let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+    // Each route's messages as the multi-topic stream names them: `<path>#<event>`.
+    let mut multiplexed = Map::new();
     for (route, payload) in routes {
         let id = channel_id(route.path, &mut ids);
         let payload = payload.map(|payload| Value::from((payload.schema)(&mut generator)));
         let (channel, message_ids) = channel(&route, payload);
+        if multi.is_some() {
+            for (message_id, message) in channel["messages"].as_object().into_iter().flatten() {
+                let mut message = resolve_message(message);
+                let name = message["name"].as_str().unwrap_or("message").to_owned();
+                message["name"] = Value::from(if name == "message" {
+                    route.path.to_owned()
+                } else {
+                    format!("{}#{name}", route.path)
+                });
+                multiplexed.insert(format!("{id}.{message_id}"), message);
+            }
+        }
         let messages: Vec<Value> = message_ids
             .iter()
             .map(|message| json!({ "$ref": format!("#/channels/{id}/messages/{message}") }))
@@ -39,6 +54,34 @@ pub(super) fn document(
             }),
         );
         channels.insert(id, channel);
+    }
+    if let Some(path) = multi {
+        let id = channel_id(path, &mut ids);
+        let messages: Vec<Value> = multiplexed
+            .keys()
+            .map(|message| json!({ "$ref": format!("#/channels/{id}/messages/{message}") }))
+            .collect();
+        operations.insert(
+            format!("{id}.send"),
+            json!({
+                "action": "send",
+                "channel": { "$ref": format!("#/channels/{id}") },
+                "summary": format!("The events of every topic subscribed at {path}"),
+                "messages": messages,
+            }),
+        );
+        channels.insert(
+            id,
+            json!({
+                "address": path,
+                "title": "Several topics on one stream",
+                "description": format!(
+                    "`GET {path}?topic=<uri>&topic=<uri>`: the topics of the routes above on one stream, each subscribed through its own route (a `<uri>` is a route's path with its placeholders and query filled in, `/sse/devices/7`). An event of topic T named E arrives as `T#E`, as `T` when unnamed (the names below use the routes' paths); its id is a composite of every topic's position."
+                ),
+                "messages": multiplexed,
+                "x-sse": { "kind": "multi" },
+            }),
+        );
     }
     let mut schemas = generator.take_definitions(true);
     for (name, schema) in framework_schemas() {
@@ -178,6 +221,18 @@ fn channel(route: &RouteInfo, payload: Option<Value>) -> (Value, Vec<String>) {
     }
     let ids = messages.keys().cloned().collect();
     (channel, ids)
+}
+
+/// `message`, or the framework message it refers to.
+fn resolve_message(message: &Value) -> Value {
+    let framework = framework_messages();
+    message
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|pointer| pointer.strip_prefix("#/components/messages/"))
+        .and_then(|name| framework.get(name))
+        .unwrap_or(message)
+        .clone()
 }
 
 /// The schemas of the framework's own payloads.

@@ -58,6 +58,8 @@ pub struct Contract {
     description: Option<String>,
     /// Routes built by hand, declared with [`with_route`](Self::with_route).
     declared: Vec<(RouteInfo, Option<Payload>)>,
+    /// The path of the multi-topic route, if it is in the document.
+    multi: Option<&'static str>,
 }
 
 /// The typed browser client: an ES module (no build step) that subscribes to any set of
@@ -197,7 +199,17 @@ impl Contract {
             version: version.into(),
             description: None,
             declared: Vec::new(),
+            multi: None,
         }
+    }
+
+    /// Puts the multi-topic route ([`MultiHandler`](crate::multi::MultiHandler)) mounted at
+    /// `path` in the document: a channel whose messages are every route's, named as that
+    /// stream names them (`/sse/alarms#alarm`).
+    #[must_use]
+    pub fn multi_topic_route(mut self, path: &'static str) -> Self {
+        self.multi = Some(path);
+        self
     }
 
     /// Adds a route built by hand: the macros' routes are in the contract by themselves.
@@ -245,6 +257,7 @@ impl Contract {
             &self.version,
             self.description.as_deref(),
             self.routes(),
+            self.multi,
         )
     }
 

@@ -29,12 +29,32 @@ pub(super) fn declarations(document: &Value) -> String {
         }
         .expect("writing to a String");
     }
+    let channels = document["channels"].as_object().unwrap_or(&empty);
+    let (multi, routes): (Vec<&Value>, Vec<&Value>) = channels
+        .values()
+        .partition(|channel| channel["x-sse"]["kind"] == "multi");
     out.push_str(
         "\n/** Each SSE route's path, mapped to the events it sends and their payloads. */\n\
          export interface Events {\n",
     );
-    let channels = document["channels"].as_object().unwrap_or(&empty);
-    for channel in channels.values() {
+    event_map(&mut out, document, &routes);
+    out.push_str("}\n");
+    if !multi.is_empty() {
+        out.push_str(
+            "\n/** The multi-topic route's path, mapped to its events as that stream names them\n \
+             * (`<topic>#<event>`, here with the routes' paths). */\n\
+             export interface MultiEvents {\n",
+        );
+        event_map(&mut out, document, &multi);
+        out.push_str("}\n");
+    }
+    out
+}
+
+/// One entry per channel: its address, mapped to its messages' names and payload types.
+fn event_map(out: &mut String, document: &Value, channels: &[&Value]) {
+    let empty = Map::new();
+    for channel in channels {
         let address = channel["address"].as_str().unwrap_or_default();
         if let Some(description) = channel["description"].as_str() {
             writeln!(out, "  /** {} */", escape_comment(description)).expect("String");
@@ -52,8 +72,6 @@ pub(super) fn declarations(document: &Value) -> String {
         }
         out.push_str("  };\n");
     }
-    out.push_str("}\n");
-    out
 }
 
 /// A local `$ref` (`#/a/b`) followed, or `value` itself.
