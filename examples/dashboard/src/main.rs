@@ -267,6 +267,31 @@ mod tests {
         assert!(valid, "{diagnostics}");
     }
 
+    /// The page is type-checked against the contract: `tsc --checkJs` on `static/app.js`,
+    /// whose payloads are typed from `contract/events.d.ts` (reading a field a payload does not
+    /// have fails here).
+    #[test]
+    fn the_page_type_checks_against_the_event_contract() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let tsc = dir.join("../../node-tests/node_modules/typescript/bin/tsc");
+        assert!(
+            tsc.is_file(),
+            "tsc is not installed: `cargo xtask test` installs it (npm ci in node-tests)"
+        );
+        let output = std::process::Command::new("node")
+            .arg(&tsc)
+            .args(["--noEmit", "--allowJs", "--checkJs", "--target", "es2022"])
+            .args(["--module", "es2022", "--lib", "es2022,dom", "app.js"])
+            .current_dir(dir.join("static"))
+            .output()
+            .expect("node runs tsc");
+        assert!(
+            output.status.success(),
+            "static/app.js: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+
     /// The contract's files in the repository are the code's: a change to a payload type or a
     /// route that was not generated again fails here.
     #[test]

@@ -1,9 +1,23 @@
+// @ts-check
 // The dashboard page: every panel on one EventSource (the multi-topic route /sse), no build
-// step, no library.
+// step, no library. Type-checked (`tsc --checkJs`, the dashboard's tests) against the event
+// contract generated from the server's Rust types: ../contract/events.d.ts.
 "use strict";
 
+/** @typedef {import("../contract/events").MultiEvents["/sse"]} Stream The events of /sse. */
+/** @typedef {{ max?: number, format: (v: number) => string }} ChartOptions */
+
+/**
+ * The payload of `event`, an event of the stream named `name`.
+ * @template {keyof Stream} N
+ * @param {N} name
+ * @param {Event} event
+ * @returns {Stream[N]}
+ */
+const payload = (name, event) => JSON.parse(/** @type {MessageEvent<string>} */ (event).data);
+
 const HISTORY = 120; // samples kept for the charts
-const dashboard = (window.dashboard = {
+const dashboard = (/** @type {any} */ (window).dashboard = {
   samples: [], // {at, arrived, cpu, memory, rx, tx}
   sampledBy: null, // pid of the dashboard instance that took the last system sample
   processSamples: 0,
@@ -16,7 +30,8 @@ const dashboard = (window.dashboard = {
   status: "connecting",
 });
 
-const $ = (id) => document.getElementById(id);
+/** @returns {any} the element with `id` (any: inputs, forms and canvases alike) */
+const $ = (/** @type {string} */ id) => document.getElementById(id);
 
 // Tells anyone watching the page (the browser tests) that its state changed.
 const updated = () => window.dispatchEvent(new Event("dashboard:update"));
@@ -35,6 +50,11 @@ function formatRate(bytesPerSecond) {
   return value.toFixed(value < 10 && unit > 0 ? 1 : 0) + " " + units[unit];
 }
 
+/**
+ * @param {HTMLCanvasElement} canvas
+ * @param {{ values: (number | null)[], color: string }[]} series
+ * @param {ChartOptions} options
+ */
 function drawChart(canvas, series, { max, format }) {
   // Drawn at the size it is shown (and the screen's pixel ratio), so that its labels stay
   // readable in a narrow window instead of being scaled down with the picture.
@@ -106,8 +126,8 @@ function streamUrl() {
 }
 
 // System: one shared topic and poller for every open page.
-function onSystem(event) {
-  const data = JSON.parse(event.data);
+function onSystem(/** @type {Event} */ event) {
+  const data = payload("/sse/system", event);
   setStatus("live");
   // Right after an idle gap the server sends no rates (null), rather than the gap's average.
   dashboard.samples.push({ at: data.at, arrived: Date.now(), cpu: data.cpu, memory: data.memory, rx: data.net_rx, tx: data.net_tx });
@@ -138,8 +158,8 @@ function tally(id, counts) {
   }
 }
 
-function onRuntime(event) {
-  const data = JSON.parse(event.data);
+function onRuntime(/** @type {Event} */ event) {
+  const data = payload("/sse/runtime", event);
   dashboard.lastRuntime = data;
   dashboard.runtime.push({ delivered: data.delivered_per_s ?? 0, published: data.published_per_s ?? 0, streams: data.streams });
   if (dashboard.runtime.length > HISTORY) dashboard.runtime.shift();
@@ -170,8 +190,8 @@ function renderRuntime() {
 // needs a session (a cookie): the page opens one before the stream, and when the session
 // expires the server ends the stream and refuses the reconnect, EventSource gives up (CLOSED),
 // and the page opens a new session and a new stream.
-function onProcess(event) {
-  const data = JSON.parse(event.data);
+function onProcess(/** @type {Event} */ event) {
+  const data = payload("/sse/process", event);
   $("process-error").hidden = true;
   dashboard.processSamples++;
   dashboard.processPid = data.pid;
@@ -184,12 +204,12 @@ function onProcess(event) {
 }
 
 // A failed poll is its own event (`poll-error`), {apiVersion, statusCode, message}.
-function onPollError(event) {
-  console.warn("poll error", event.type, JSON.parse(event.data));
+function onPollError(/** @type {Event} */ event) {
+  console.warn("poll error", event.type, payload("/sse/system#poll-error", event));
 }
 
-function onProcessError(event) {
-  const data = JSON.parse(event.data);
+function onProcessError(/** @type {Event} */ event) {
+  const data = payload("/sse/process#poll-error", event);
   const error = $("process-error");
   error.hidden = false;
   error.textContent = `${data.statusCode}: ${data.message}`;
@@ -293,8 +313,8 @@ async function watch() {
   await connect();
 }
 
-function onAlarm(event) {
-  const alarm = JSON.parse(event.data);
+function onAlarm(/** @type {Event} */ event) {
+  const alarm = payload("/sse/alarms#alarm", event);
   const list = $("alarms");
   list.querySelector(".empty")?.remove();
   const item = document.createElement("li");
