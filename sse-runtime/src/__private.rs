@@ -78,14 +78,7 @@ pub trait HasSchema {
 #[cfg(feature = "schema")]
 impl<T: schemars::JsonSchema + ?Sized> HasSchema for Probe<T> {
     fn payload(&self) -> Option<Payload> {
-        fn schema<T: schemars::JsonSchema + ?Sized>(
-            generator: &mut schemars::SchemaGenerator,
-        ) -> schemars::Schema {
-            generator.subschema_for::<T>()
-        }
-        Some(Payload {
-            schema: schema::<T>,
-        })
+        Some(Payload::of::<T>())
     }
 }
 

@@ -124,6 +124,21 @@ pub struct Payload {
     pub(crate) schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
 }
 
+#[cfg(feature = "schema")]
+impl Payload {
+    /// The payload of type `T`: its schema, as a subschema of the document's generator.
+    pub(crate) fn of<T: schemars::JsonSchema + ?Sized>() -> Self {
+        fn schema<T: schemars::JsonSchema + ?Sized>(
+            generator: &mut schemars::SchemaGenerator,
+        ) -> schemars::Schema {
+            generator.subschema_for::<T>()
+        }
+        Self {
+            schema: schema::<T>,
+        }
+    }
+}
+
 /// How a registered route's events come about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -111,11 +111,6 @@ pub struct HandRoute {
 
 impl HandRoute {
     fn new<T: schemars::JsonSchema>(path: &'static str, kind: RouteKind) -> Self {
-        fn schema<T: schemars::JsonSchema>(
-            generator: &mut schemars::SchemaGenerator,
-        ) -> schemars::Schema {
-            generator.subschema_for::<T>()
-        }
         Self {
             info: RouteInfo {
                 item: std::any::type_name::<T>(),
@@ -126,9 +121,7 @@ impl HandRoute {
                 guarded: false,
                 change_detection: false,
             },
-            payload: Payload {
-                schema: schema::<T>,
-            },
+            payload: Payload::of::<T>(),
         }
     }
 
