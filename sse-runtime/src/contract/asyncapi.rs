@@ -40,36 +40,15 @@ pub(super) fn document(
                 multiplexed.insert(format!("{id}.{message_id}"), message);
             }
         }
-        let messages: Vec<Value> = message_ids
-            .iter()
-            .map(|message| json!({ "$ref": format!("#/channels/{id}/messages/{message}") }))
-            .collect();
-        operations.insert(
-            format!("{id}.send"),
-            json!({
-                "action": "send",
-                "channel": { "$ref": format!("#/channels/{id}") },
-                "summary": format!("The events of {}", route.path),
-                "messages": messages,
-            }),
-        );
+        let summary = format!("The events of {}", route.path);
+        operations.insert(format!("{id}.send"), send(&id, &message_ids, &summary));
         channels.insert(id, channel);
     }
     if let Some(path) = multi {
         let id = channel_id(path, &mut ids);
-        let messages: Vec<Value> = multiplexed
-            .keys()
-            .map(|message| json!({ "$ref": format!("#/channels/{id}/messages/{message}") }))
-            .collect();
-        operations.insert(
-            format!("{id}.send"),
-            json!({
-                "action": "send",
-                "channel": { "$ref": format!("#/channels/{id}") },
-                "summary": format!("The events of every topic subscribed at {path}"),
-                "messages": messages,
-            }),
-        );
+        let message_ids: Vec<String> = multiplexed.keys().cloned().collect();
+        let summary = format!("The events of every topic subscribed at {path}");
+        operations.insert(format!("{id}.send"), send(&id, &message_ids, &summary));
         channels.insert(
             id,
             json!({
@@ -101,6 +80,20 @@ pub(super) fn document(
             "schemas": schemas,
             "messages": framework_messages(),
         },
+    })
+}
+
+/// The operation by which the application sends the messages `message_ids` of channel `id`.
+fn send(id: &str, message_ids: &[String], summary: &str) -> Value {
+    let messages: Vec<Value> = message_ids
+        .iter()
+        .map(|message| json!({ "$ref": format!("#/channels/{id}/messages/{message}") }))
+        .collect();
+    json!({
+        "action": "send",
+        "channel": { "$ref": format!("#/channels/{id}") },
+        "summary": summary,
+        "messages": messages,
     })
 }
 
