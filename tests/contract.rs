@@ -15,7 +15,7 @@ use axum::extract::Path;
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
-use sse_integration_tests::{TestServer, asyncapi_parser};
+use sse_integration_tests::{TestServer, asyncapi_parser, tsc};
 use sse_runtime::contract::{Contract, HandRoute};
 use sse_runtime::{PollError, sse_poll, sse_topic};
 
@@ -242,11 +242,6 @@ fn the_document_is_valid_asyncapi_for_the_official_parser() {
 #[test]
 fn typescript_consumers_compile_or_fail_as_expected() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let tsc = root.join("node-tests/node_modules/typescript/bin/tsc");
-    assert!(
-        tsc.is_file(),
-        "tsc is not installed: `cargo xtask test` installs it (npm ci in node-tests)"
-    );
     let work = std::env::temp_dir().join(format!("sse-ts-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
     std::fs::write(
@@ -261,25 +256,11 @@ fn typescript_consumers_compile_or_fail_as_expected() {
     .unwrap();
     // The client itself is checked too, as JavaScript with its JSDoc types.
     std::fs::write(work.join("sse-client.js"), sse_runtime::contract::CLIENT_JS).unwrap();
-    let output = std::process::Command::new("node")
-        .arg(&tsc)
-        .args([
-            "--noEmit",
-            "--strict",
-            "--allowJs",
-            "--checkJs",
-            "--target",
-            "es2022",
-        ])
-        .args(["--module", "es2022", "--lib", "es2022,dom", "sse-client.js"])
-        .current_dir(&work)
-        .output()
-        .expect("node runs tsc");
-    assert!(
-        output.status.success(),
-        "sse-client.js: {}",
-        String::from_utf8_lossy(&output.stdout)
+    let (valid, errors) = tsc(
+        &work,
+        &["--strict", "--allowJs", "--checkJs", "sse-client.js"],
     );
+    assert!(valid, "sse-client.js: {errors}");
     let overwrite = std::env::var_os("TS_OVERWRITE").is_some();
     let mut problems = Vec::new();
     let mut cases = 0;
@@ -294,24 +275,10 @@ fn typescript_consumers_compile_or_fail_as_expected() {
             cases += 1;
             let name = file.file_name().unwrap().to_str().unwrap().to_owned();
             std::fs::copy(&file, work.join(&name)).unwrap();
-            let output = std::process::Command::new("node")
-                .arg(&tsc)
-                .args([
-                    "--noEmit", "--strict", "--target", "es2022", "--module", "es2022",
-                ])
-                .args([
-                    "--moduleResolution",
-                    "bundler",
-                    "--lib",
-                    "es2022,dom",
-                    &name,
-                ])
-                .current_dir(&work)
-                .output()
-                .expect("node runs tsc");
-            let errors = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            let (compiled, errors) =
+                tsc(&work, &["--strict", "--moduleResolution", "bundler", &name]);
             match kind {
-                "pass" if !output.status.success() => {
+                "pass" if !compiled => {
                     problems.push(format!("{name} should compile:\n{errors}"));
                 }
                 "fail" => {
@@ -320,7 +287,7 @@ fn typescript_consumers_compile_or_fail_as_expected() {
                         std::fs::write(&expected_file, format!("{errors}\n")).unwrap();
                     }
                     let expected = std::fs::read_to_string(&expected_file).unwrap_or_default();
-                    if output.status.success() || errors != expected.trim() {
+                    if compiled || errors != expected.trim() {
                         problems.push(format!(
                             "{name}: expected\n{}\ngot\n{errors}",
                             expected.trim()

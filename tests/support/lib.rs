@@ -709,7 +709,7 @@ mod contract;
 pub mod faults;
 pub mod proxies;
 pub mod tls;
-pub use contract::asyncapi_parser;
+pub use contract::{asyncapi_parser, tsc};
 
 #[derive(serde::Deserialize)]
 pub struct Key {

@@ -273,23 +273,9 @@ mod tests {
     #[test]
     fn the_page_type_checks_against_the_event_contract() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let tsc = dir.join("../../node-tests/node_modules/typescript/bin/tsc");
-        assert!(
-            tsc.is_file(),
-            "tsc is not installed: `cargo xtask test` installs it (npm ci in node-tests)"
-        );
-        let output = std::process::Command::new("node")
-            .arg(&tsc)
-            .args(["--noEmit", "--allowJs", "--checkJs", "--target", "es2022"])
-            .args(["--module", "es2022", "--lib", "es2022,dom", "app.js"])
-            .current_dir(dir.join("static"))
-            .output()
-            .expect("node runs tsc");
-        assert!(
-            output.status.success(),
-            "static/app.js: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
+        let (valid, errors) =
+            sse_integration_tests::tsc(&dir.join("static"), &["--allowJs", "--checkJs", "app.js"]);
+        assert!(valid, "static/app.js: {errors}");
     }
 
     /// The contract's files in the repository are the code's: a change to a payload type or a
