@@ -212,22 +212,23 @@ impl RouteInfo {
 /// assert!(sse_runtime::routes::registered_routes().iter().all(|r| r.path.starts_with('/')));
 /// ```
 pub fn registered_routes() -> Vec<RouteInfo> {
-    let mut routes: Vec<RouteInfo> = inventory::iter::<Route>
-        .into_iter()
-        .map(RouteInfo::of)
-        .collect();
-    routes.sort_by(|a, b| (a.path, a.item).cmp(&(b.path, b.item)));
-    routes
+    registered().into_iter().map(RouteInfo::of).collect()
 }
 
 /// Every registered route with its payload (as [`registered_routes`], in the same order).
 #[cfg(feature = "schema")]
 pub(crate) fn registered_payloads() -> Vec<(RouteInfo, Option<Payload>)> {
-    let mut routes: Vec<(RouteInfo, Option<Payload>)> = inventory::iter::<Route>
+    registered()
         .into_iter()
         .map(|r| (RouteInfo::of(r), (r.payload)()))
-        .collect();
-    routes.sort_by(|(a, _), (b, _)| (a.path, a.item).cmp(&(b.path, b.item)));
+        .collect()
+}
+
+/// The registrations, sorted by path (then item): the one order every listing and the router
+/// use.
+fn registered() -> Vec<&'static Route> {
+    let mut routes: Vec<&'static Route> = inventory::iter::<Route>.into_iter().collect();
+    routes.sort_by(|a, b| (a.path, a.item).cmp(&(b.path, b.item)));
     routes
 }
 
@@ -373,8 +374,7 @@ pub fn try_router_with<S>(manager: &Manager) -> Result<Router<S>, RegistrationEr
 where
     S: Clone + Send + Sync + 'static,
 {
-    let mut routes: Vec<&Route> = inventory::iter::<Route>.into_iter().collect();
-    routes.sort_by(|a, b| (a.path, a.item).cmp(&(b.path, b.item)));
+    let routes = registered();
     check(&routes)?;
     manager.mark_serving_macro_routes();
     let stateless = routes.into_iter().fold(Router::new(), |router, route| {
