@@ -10,6 +10,9 @@
 //!   an `id:`-only frame, so even a client cut before any event resumes every topic. An empty
 //!   entry resets its topic. A reset's `continueFrom` is the topic's entry in the id of its
 //!   next event.
+//! - With `position=event` the position is an event of type `position` (its data and id the
+//!   composite id) instead of an `id:`-only frame, so a client that keeps only the ids of
+//!   dispatched events resumes a topic that has sent nothing; any other `position` is a `400`.
 //! - A `Last-Event-ID` that is not a composite of these topics gets one `reset` per topic,
 //!   then goes on live.
 //! - A topic its route refuses refuses the whole request with that route's status, headers
@@ -413,6 +416,42 @@ async fn a_client_cut_before_any_event_resumes_every_topic_from_the_streams_posi
         ]
     );
     drop(client);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_position_event_a_client_that_keeps_dispatched_ids_only_resumes_a_quiet_topic() {
+    let manager = Manager::new();
+    let server = start(&manager, true).await;
+    let url = server.url("/sse?topic=/sse/a&topic=/sse/b&position=event");
+    // eventsource-stream, like npm `eventsource` 3, reports the ids of dispatched events only.
+    let mut client = SseClient::connect(&url).await;
+    let position = client.event().await;
+    assert_eq!(position.event, "position");
+    assert_eq!(position.data, position.id, "its data is its id");
+    assert_eq!(sequences(&position.id), [Some(0), Some(0)]);
+    drop(client);
+    manager.wait_until(|s| s.topics == 0).await;
+
+    // Published while nobody was subscribed: the position says both topics had sent nothing.
+    manager.publish("b", &"b1");
+    let mut client = SseClient::connect_with(&url, Some(&position.id)).await;
+    let resumed = client.event().await;
+    assert_eq!(
+        (&resumed.event[..], &resumed.id),
+        ("position", &position.id)
+    );
+    assert_eq!(
+        seen(&client.event().await),
+        ("/sse/b".into(), "\"b1\"".into(), vec![Some(0), Some(1)])
+    );
+    drop(client);
+
+    let refused = reqwest::get(server.url("/sse?topic=/sse/a&position=first"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("position=event"));
     server.stop().await;
 }
 

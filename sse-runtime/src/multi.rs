@@ -22,7 +22,9 @@
 //! the topic's event before its next one (`<epoch>-0` before its first event), whose epoch may
 //! be written as `.<hex>`, a delta from the previous entry's. The stream starts with its
 //! position, an `id:`-only frame (a browser keeps it as its last event id and dispatches
-//! nothing), so a client cut before any event still resumes every topic. A `Last-Event-ID`
+//! nothing), so a client cut before any event still resumes every topic; with
+//! [`position=event`](POSITION_QUERY) in the query it is an event of type `position` instead,
+//! for clients that keep the ids of dispatched events only. A `Last-Event-ID`
 //! that is not a composite of as many topics (the page changed its list) resets every topic,
 //! and an empty entry resets its topic: each gets its `reset` event, then goes on live. A
 //! reset's `continueFrom` is the topic's own id of its next event: the topic's entry in the
@@ -55,6 +57,17 @@ pub const DEFAULT_MAX_TOPICS: usize = 16;
 
 /// The query parameter that names a topic, once per topic: the URL of the topic's own route.
 pub const TOPIC_QUERY: &str = "topic";
+
+/// The query parameter that asks for the stream's position as an event: with
+/// `position=event`, the `id:`-only frame a stream starts with is sent as an event of type
+/// `position` instead (its data and its id the composite id), which every client dispatches.
+///
+/// A browser's `EventSource` keeps an `id:`-only frame's id for its own reconnects, but does
+/// not show it to the page, and some SSE libraries (npm `eventsource` 3, `eventsource-stream`)
+/// keep ids of dispatched events only. A client that opens a new stream itself (the typed
+/// client of [`contract`](crate::contract), after the browser gave up, or when another tab
+/// takes the stream over) must know the position to resume a topic that has sent nothing yet.
+pub const POSITION_QUERY: &str = "position";
 
 /// An axum handler that serves several topics on one stream, each subscribed through its own
 /// route in `routes` (see the [module documentation](self) for the wire format).
@@ -118,8 +131,11 @@ impl MultiHandler {
         if parts.extensions.get::<Claim>().is_some() {
             return BadRequest::Nested.into_response();
         }
-        let topics = match self.topics(&parts.uri) {
-            Ok(topics) => topics,
+        let Named {
+            topics,
+            position_event,
+        } = match self.topics(&parts.uri) {
+            Ok(named) => named,
             Err(refusal) => return refusal.into_response(),
         };
         if let Ok(params) = RawPathParams::from_request_parts(parts, &()).await
@@ -168,16 +184,25 @@ impl MultiHandler {
             .extensions
             .get::<MatchedPath>()
             .map(MatchedPath::as_str);
-        SseStream::multiplexed(Multiplex::new(opened), route)
+        SseStream::multiplexed(Multiplex::new(opened, position_event), route)
             .ending_at(expires)
             .into_response()
     }
 
-    /// The topics the request names, checked, each with its URI.
-    fn topics(&self, uri: &Uri) -> Result<Vec<(String, Uri)>, BadRequest> {
+    /// The topics the request names, checked, each with its URI, and how it wants its
+    /// position.
+    fn topics(&self, uri: &Uri) -> Result<Named, BadRequest> {
         let query = uri.query().unwrap_or("");
         let mut topics: Vec<(String, Uri)> = Vec::new();
+        let mut position_event = false;
         for (name, topic) in form_urlencoded::parse(query.as_bytes()) {
+            if name == POSITION_QUERY {
+                if topic != "event" {
+                    return Err(BadRequest::Position(topic.into_owned()));
+                }
+                position_event = true;
+                continue;
+            }
             if name != TOPIC_QUERY {
                 continue;
             }
@@ -207,8 +232,19 @@ impl MultiHandler {
                 named: topics.len(),
             });
         }
-        Ok(topics)
+        Ok(Named {
+            topics,
+            position_event,
+        })
     }
+}
+
+/// What a multi-topic request asks for.
+struct Named {
+    /// Each topic as the request names it, with its URI.
+    topics: Vec<(String, Uri)>,
+    /// `position=event`: the stream's first position as an event (see [`POSITION_QUERY`]).
+    position_event: bool,
 }
 
 /// Why a multi-topic request is refused before any topic is opened; each answer names its
@@ -226,6 +262,8 @@ enum BadRequest {
     /// A topic that is not a plain path.
     NotAPath(String),
     NamedTwice(String),
+    /// A `position` parameter other than `event`.
+    Position(String),
     /// More topics than [`MultiHandler::max_topics`].
     TooMany {
         limit: usize,
@@ -242,6 +280,7 @@ impl BadRequest {
             | Self::NoTopic
             | Self::NotAPath(_)
             | Self::NamedTwice(_)
+            | Self::Position(_)
             | Self::TooMany { .. } => StatusCode::BAD_REQUEST,
         }
     }
@@ -262,6 +301,11 @@ impl BadRequest {
                  route, like {TOPIC_QUERY}=/sse/alarms"
             ),
             Self::NamedTwice(topic) => format!("topic {topic} is named twice"),
+            Self::Position(value) => format!(
+                "{POSITION_QUERY}={value:?} is not understood: {POSITION_QUERY}=event sends \
+                 the stream's position as an event, and without it the position is an \
+                 id-only frame"
+            ),
             Self::TooMany { limit, named } => {
                 format!("at most {limit} topics per stream; this request names {named}")
             }
@@ -360,8 +404,10 @@ mod tests {
     fn topics(query: &str, max: usize) -> Result<Vec<String>, BadRequest> {
         let handler = MultiHandler::new(axum::Router::new()).max_topics(max);
         let uri: Uri = format!("/sse?{query}").parse().unwrap();
-        let topics = handler.topics(&uri)?;
-        Ok(topics
+        let named = handler.topics(&uri)?;
+        assert!(!named.position_event, "{query}");
+        Ok(named
+            .topics
             .into_iter()
             .map(|(name, uri)| {
                 assert_eq!(uri.to_string(), name, "the URI is the topic, parsed once");
@@ -393,6 +439,7 @@ mod tests {
             ("topic=/a%23b", BadRequest::NotAPath("/a#b".into())),
             ("topic=/a%0Ab", BadRequest::NotAPath("/a\nb".into())),
             ("topic=/a&topic=/a", BadRequest::NamedTwice("/a".into())),
+            ("topic=/a&position=id", BadRequest::Position("id".into())),
             (
                 "topic=/a&topic=/b&topic=/c",
                 BadRequest::TooMany { limit: 2, named: 3 },
@@ -409,5 +456,14 @@ mod tests {
             BadRequest::NamedTwice("/a".into()).reason(),
             "topic /a is named twice"
         );
+    }
+
+    #[test]
+    fn position_event_asks_for_the_position_as_an_event() {
+        let handler = MultiHandler::new(axum::Router::new());
+        let uri: Uri = "/sse?position=event&topic=/a".parse().unwrap();
+        let named = handler.topics(&uri).unwrap();
+        assert!(named.position_event);
+        assert_eq!(named.topics.len(), 1);
     }
 }

@@ -36,6 +36,9 @@ pub(crate) struct Multiplex {
     ended: Option<EndReason>,
     /// Whether every part's start is known and was sent (its reset, the stream's position).
     announced: bool,
+    /// Whether the position is sent as a `position` event rather than an `id:`-only frame
+    /// (the client asked, with [`POSITION_QUERY`](crate::multi::POSITION_QUERY)).
+    position_event: bool,
 }
 
 struct Part {
@@ -55,8 +58,9 @@ struct Part {
 }
 
 impl Multiplex {
-    /// Reads `parts` (a subscription and its label each; at least one) as one stream.
-    pub(crate) fn new(parts: Vec<(Subscription, String)>) -> Self {
+    /// Reads `parts` (a subscription and its label each; at least one) as one stream, its
+    /// position sent as an event if `position_event`.
+    pub(crate) fn new(parts: Vec<(Subscription, String)>, position_event: bool) -> Self {
         assert!(!parts.is_empty(), "a multi-topic stream has a topic");
         let parts = parts
             .into_iter()
@@ -72,6 +76,7 @@ impl Multiplex {
             parts,
             ended: None,
             announced: false,
+            position_event,
         }
     }
 
@@ -213,7 +218,14 @@ impl Multiplex {
             }
         }
         out.put_slice(b"id: ");
+        let id = out.len();
         write_composite(out, self.parts.iter().map(|part| part.position));
+        if self.position_event {
+            // Dispatched as an event only with data: the id again.
+            let end = out.len();
+            out.put_slice(b"\nevent: position\ndata: ");
+            out.extend_from_within(id..end);
+        }
         out.put_slice(b"\n\n");
         Poll::Ready(())
     }
