@@ -8,8 +8,17 @@ export interface Reset {
   continueFrom: string;
 }
 
-/** Where the connection is. */
+/** Where the connection is: `closed` after `close()`, or after an answer that asking again
+ * cannot change (a 4xx but 408 and 429: bad credentials, a malformed request). */
 export type State = "connecting" | "live" | "reconnecting" | "closed";
+
+/** What goes with a state: the status the server answered, its reason (a refusal at a cap
+ * or at shutdown), and when the client tries again. */
+export interface StateDetail {
+  status?: number;
+  reason?: string;
+  retryInMs?: number;
+}
 
 /** Handlers of one route's events, typed from its entry in `Events`. */
 export type Handlers<Routes, R extends keyof Routes> = {
@@ -26,21 +35,34 @@ export interface Options {
   /** A topic could not be resumed: what was missed must be fetched another way. */
   onReset?: (topic: string, reset: Reset) => void;
   /** The connection's state changed. */
-  onState?: (state: State) => void;
-  /** How long to wait before connecting again after the server refused or the connection
-   * closed for good (a browser's EventSource gives up then): in milliseconds, default 5000. */
+  onState?: (state: State, detail: StateDetail) => void;
+  /** The first delay before opening the stream again after the browser gave up on it (a
+   * proxy's 502, a 503): in milliseconds, default 1000, doubled on each failed attempt up to
+   * `maxRetryMs` (default 30000), half of it random. */
   retryMs?: number;
+  maxRetryMs?: number;
+  /** Resume from this id (one `lastEventId` of an earlier stream of the same topics). */
+  lastEventId?: string;
+  /** Share one stream among the tabs of the origin that subscribe to the same topics
+   * (default true; needs Web Locks and BroadcastChannel, else each tab has its own). */
+  shareTabs?: boolean;
+  /** Send cookies to another origin (EventSource's `withCredentials`). */
+  withCredentials?: boolean;
 }
 
 export interface Stream {
   readonly state: State;
   /** The id the stream resumes from: a composite of every topic's position. */
   readonly lastEventId: string;
+  /** Whether this tab holds the stream (else another tab relays its events). */
+  readonly leads: boolean;
+  /** Ends this tab's subscription; if it held the stream, another tab takes it over. */
   close(): void;
 }
 
 /** Subscribes to every topic of `subscriptions` on one stream of the multi-topic route at
- * `url` (`/sse`), resuming after a cut or a refusal from the last event id. */
+ * `url` (`/sse`), shared by the origin's tabs, resuming after a cut, a refusal or a restart
+ * from the last event id. */
 export function subscribe<Routes>(
   url: string,
   subscriptions: Subscription<Routes>[],

@@ -67,6 +67,18 @@ async fn spawn_until(program: &str, args: &[&str], ready: &str) -> Child {
     child
 }
 
+/// Waits until the manager's stats satisfy `done`, failing the test after [`PATIENCE`] (a
+/// stream that never comes is a failure with a message, not a hang).
+async fn stats_until(
+    manager: &sse_runtime::Manager,
+    what: &str,
+    done: impl FnMut(&sse_runtime::stats::Stats) -> bool,
+) {
+    tokio::time::timeout(PATIENCE, manager.wait_until(done))
+        .await
+        .unwrap_or_else(|_| panic!("never {what}: {:?}", manager.stats()));
+}
+
 struct Dashboard {
     child: Child,
     port: u16,
@@ -734,7 +746,7 @@ async fn a_browser_cut_before_any_event_of_a_topic_misses_nothing() {
 
     browser.client.goto(&proxy.url("/")).await.unwrap();
     browser.until("window.page.opened === 2").await;
-    manager.wait_until(|s| s.subscribers == 3).await;
+    stats_until(&manager, "s.subscribers == 3", |s| s.subscribers == 3).await;
     // `a` speaks once, so the multi-topic stream's id holds `b`'s position; `/feed` never does.
     manager.publish("a", &"a1");
     browser.until("window.page.seen.length === 1").await;
@@ -835,7 +847,7 @@ async fn a_refused_page_comes_back_by_itself_once_there_is_room() {
         // The one stream there is room for, from this machine's address, as the page's (on a
         // topic of its own, so the page's return is told apart from it).
         let holder = SseClient::connect(&server.url("/hold")).await;
-        manager.wait_until(|s| s.subscribers == 1).await;
+        stats_until(&manager, "s.subscribers == 1", |s| s.subscribers == 1).await;
         let page_is_back = || {
             let manager = manager.clone();
             async move {
@@ -850,7 +862,7 @@ async fn a_refused_page_comes_back_by_itself_once_there_is_room() {
         if answer == RefusalAnswer::Status {
             browser.until("window.page.states.includes(2)").await;
             drop(holder);
-            manager.wait_until(|s| s.subscribers == 0).await;
+            stats_until(&manager, "s.subscribers == 0", |s| s.subscribers == 0).await;
             assert_eq!(
                 browser.eval("window.page.seen.length").await,
                 0,
@@ -941,7 +953,7 @@ async fn behind_nginx_and_caddy_a_page_outlives_an_app_restart() {
             };
             let proxy = Proxy::start_with(kind, addr, options).await;
             browser.client.goto(&proxy.url("/")).await.unwrap();
-            manager.wait_until(|s| s.subscribers == 1).await;
+            stats_until(&manager, "s.subscribers == 1", |s| s.subscribers == 1).await;
             manager.publish("feed", &"before");
             browser.until("window.page.seen.length === 1").await;
 
@@ -961,7 +973,7 @@ async fn behind_nginx_and_caddy_a_page_outlives_an_app_restart() {
             );
 
             let (manager, _server) = restartable_app(addr).await;
-            manager.wait_until(|s| s.subscribers == 1).await;
+            stats_until(&manager, "s.subscribers == 1", |s| s.subscribers == 1).await;
             manager.publish("feed", &"after");
             browser
                 .until("window.page.seen.some(e => e.data === '\"after\"')")
@@ -1016,7 +1028,7 @@ async fn ten_sources(
     live: usize,
 ) -> (String, Vec<u64>) {
     browser.client.goto(url).await.unwrap();
-    manager.wait_until(|s| s.subscribers == live).await;
+    stats_until(manager, "s.subscribers == live", |s| s.subscribers == live).await;
     browser
         .until(&format!(
             "window.page.open.filter(Boolean).length === {live}"
@@ -1124,7 +1136,7 @@ async fn behind_nginx_and_caddy_over_http2_ten_event_sources_on_one_page_are_liv
         browser
             .eval("window.page.sources.forEach((s) => s.close())")
             .await;
-        manager.wait_until(|s| s.subscribers == 0).await;
+        stats_until(&manager, "s.subscribers == 0", |s| s.subscribers == 0).await;
         drop(proxy);
         app.stop().await;
     }
@@ -1172,5 +1184,275 @@ async fn the_typed_client_delivers_each_routes_events_to_its_handlers_on_one_str
     let stats = server.get("/api/stats").await;
     assert_eq!(stats["subscribers"], 2, "two topics: {stats}");
     browser.eval("window.stream.close()").await;
+    browser.client.close().await.unwrap();
+}
+
+/// A page on the typed client: one subscription to `route` (default `/sse/ticks`) through
+/// `/sse`. `?alone` takes BroadcastChannel away first, `?from=ID` resumes from `ID`. What the
+/// tab saw is in `window.seen`: the payloads (`ticks`), each state with its detail, each reset.
+const TYPED_PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>typed</title>
+<script type="module">
+const params = new URLSearchParams(location.search);
+if (params.has("alone")) delete window.BroadcastChannel;
+const seen = (window.seen = { ticks: [], states: [], resets: [] });
+const update = () => window.dispatchEvent(new Event("dashboard:update"));
+const { subscribe } = await import("/sse-client.js");
+const options = {
+  retryMs: 100,
+  maxRetryMs: 400,
+  onState: (state, detail) => { seen.states.push({ state, ...detail }); update(); },
+  onReset: (topic, reset) => { seen.resets.push({ topic, ...reset }); update(); },
+};
+if (params.has("from")) options.lastEventId = params.get("from");
+const route = params.get("route") ?? "/sse/ticks";
+window.stream = subscribe("/sse", [
+  { route, on: { message: (n) => { seen.ticks.push(n); update(); } } },
+], options);
+update();
+</script>"#;
+
+/// The typed client's app: `/sse/ticks` (pushed), `/sse/vault` (its guard answers 403 without
+/// the key), both on the multi-topic route `/sse`, the client at `/sse-client.js`, the page.
+fn typed_app(manager: &sse_runtime::Manager) -> axum::Router {
+    use axum::routing::get;
+    use sse_runtime::multi::MultiHandler;
+    use sse_runtime::{SseHandler, contract};
+    let topics = axum::Router::new()
+        .route("/sse/ticks", get(SseHandler::new(manager).topic("ticks")))
+        .route(
+            "/sse/vault",
+            get(SseHandler::new(manager)
+                .topic("vault")
+                .guard(sse_integration_tests::has_key)),
+        );
+    topics
+        .clone()
+        .route("/sse", get(MultiHandler::new(topics)))
+        .route("/sse-client.js", contract::client_route())
+        .route("/", get(|| async { axum::response::Html(TYPED_PAGE) }))
+}
+
+/// Publishes 0, 1, 2, ... on `ticks`, one every 10 ms, until aborted.
+fn ticking(manager: &sse_runtime::Manager) -> tokio::task::JoinHandle<()> {
+    let manager = manager.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(10));
+        for n in 0u64.. {
+            every.tick().await;
+            manager.publish("ticks", &n);
+        }
+    })
+}
+
+/// The ticks the current tab received, checked to be consecutive: none lost, none twice.
+async fn gapless_ticks(browser: &Browser) -> Vec<u64> {
+    let ticks: Vec<u64> = serde_json::from_value(browser.eval("window.seen.ticks").await).unwrap();
+    for pair in ticks.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "a gap or a repeat in {ticks:?}");
+    }
+    ticks
+}
+
+/// Spec (issue 27, part 3): two tabs of a page on the typed client make one stream: the first
+/// tab holds it (Web Locks) and relays its events to the second (BroadcastChannel); the server
+/// counts one subscriber. When the first tab is closed while events are published every 10 ms,
+/// the second takes the stream over from the last id it was relayed: its ticks go on without a
+/// gap or a repeat, and the server still counts one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tabs_of_a_page_share_one_stream_and_the_next_takes_it_over_without_a_gap() {
+    use sse_integration_tests::TestServer;
+    let (_one, browser) = browser_session().await;
+    let manager = sse_runtime::Manager::new();
+    let server = TestServer::start_direct(typed_app(&manager), Duration::from_secs(30)).await;
+    let ticks = ticking(&manager);
+
+    let first = browser.client.window().await.unwrap();
+    browser.client.goto(&server.url("/")).await.unwrap();
+    browser
+        .until("window.stream.leads && window.seen.ticks.length >= 3")
+        .await;
+    let second = browser.client.new_window(true).await.unwrap().handle;
+    browser
+        .client
+        .switch_to_window(second.clone())
+        .await
+        .unwrap();
+    browser.client.goto(&server.url("/")).await.unwrap();
+    browser.until("window.seen.ticks.length >= 20").await;
+    assert_eq!(browser.eval("window.stream.leads").await, false);
+    assert_eq!(browser.eval("window.stream.state").await, "live");
+    assert_eq!(manager.stats().subscribers, 1, "one stream for both tabs");
+    let relayed = gapless_ticks(&browser).await;
+
+    browser.client.switch_to_window(first).await.unwrap();
+    browser.client.close_window().await.unwrap();
+    browser.client.switch_to_window(second).await.unwrap();
+    let last = relayed.last().unwrap();
+    browser
+        .until(&format!(
+            "window.stream.leads && window.seen.ticks.at(-1) >= {}",
+            last + 50
+        ))
+        .await;
+    let all = gapless_ticks(&browser).await;
+    assert!(all.len() >= relayed.len() + 50, "{all:?}");
+    assert_eq!(
+        manager.stats().subscribers,
+        1,
+        "the second tab's own stream"
+    );
+    ticks.abort();
+    browser.client.close().await.unwrap();
+}
+
+/// Spec (issue 27, part 3): where BroadcastChannel is missing, each tab of the page has its own
+/// stream (the server counts two), and each gets every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_without_broadcast_channel_falls_back_to_its_own_stream() {
+    use sse_integration_tests::TestServer;
+    let (_one, browser) = browser_session().await;
+    let manager = sse_runtime::Manager::new();
+    let server = TestServer::start_direct(typed_app(&manager), Duration::from_secs(30)).await;
+    let ticks = ticking(&manager);
+    browser.client.goto(&server.url("/?alone")).await.unwrap();
+    browser.until("window.seen.ticks.length >= 3").await;
+    let second = browser.client.new_window(true).await.unwrap().handle;
+    browser.client.switch_to_window(second).await.unwrap();
+    browser.client.goto(&server.url("/?alone")).await.unwrap();
+    browser
+        .until("window.stream.leads && window.seen.ticks.length >= 10")
+        .await;
+    assert_eq!(manager.stats().subscribers, 2, "a stream for each tab");
+    gapless_ticks(&browser).await;
+    ticks.abort();
+    browser.client.close().await.unwrap();
+}
+
+/// Spec (issue 27, part 3; issue 31, part 4): a page resuming from an id of another process
+/// gets its topic's `reset` in `onReset`, then live events. A topic whose guard answers 403
+/// closes the client for good, with the status in its state: it does not ask again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typed_client_hands_a_reset_to_its_callback_and_stops_after_a_403() {
+    use sse_integration_tests::TestServer;
+    let (_one, browser) = browser_session().await;
+    let manager = sse_runtime::Manager::new();
+    let server = TestServer::start_direct(typed_app(&manager), Duration::from_secs(30)).await;
+    let ticks = ticking(&manager);
+    browser
+        .client
+        .goto(&server.url("/?from=1-5"))
+        .await
+        .unwrap();
+    browser
+        .until("window.seen.resets.length === 1 && window.seen.ticks.length >= 3")
+        .await;
+    let reset = browser.eval("window.seen.resets[0]").await;
+    assert_eq!(reset["topic"], "/sse/ticks", "{reset}");
+    assert_eq!(reset["reason"], "unknown-epoch", "{reset}");
+    gapless_ticks(&browser).await;
+    ticks.abort();
+
+    browser
+        .client
+        .goto(&server.url("/?route=/sse/vault"))
+        .await
+        .unwrap();
+    browser.until("window.stream.state === 'closed'").await;
+    let states = browser.eval("window.seen.states").await;
+    assert_eq!(
+        states.as_array().unwrap().last().unwrap(),
+        &json!({ "state": "closed", "status": 403 }),
+        "{states}"
+    );
+    assert_eq!(
+        manager.stats().refused.guard,
+        2,
+        "the stream and the client's one question"
+    );
+    browser.client.close().await.unwrap();
+}
+
+/// The typed client's app on `addr`, a new instance on the Redis at `redis`.
+async fn typed_instance(
+    addr: std::net::SocketAddr,
+    redis: &str,
+) -> (sse_runtime::Manager, sse_integration_tests::TestServer) {
+    let backplane = sse_runtime::backplane::Backplane::redis(redis)
+        .unwrap()
+        .key_prefix("typed:");
+    // A stopping instance tells its browsers to come back within 500 ms (the default spreads
+    // them over seconds), so the test's outage stays shorter than the history it resumes from.
+    let manager = sse_runtime::Manager::builder()
+        .backplane(backplane)
+        .shutdown_spread(Duration::from_millis(500))
+        .retry(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("the app's port");
+    let server = sse_integration_tests::TestServer::serve_direct(listener, typed_app(&manager));
+    (manager, server)
+}
+
+/// Spec (issue 31, part 4): behind nginx and behind Caddy without the templates' answer for an
+/// unreachable app, the app's instance stops while events go on being published through
+/// another instance on the same Redis. The proxy's `502` closes the browser's `EventSource`
+/// for good; the typed client asks why (502: worth trying again), reopens after its backoff
+/// with the last id, and once an instance is back gets exactly the events it missed: no
+/// reset, no gap, no repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_that_answers_502_the_typed_client_reopens_and_resumes() {
+    use sse_integration_tests::proxies::{Proxy, ProxyKind, ProxyOptions};
+
+    let redis = RedisServer::start().await;
+    let (_one, browser) = browser_session().await;
+    for kind in ProxyKind::ALL {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let (manager, server) = typed_instance(addr, &redis.url()).await;
+        let (publisher, _other) = typed_instance(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            &redis.url(),
+        )
+        .await;
+        let options = ProxyOptions {
+            unavailable_answer: false,
+            ..ProxyOptions::default()
+        };
+        let proxy = Proxy::start_with(kind, addr, options).await;
+        browser.client.goto(&proxy.url("/")).await.unwrap();
+        stats_until(&manager, "s.subscribers == 1", |s| s.subscribers == 1).await;
+        let ticks = ticking(&publisher);
+        browser.until("window.seen.ticks.length >= 5").await;
+
+        manager.shutdown();
+        server.stop().await;
+        browser
+            .until("window.seen.states.some(s => s.status === 502 && s.retryInMs > 0)")
+            .await;
+        let (manager, _server) = typed_instance(addr, &redis.url()).await;
+        stats_until(&manager, "s.subscribers == 1", |s| s.subscribers == 1).await;
+        let before = gapless_ticks(&browser).await;
+        browser
+            .until(&format!(
+                "window.seen.ticks.at(-1) >= {}",
+                before.last().unwrap() + 20
+            ))
+            .await;
+        ticks.abort();
+        gapless_ticks(&browser).await;
+        assert_eq!(
+            browser.eval("window.seen.resets.length").await,
+            0,
+            "{kind:?}"
+        );
+        assert_eq!(
+            browser.eval("window.stream.state").await,
+            "live",
+            "{kind:?}"
+        );
+        browser.eval("window.stream.close()").await;
+        stats_until(&manager, "s.subscribers == 0", |s| s.subscribers == 0).await;
+    }
     browser.client.close().await.unwrap();
 }
