@@ -157,7 +157,8 @@ export function subscribe(url, subscriptions, options = {}) {
     const status = await probe();
     if (closed) return;
     if (final(status)) {
-      setState("closed", { status });
+      // The tabs this one relays to are told: they share its credentials and its answer.
+      stop({ status }, true);
       return;
     }
     // Equal jitter: half the delay fixed, half random, so a refused crowd spreads out.
@@ -190,6 +191,21 @@ export function subscribe(url, subscriptions, options = {}) {
   let channel;
   /** @type {AbortController | undefined} */
   let waiting;
+  /** Ends this tab's part for good: its stream, its place in the queue for the lock (or the
+   * lock, which goes to another tab), its channel. `tell`: the relayed tabs hear why. */
+  const stop = (/** @type {Detail} */ why, /** @type {boolean} */ tell) => {
+    if (closed) return;
+    if (!tell) relay = null;
+    setState("closed", why);
+    relay = null;
+    closed = true;
+    clearTimeout(timer);
+    source?.close();
+    source = null;
+    waiting?.abort();
+    release?.();
+    channel?.close();
+  };
   const locks = typeof navigator === "object" ? navigator.locks : undefined;
   if (options.shareTabs === false || typeof BroadcastChannel !== "function" || !locks) {
     open();
@@ -202,6 +218,9 @@ export function subscribe(url, subscriptions, options = {}) {
       } else if (relay) {
         // This tab holds the stream: a tab that just came asks where it is.
         if (message.kind === "hello") relay({ kind: "state", state, detail, lastEventId });
+      } else if (message.kind === "state" && message.state === "closed") {
+        // The stream's holder got an answer that asking again cannot change.
+        stop(message.detail, false);
       } else if (message.kind === "state") {
         // A tab that came late starts where the stream is, as a new subscriber would.
         if (message.lastEventId && !lastEventId) lastEventId = message.lastEventId;
@@ -234,17 +253,8 @@ export function subscribe(url, subscriptions, options = {}) {
       return relay !== null || !channel;
     },
     close() {
-      if (closed) return;
       // The other tabs are not told: one of them takes the stream over.
-      relay = null;
-      setState("closed");
-      closed = true;
-      clearTimeout(timer);
-      source?.close();
-      source = null;
-      waiting?.abort();
-      release?.();
-      channel?.close();
+      stop({}, false);
     },
   };
 }

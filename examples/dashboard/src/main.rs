@@ -164,7 +164,7 @@ fn app() -> axum::Router {
         .route("/api/info", get(api::info))
         // The event contract: every SSE route, its events and their payloads' JSON Schemas.
         .route("/asyncapi.json", contract().route())
-        // The typed client module, for pages of other applications (this page has its own).
+        // The typed client module, which the page imports (and pages of other applications can).
         .route("/sse-client.js", sse_runtime::contract::client_route())
         .route(
             "/metrics",
@@ -268,13 +268,36 @@ mod tests {
     }
 
     /// The page is type-checked against the contract: `tsc --checkJs` on `static/app.js`,
-    /// whose payloads are typed from `contract/events.d.ts` (reading a field a payload does not
-    /// have fails here).
+    /// which imports the typed client as the server serves it (`./sse-client.js`, with the
+    /// crate's declarations) and whose handlers' payloads are typed from
+    /// `contract/events.d.ts` (reading a field a payload does not have, or handling an event
+    /// a route never sends, fails here).
     #[test]
     fn the_page_type_checks_against_the_event_contract() {
+        use sse_runtime::contract::{CLIENT_DTS, CLIENT_JS};
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        // The page's files as the browser sees them: app.js next to the client it imports.
+        let tree = std::env::temp_dir().join(format!("dashboard-page-{}", std::process::id()));
+        let files = [
+            (
+                "static/app.js",
+                std::fs::read_to_string(dir.join("static/app.js")).unwrap(),
+            ),
+            ("static/sse-client.js", CLIENT_JS.to_owned()),
+            ("static/sse-client.d.ts", CLIENT_DTS.to_owned()),
+            (
+                "contract/events.d.ts",
+                std::fs::read_to_string(dir.join("contract/events.d.ts")).unwrap(),
+            ),
+        ];
+        for (name, text) in files {
+            let path = tree.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
         let (valid, errors) =
-            sse_integration_tests::tsc(&dir.join("static"), &["--allowJs", "--checkJs", "app.js"]);
+            sse_integration_tests::tsc(&tree.join("static"), &["--allowJs", "--checkJs", "app.js"]);
+        std::fs::remove_dir_all(&tree).unwrap();
         assert!(valid, "static/app.js: {errors}");
     }
 

@@ -1,20 +1,14 @@
 // @ts-check
-// The dashboard page: every panel on one EventSource (the multi-topic route /sse), no build
-// step, no library. Type-checked (`tsc --checkJs`, the dashboard's tests) against the event
-// contract generated from the server's Rust types: ../contract/events.d.ts.
-"use strict";
+// The dashboard page: every panel on one stream of the multi-topic route /sse, through the
+// framework's typed client (served at /sse-client.js), no build step. Type-checked (`tsc
+// --checkJs`, the dashboard's tests) against the event contract generated from the server's
+// Rust types: each handler's payload is typed from ../contract/events.d.ts.
+import { subscribe } from "./sse-client.js";
 
-/** @typedef {import("../contract/events").MultiEvents["/sse"]} Stream The events of /sse. */
+/** @typedef {import("../contract/events").Events} Events */
+/** @typedef {import("./sse-client.js").Subscription<Events>} Subscription */
+/** @typedef {import("./sse-client.js").Stream} Stream */
 /** @typedef {{ max?: number, format: (v: number) => string }} ChartOptions */
-
-/**
- * The payload of `event`, an event of the stream named `name`.
- * @template {keyof Stream} N
- * @param {N} name
- * @param {Event} event
- * @returns {Stream[N]}
- */
-const payload = (name, event) => JSON.parse(/** @type {MessageEvent<string>} */ (event).data);
 
 const HISTORY = 120; // samples kept for the charts
 const dashboard = (/** @type {any} */ (window).dashboard = {
@@ -28,6 +22,7 @@ const dashboard = (/** @type {any} */ (window).dashboard = {
   alarms: 0,
   reconnects: 0,
   status: "connecting",
+  states: [], // the stream's states, {state, status?, reason?, retryInMs?}, the latest 50
 });
 
 /** @returns {any} the element with `id` (any: inputs, forms and canvases alike) */
@@ -100,7 +95,6 @@ function drawChart(canvas, series, { max, format }) {
 const TOPICS = { system: "/sse/system", runtime: "/sse/runtime", alarms: "/sse/alarms" };
 let processTopic = null; // "/sse/process?pid=N", once the pid is known and valid
 let pidExplicit = false; // the page's URL names the pid (else it follows the server's own)
-let source = null;
 
 function render() {
   const s = dashboard.samples;
@@ -116,18 +110,13 @@ function render() {
   ], { format: (v) => formatRate(v).replace("/s", "") });
 }
 
-// The URL of the one stream: every topic, each named by the URL of its own route.
-function streamUrl() {
-  const params = new URLSearchParams();
-  for (const topic of [TOPICS.system, TOPICS.runtime, TOPICS.alarms, processTopic]) {
-    if (topic) params.append("topic", topic);
-  }
-  return "/sse?" + params;
+// The topics of the one stream, each named by the URL of its own route.
+function topics() {
+  return [TOPICS.system, TOPICS.runtime, TOPICS.alarms, processTopic].filter((t) => t !== null);
 }
 
 // System: one shared topic and poller for every open page.
-function onSystem(/** @type {Event} */ event) {
-  const data = payload("/sse/system", event);
+function onSystem(/** @type {Events["/sse/system"]["message"]} */ data) {
   setStatus("live");
   // Right after an idle gap the server sends no rates (null), rather than the gap's average.
   dashboard.samples.push({ at: data.at, arrived: Date.now(), cpu: data.cpu, memory: data.memory, rx: data.net_rx, tx: data.net_tx });
@@ -158,8 +147,7 @@ function tally(id, counts) {
   }
 }
 
-function onRuntime(/** @type {Event} */ event) {
-  const data = payload("/sse/runtime", event);
+function onRuntime(/** @type {Events["/sse/runtime"]["message"]} */ data) {
   dashboard.lastRuntime = data;
   dashboard.runtime.push({ delivered: data.delivered_per_s ?? 0, published: data.published_per_s ?? 0, streams: data.streams });
   if (dashboard.runtime.length > HISTORY) dashboard.runtime.shift();
@@ -188,10 +176,10 @@ function renderRuntime() {
 
 // Process: the topic is the URL (path + query), so each pid gets its own poller. The route
 // needs a session (a cookie): the page opens one before the stream, and when the session
-// expires the server ends the stream and refuses the reconnect, EventSource gives up (CLOSED),
-// and the page opens a new session and a new stream.
-function onProcess(/** @type {Event} */ event) {
-  const data = payload("/sse/process", event);
+// expires the server ends the stream and refuses the reconnect with a 401; the client stops
+// (asking again with the same credentials cannot help), and the page opens a new session and
+// subscribes again from where the stream was.
+function onProcess(/** @type {Events["/sse/process"]["message"]} */ data) {
   $("process-error").hidden = true;
   dashboard.processSamples++;
   dashboard.processPid = data.pid;
@@ -204,12 +192,11 @@ function onProcess(/** @type {Event} */ event) {
 }
 
 // A failed poll is its own event (`poll-error`), {apiVersion, statusCode, message}.
-function onPollError(/** @type {Event} */ event) {
-  console.warn("poll error", event.type, payload("/sse/system#poll-error", event));
+function onPollError(/** @type {Events["/sse/system"]["poll-error"]} */ error, /** @type {MessageEvent} */ event) {
+  console.warn("poll error", event.type, error);
 }
 
-function onProcessError(/** @type {Event} */ event) {
-  const data = payload("/sse/process#poll-error", event);
+function onProcessError(/** @type {Events["/sse/process"]["poll-error"]} */ data) {
   const error = $("process-error");
   error.hidden = false;
   error.textContent = `${data.statusCode}: ${data.message}`;
@@ -226,6 +213,7 @@ async function openSession() {
   const response = await fetch("/api/session", { method: "POST" });
   if (!response.ok) throw new Error(`no session: ${response.status}`);
   dashboard.sessions++;
+  updated();
 }
 
 // The server's own pid, unless the page's URL names one: after a server restart the page
@@ -250,57 +238,72 @@ function setProcess(pid) {
   $("process-topic").textContent = processTopic ?? "–";
 }
 
-// Why the server refused the stream: the same request, read as text.
-async function refusal(url) {
-  const controller = new AbortController();
-  const response = await fetch(url, { signal: controller.signal });
-  if (response.ok) { controller.abort(); return null; }
-  return { status: response.status, reason: await response.text() };
+// The page's subscriptions: every panel's handlers, typed per route and event.
+function subscriptions() {
+  /** @type {Subscription[]} */
+  const all = [
+    { route: "/sse/system", on: { message: onSystem, "poll-error": onPollError } },
+    { route: "/sse/runtime", on: { message: onRuntime, "poll-error": onPollError } },
+    { route: "/sse/alarms", on: { alarm: onAlarm } },
+  ];
+  if (processTopic) {
+    all.push({ route: "/sse/process", topic: processTopic, on: { message: onProcess, "poll-error": onProcessError } });
+  }
+  return all;
 }
 
-async function connect() {
+/** @type {Stream | null} */
+let stream = null;
+
+// Opens the stream; `from` resumes it (the same topics' last id, after a new session).
+async function connect(from = "") {
   if (processTopic) await openSession();
-  const url = streamUrl();
-  $("stream-url").textContent = decodeURIComponent(url);
-  const stream = (source = new EventSource(url));
-  stream.onopen = async () => {
-    setStatus("live");
-    if (pidExplicit) return;
-    const pid = String((await (await fetch("/api/info")).json()).pid);
-    if (processTopic !== `/sse/process?pid=${pid}` && source === stream) {
-      // A new server process: watch it, on a new stream (the others resume on it).
-      setProcess(pid);
-      stream.close();
-      await connect();
-    }
-  };
-  stream.onerror = async () => {
-    if (stream.readyState !== EventSource.CLOSED) {
-      // The browser reconnects by itself (after the server's retry hint) and sends
-      // Last-Event-ID, from which the server resumes every topic.
-      if (dashboard.status !== "reconnecting") { dashboard.reconnects++; $("reconnects").textContent = dashboard.reconnects; }
-      setStatus("reconnecting");
-      return;
-    }
-    // Refused: find out why. An expired session is renewed; anything else is shown.
-    const refused = await refusal(url).catch(() => null);
-    if (source !== stream) return;
-    if (refused && (refused.status === 401 || refused.status === 403)) {
-      setTimeout(connect, 500);
-      return;
-    }
-    setStatus("refused");
-    $("status").textContent = refused ? `refused: ${refused.status} ${refused.reason}` : "refused";
-    setTimeout(connect, 5000);
-  };
-  stream.addEventListener(TOPICS.system, onSystem);
-  stream.addEventListener(TOPICS.system + "#poll-error", onPollError);
-  stream.addEventListener(TOPICS.runtime, onRuntime);
-  stream.addEventListener(TOPICS.runtime + "#poll-error", onPollError);
-  stream.addEventListener(TOPICS.alarms + "#alarm", onAlarm);
-  if (processTopic) {
-    stream.addEventListener(processTopic, onProcess);
-    stream.addEventListener(processTopic + "#poll-error", onProcessError);
+  const query = new URLSearchParams(topics().map((t) => ["topic", t]));
+  $("stream-url").textContent = decodeURIComponent("/sse?" + query);
+  /** @type {Stream} */
+  const current = (stream = subscribe("/sse", subscriptions(), {
+    lastEventId: from,
+    onReset: (topic, reset) => console.info("reset", topic, reset.reason),
+    onState: (state, detail) => {
+      dashboard.states.push({ state, ...detail });
+      if (dashboard.states.length > 50) dashboard.states.shift();
+      if (stream !== current) return;
+      if (state === "live") {
+        setStatus("live");
+        void follow(current);
+      } else if (state === "reconnecting") {
+        // The browser reconnects by itself after a cut (and sends Last-Event-ID, from which
+        // the server resumes every topic); after a refusal or a proxy's 502 the client opens
+        // the stream again after a backoff.
+        if (dashboard.status === "live") { dashboard.reconnects++; $("reconnects").textContent = dashboard.reconnects; }
+        if (detail.status) {
+          setStatus("refused");
+          $("status").textContent = `refused: ${detail.status}${detail.reason ? " " + detail.reason : ""}`;
+        } else {
+          setStatus("reconnecting");
+        }
+      } else if (state === "closed" && (detail.status === 401 || detail.status === 403)) {
+        // The session expired: a new one, and the same topics from where they were.
+        stream = null;
+        setTimeout(() => void connect(current.lastEventId), 500);
+      } else if (state === "closed" && detail.status) {
+        setStatus("refused");
+        $("status").textContent = `refused: ${detail.status}`;
+      }
+    },
+  }));
+}
+
+// After a server restart, the panel follows the new process (unless the page's URL names a
+// pid): a new stream of the new topics (the others start live on it).
+async function follow(/** @type {Stream} */ current) {
+  if (pidExplicit) return;
+  const pid = String((await (await fetch("/api/info")).json()).pid);
+  if (processTopic !== `/sse/process?pid=${pid}` && stream === current) {
+    stream = null;
+    current.close();
+    setProcess(pid);
+    await connect();
   }
 }
 
@@ -313,8 +316,7 @@ async function watch() {
   await connect();
 }
 
-function onAlarm(/** @type {Event} */ event) {
-  const alarm = payload("/sse/alarms#alarm", event);
+function onAlarm(/** @type {Events["/sse/alarms"]["alarm"]} */ alarm) {
   const list = $("alarms");
   list.querySelector(".empty")?.remove();
   const item = document.createElement("li");

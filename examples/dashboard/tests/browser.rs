@@ -218,7 +218,17 @@ impl Browser {
             tokio::time::timeout(PATIENCE, self.client.execute_async(&script, vec![])).await;
         match outcome {
             Ok(Ok(Value::Bool(true))) => {}
-            other => panic!("page never satisfied `{condition}`: {other:?}"),
+            other => {
+                // What the page showed, to tell a stream that never came from a slow one.
+                let shown = self
+                    .client
+                    .execute(
+                        "return [document.getElementById('status')?.textContent, window.dashboard?.states]",
+                        vec![],
+                    )
+                    .await;
+                panic!("page never satisfied `{condition}`: {other:?}; its status: {shown:?}")
+            }
         }
     }
 
