@@ -88,6 +88,17 @@ impl Proxy {
 
     /// Starts `kind` in front of `upstream` and waits until it accepts connections.
     pub async fn start_with(kind: ProxyKind, upstream: SocketAddr, options: ProxyOptions) -> Self {
+        Self::start_balancing(kind, &[upstream], options).await
+    }
+
+    /// Starts `kind` in front of every instance of `upstreams` (nginx's round robin, Caddy's
+    /// random choice, each moving on to the next when a connect fails) and waits until it
+    /// accepts connections.
+    pub async fn start_balancing(
+        kind: ProxyKind,
+        upstreams: &[SocketAddr],
+        options: ProxyOptions,
+    ) -> Self {
         let program = kind.program();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -96,7 +107,7 @@ impl Proxy {
         let dir =
             std::env::temp_dir().join(format!("sse-proxy-{kind:?}-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("proxy directory");
-        let config = fill(kind.template(), &dir, port, upstream, &options);
+        let config = fill(kind.template(), &dir, port, upstreams, &options);
         let mut command = match kind {
             ProxyKind::Nginx => {
                 let file = dir.join("nginx.conf");
@@ -170,7 +181,7 @@ fn fill(
     template: &str,
     dir: &Path,
     port: u16,
-    upstream: SocketAddr,
+    upstreams: &[SocketAddr],
     options: &ProxyOptions,
 ) -> String {
     let left_out = |section: &str| match section {
@@ -185,8 +196,16 @@ fn fill(
         if let Some(section) = line.trim().strip_prefix("# begin: ") {
             skipping = left_out(section);
         }
-        if !skipping {
-            out.push_str(line);
+        if !skipping && line.trim().starts_with("server {{UPSTREAM}}") {
+            // nginx's `upstream` block: a `server` line per instance.
+            for upstream in upstreams {
+                out.push_str(&line.replace("{{UPSTREAM}}", &upstream.to_string()));
+                out.push('\n');
+            }
+        } else if !skipping {
+            // Caddy's `reverse_proxy`: the instances on one line.
+            let all: Vec<String> = upstreams.iter().map(ToString::to_string).collect();
+            out.push_str(&line.replace("{{UPSTREAM}}", &all.join(" ")));
             out.push('\n');
         }
         if line.trim().starts_with("# end: ") {
@@ -200,7 +219,6 @@ fn fill(
         .unwrap_or_default();
     out.replace("{{DIR}}", &dir.display().to_string())
         .replace("{{PORT}}", &port.to_string())
-        .replace("{{UPSTREAM}}", &upstream.to_string())
         .replace("{{CERT}}", &cert)
         .replace("{{KEY}}", &key)
         .replace(

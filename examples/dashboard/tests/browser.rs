@@ -1466,3 +1466,144 @@ async fn behind_a_proxy_that_answers_502_the_typed_client_reopens_and_resumes() 
     }
     browser.client.close().await.unwrap();
 }
+
+/// A page with the browser's own `EventSource` on `/sse/ticks`, for the rolling restart: its
+/// payloads in `window.seen.ticks`, its resets, how often it was refused, each `error`'s
+/// `readyState`.
+const ROLLING_PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>rolling</title>
+<script>
+const seen = (window.seen = { ticks: [], resets: [], refused: [], states: [] });
+const update = () => window.dispatchEvent(new Event("dashboard:update"));
+const source = new EventSource("/sse/ticks");
+source.onmessage = (e) => { seen.ticks.push(JSON.parse(e.data)); update(); };
+source.addEventListener("reset", (e) => { seen.resets.push(e.data); update(); });
+source.addEventListener("refused", (e) => { seen.refused.push(JSON.parse(e.data)); update(); });
+source.onerror = () => { seen.states.push(source.readyState); update(); };
+</script>"#;
+
+/// One instance of the rolling-restart app on `addr` (port 0: any), on the Redis at `redis`
+/// under `prefix`. It tells its streams to come back within 500 ms when it stops, and a
+/// refused browser to retry after about 200 ms.
+async fn rolling_instance(
+    addr: std::net::SocketAddr,
+    redis: &str,
+    prefix: &str,
+) -> (sse_runtime::Manager, sse_integration_tests::TestServer) {
+    use axum::routing::get;
+    let backplane = sse_runtime::backplane::Backplane::redis(redis)
+        .unwrap()
+        .key_prefix(prefix);
+    let manager = sse_runtime::Manager::builder()
+        .backplane(backplane)
+        .shutdown_spread(Duration::from_millis(500))
+        .retry(Duration::from_millis(200))
+        .refusal_retry(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/sse/ticks",
+            get(sse_runtime::SseHandler::new(&manager).topic("ticks")),
+        )
+        .route("/", get(|| async { axum::response::Html(ROLLING_PAGE) }));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("the instance's port");
+    let server = sse_integration_tests::TestServer::serve_direct(listener, app);
+    (manager, server)
+}
+
+/// Spec (issue 31, tests): two instances on one Redis behind nginx and behind Caddy (the
+/// templates of `deploy/`, both instances upstream), a page's own `EventSource` on one of
+/// them while events are published every 10 ms through a third. A rolling restart: the
+/// instance holding the page drains (its manager shuts down, its listener stays: a reconnect
+/// that the proxy sends there is refused with a `refused` event and `retry:`), the page comes
+/// back through the other, the drained instance stops and starts again; then the same for the
+/// instance the page is on now, until the page has met a draining instance at least once.
+/// The page never gives up (`readyState` 2), gets no `reset`, and its ticks have no gap and
+/// no repeat: every event published during the restarts arrives once, from Redis's history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_rolling_restart_behind_nginx_and_caddy_a_page_loses_nothing() {
+    use sse_integration_tests::proxies::{Proxy, ProxyKind, ProxyOptions};
+
+    let redis = RedisServer::start().await;
+    let (_one, browser) = browser_session().await;
+    for kind in ProxyKind::ALL {
+        let prefix = format!("rolling-{kind:?}:");
+        let addrs = [0, 1].map(|_| std::net::SocketAddr::from(([127, 0, 0, 1], free_port())));
+        let mut instances = Vec::new();
+        for addr in addrs {
+            instances.push(rolling_instance(addr, &redis.url(), &prefix).await);
+        }
+        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let (publisher, _its_server) = rolling_instance(any, &redis.url(), &prefix).await;
+        let proxy = Proxy::start_balancing(kind, &addrs, ProxyOptions::default()).await;
+        browser.client.goto(&proxy.url("/")).await.unwrap();
+        let ticks = ticking(&publisher);
+        browser.until("window.seen.ticks.length >= 5").await;
+
+        // At most 8 restarts: each reconnect that a drain causes reaches the draining instance
+        // with an even chance (round robin, random), so one of them almost surely does.
+        let mut restarts = 0;
+        while restarts < 8 {
+            let holder = instances
+                .iter()
+                .position(|(manager, _)| manager.stats().subscribers == 1)
+                .unwrap_or_else(|| panic!("{kind:?}: the page is on neither instance"));
+            let (draining, server) = instances.remove(holder);
+            draining.shutdown();
+            let (other, _) = &instances[0];
+            stats_until(other, "the page is on the other instance", |s| {
+                s.subscribers == 1
+            })
+            .await;
+            server.stop().await;
+            let restarted = rolling_instance(addrs[holder], &redis.url(), &prefix).await;
+            instances.insert(holder, restarted);
+            restarts += 1;
+            let refused = browser.eval("window.seen.refused.length").await;
+            if restarts >= 2 && refused.as_u64().unwrap() >= 1 {
+                break;
+            }
+        }
+        let refused = browser.eval("window.seen.refused").await;
+        let refused = refused.as_array().unwrap();
+        assert!(
+            !refused.is_empty(),
+            "{kind:?}: in {restarts} restarts no reconnect met a draining instance"
+        );
+        assert!(
+            refused.iter().all(|r| r["status"] == 503),
+            "{kind:?}: refused for shutting down: {refused:?}"
+        );
+
+        let before = gapless_ticks(&browser).await;
+        browser
+            .until(&format!(
+                "window.seen.ticks.at(-1) >= {}",
+                before.last().unwrap() + 20
+            ))
+            .await;
+        ticks.abort();
+        let all = gapless_ticks(&browser).await;
+        assert_eq!(
+            browser.eval("window.seen.resets").await,
+            json!([]),
+            "{kind:?}"
+        );
+        let states = browser.eval("window.seen.states").await;
+        assert!(
+            !states.as_array().unwrap().contains(&json!(2)),
+            "{kind:?}: the page never gave up: {states}"
+        );
+        eprintln!(
+            "{kind:?}: {restarts} restarts, {} refusals by a draining instance, ticks {}..={} \
+             without a gap",
+            refused.len(),
+            all[0],
+            all.last().unwrap()
+        );
+        browser.client.goto("about:blank").await.unwrap();
+    }
+    browser.client.close().await.unwrap();
+}
