@@ -8,7 +8,7 @@
 //! `JsonSchema` is served and named by `Contract::missing_schemas`. The document is served on
 //! an opt-in route.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use axum::extract::Path;
@@ -368,4 +368,137 @@ fn the_multi_topic_route_names_every_routes_events_as_its_stream_does() {
     assert!(!routes.contains("\"/sse\": {"), "Events holds routes only");
     let (valid, diagnostics) = asyncapi_parser(&document);
     assert!(valid, "{diagnostics}");
+}
+
+/// The events a path's `200` answer streams: its `text/event-stream` items, by their `event`.
+fn stream_items(operation: &Value) -> BTreeMap<String, Value> {
+    let items = &operation["responses"]["200"]["content"]["text/event-stream"]["itemSchema"];
+    items["oneOf"]
+        .as_array()
+        .expect("one of the route's events")
+        .iter()
+        .map(|item| {
+            let name = item["properties"]["event"]["enum"][0].as_str().unwrap();
+            (name.to_owned(), item.clone())
+        })
+        .collect()
+}
+
+/// Spec (issue 27, part 2): the SSE routes as OpenAPI 3.2, from the same walk as the AsyncAPI
+/// document: a `GET` path per route (its path parameters, `Last-Event-ID` as header or query),
+/// whose `200` answer is `text/event-stream` with an `itemSchema` of its events, each event's
+/// `data` JSON text of its payload's schema (OpenAPI 3.2's own SSE form); the multi-topic
+/// route with its `topic` list and every route's events; a payload without a schema named.
+#[test]
+fn the_openapi_document_streams_each_routes_events_as_typed_items() {
+    let contract = Contract::new("Plant", "2.1.0").multi_topic_route("/sse");
+    let document = contract.openapi();
+    assert_eq!(document["openapi"], "3.2.0");
+    assert_eq!(document["info"]["title"], "Plant");
+    assert_eq!(
+        keys(&document["paths"]),
+        BTreeSet::from([
+            "/sse",
+            "/sse/alarms",
+            "/sse/builds/{id}",
+            "/sse/devices/{id}",
+            "/sse/notes"
+        ])
+    );
+
+    let builds = &document["paths"]["/sse/builds/{id}"]["get"];
+    let parameters: Vec<(&str, &str)> = builds["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["in"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        parameters,
+        [
+            ("id", "path"),
+            ("Last-Event-ID", "header"),
+            ("last_event_id", "query")
+        ]
+    );
+    let items = stream_items(builds);
+    assert_eq!(
+        items.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        BTreeSet::from(["build", "build-error", "end", "reset"])
+    );
+    let data = &items["build"]["properties"]["data"];
+    assert_eq!(data["contentMediaType"], "application/json");
+    let build = resolve(&document, &data["contentSchema"]);
+    assert_eq!(keys(&build["properties"]), BTreeSet::from(["done", "id"]));
+    let reset = &items["reset"]["properties"]["data"]["contentSchema"];
+    assert_eq!(reset["$ref"], "#/components/schemas/SseReset");
+
+    // Unnamed values: the SSE frame has no `event:` line, a browser dispatches `message`.
+    let devices = stream_items(&document["paths"]["/sse/devices/{id}"]["get"]);
+    assert_eq!(devices["message"]["required"], serde_json::json!(["data"]));
+    let notes = stream_items(&document["paths"]["/sse/notes"]["get"]);
+    assert!(
+        notes["message"]["properties"]["data"]
+            .get("contentSchema")
+            .is_none()
+    );
+    assert!(
+        notes["message"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("has no JSON Schema")
+    );
+
+    let multi = &document["paths"]["/sse"]["get"];
+    let topic = &multi["parameters"][0];
+    assert_eq!(
+        (&topic["name"], &topic["in"]),
+        (&"topic".into(), &"query".into())
+    );
+    assert_eq!(topic["schema"]["type"], "array");
+    let items = stream_items(multi);
+    for name in [
+        "/sse/alarms#alarm",
+        "/sse/devices/{id}",
+        "/sse/builds/{id}#end",
+    ] {
+        assert!(items.contains_key(name), "{name} in {:?}", items.keys());
+    }
+    assert!(multi["responses"].get("400").is_some());
+}
+
+/// Spec (issue 27, part 2): the OpenAPI document is utoipa's model without losing a field
+/// (utoipa 6 models OpenAPI 3.2's `itemSchema`), and merges into an application's document
+/// next to its own paths.
+#[test]
+fn the_openapi_document_merges_into_an_applications_utoipa_document_losslessly() {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
+    use utoipa::openapi::{OpenApiBuilder, OpenApiVersion, PathsBuilder};
+
+    let contract = Contract::new("Plant", "2.1.0").multi_topic_route("/sse");
+    let model = contract
+        .utoipa()
+        .expect("utoipa's model holds the document");
+    assert_eq!(
+        serde_json::to_value(&model).unwrap(),
+        contract.openapi(),
+        "nothing lost on the way through utoipa"
+    );
+    let own = PathItem::new(HttpMethod::Get, OperationBuilder::new().build());
+    let api = OpenApiBuilder::new()
+        .openapi(OpenApiVersion::Version32)
+        .paths(PathsBuilder::new().path("/api/thresholds", own))
+        .build()
+        .merge_from(model);
+    let merged = serde_json::to_value(&api).unwrap();
+    assert!(merged["paths"].get("/api/thresholds").is_some());
+    let alarms = stream_items(&merged["paths"]["/sse/alarms"]["get"]);
+    let alarm = resolve(
+        &merged,
+        &alarms["alarm"]["properties"]["data"]["contentSchema"],
+    );
+    assert_eq!(
+        keys(&alarm["properties"]),
+        BTreeSet::from(["device", "level"])
+    );
 }

@@ -49,13 +49,17 @@ fn contract() -> Contract {
 }
 
 /// The contract's files, as `cargo xtask contract` writes them and the page's type check
-/// reads them: `asyncapi.json` and `events.d.ts`.
-fn contract_files() -> [(&'static str, String); 2] {
+/// reads them: `asyncapi.json`, `openapi.json` and `events.d.ts`.
+fn contract_files() -> [(&'static str, String); 3] {
     let contract = contract();
-    let mut asyncapi = serde_json::to_string_pretty(&contract.asyncapi()).expect("JSON");
-    asyncapi.push('\n');
+    let json = |document: serde_json::Value| {
+        let mut text = serde_json::to_string_pretty(&document).expect("JSON");
+        text.push('\n');
+        text
+    };
     [
-        ("asyncapi.json", asyncapi),
+        ("asyncapi.json", json(contract.asyncapi())),
+        ("openapi.json", json(contract.openapi())),
         ("events.d.ts", contract.typescript()),
     ]
 }
@@ -164,6 +168,8 @@ fn app() -> axum::Router {
         .route("/api/info", get(api::info))
         // The event contract: every SSE route, its events and their payloads' JSON Schemas.
         .route("/asyncapi.json", contract().route())
+        // The SSE routes for OpenAPI 3.2 (`text/event-stream` with an `itemSchema`).
+        .route("/openapi.json", contract().openapi_route())
         // The typed client module, which the page imports (and pages of other applications can).
         .route("/sse-client.js", sse_runtime::contract::client_route())
         .route(
@@ -265,6 +271,17 @@ mod tests {
         );
         let (valid, diagnostics) = sse_integration_tests::asyncapi_parser(&document);
         assert!(valid, "{diagnostics}");
+    }
+
+    /// The OpenAPI document of the dashboard's routes goes through utoipa's model (to merge
+    /// into an application's document) without losing anything of its payloads' schemas.
+    #[test]
+    fn the_openapi_document_is_utoipas_model_without_a_loss() {
+        let contract = super::contract();
+        let model = contract
+            .utoipa()
+            .expect("utoipa's model holds the document");
+        assert_eq!(serde_json::to_value(model).unwrap(), contract.openapi());
     }
 
     /// The page is type-checked against the contract: `tsc --checkJs` on `static/app.js`,

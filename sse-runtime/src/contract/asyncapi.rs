@@ -217,7 +217,7 @@ fn channel(route: &RouteInfo, payload: Option<Value>) -> (Value, Vec<String>) {
 }
 
 /// `message`, or the framework message it refers to.
-fn resolve_message(message: &Value) -> Value {
+pub(super) fn resolve_message(message: &Value) -> Value {
     let framework = framework_messages();
     message
         .get("$ref")

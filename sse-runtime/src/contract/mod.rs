@@ -1,5 +1,8 @@
 //! The event contract (cargo feature `schema`): every route the macros registered, with its
-//! events and their payloads' JSON Schemas, as an [AsyncAPI 3.0] document.
+//! events and their payloads' JSON Schemas, as an [AsyncAPI 3.0] document; from it, the SSE
+//! routes for OpenAPI 3.2 ([`Contract::openapi`], and as utoipa's model with the feature
+//! `utoipa`, to merge into an application's document) and TypeScript declarations
+//! ([`Contract::typescript`]) for the typed browser client ([`CLIENT_JS`]).
 //!
 //! A payload type gets its schema from `#[derive(schemars::JsonSchema)]` next to its
 //! `Serialize`; one without is still served, and the document says that its payload has no
@@ -48,6 +51,7 @@ use serde_json::Value;
 use crate::routes::{Payload, RouteInfo, RouteKind, registered_payloads};
 
 mod asyncapi;
+mod openapi;
 mod typescript;
 
 /// The document's title and version, and how to make it. See the [module](self).
@@ -254,6 +258,65 @@ impl Contract {
         )
     }
 
+    /// The SSE routes as an OpenAPI 3.2 document, as JSON: a `GET` path per route whose `200`
+    /// answer is `text/event-stream` with an `itemSchema` of its events (each `event`, `data`
+    /// as JSON text with the payload's schema, `id`), its path parameters, `Last-Event-ID`
+    /// (header, or the `last_event_id` query parameter), the multi-topic route's `topic` list
+    /// and the refusals' statuses; the payload schemas in `components/schemas`. Made from the
+    /// [AsyncAPI document](Self::asyncapi), so the two cannot disagree. To merge it into an
+    /// application's document built with utoipa, see [`utoipa`](Self::utoipa); aide's
+    /// `OpenApi` deserializes it too.
+    ///
+    /// ```standalone_crate
+    /// use sse_runtime::contract::Contract;
+    ///
+    /// #[sse_runtime::sse_topic("alarms", event = "alarm")]
+    /// #[derive(serde::Serialize, schemars::JsonSchema)]
+    /// struct Alarm {
+    ///     level: u8,
+    /// }
+    ///
+    /// let document = Contract::new("Plant", "1.0.0").openapi();
+    /// assert_eq!(document["openapi"], "3.2.0");
+    /// let answer = &document["paths"]["/sse/alarms"]["get"]["responses"]["200"];
+    /// let events = &answer["content"]["text/event-stream"]["itemSchema"]["oneOf"];
+    /// assert_eq!(events[0]["properties"]["event"]["enum"][0], "alarm");
+    /// let data = &events[0]["properties"]["data"];
+    /// assert_eq!(data["contentSchema"]["$ref"], "#/components/schemas/Alarm");
+    /// ```
+    pub fn openapi(&self) -> Value {
+        openapi::document(&self.asyncapi())
+    }
+
+    /// The [OpenAPI document](Self::openapi) as utoipa's model (cargo feature `utoipa`, utoipa
+    /// 6, which models OpenAPI 3.2's `itemSchema`), to merge into the application's own:
+    ///
+    /// ```standalone_crate
+    /// use sse_runtime::contract::Contract;
+    ///
+    /// #[sse_runtime::sse_topic("alarms", event = "alarm")]
+    /// #[derive(serde::Serialize, schemars::JsonSchema)]
+    /// struct Alarm {
+    ///     level: u8,
+    /// }
+    ///
+    /// // The application's document (here by hand; usually `#[derive(OpenApi)]`).
+    /// let api = utoipa::openapi::OpenApiBuilder::new()
+    ///     .openapi(utoipa::openapi::OpenApiVersion::Version32)
+    ///     .build();
+    /// let api = api.merge_from(Contract::new("Plant", "1.0.0").utoipa().unwrap());
+    /// assert!(api.paths.paths.contains_key("/sse/alarms"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A payload schema that utoipa's model cannot hold.
+    #[cfg(feature = "utoipa")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
+    pub fn utoipa(&self) -> Result<utoipa::openapi::OpenApi, serde_json::Error> {
+        serde_json::from_value(self.openapi())
+    }
+
     /// TypeScript declarations of the contract: every payload type, and `Events`, the map
     /// from each route's path to its events and their payload types, for a typed client:
     ///
@@ -284,11 +347,29 @@ impl Contract {
     ///     .route("/asyncapi.json", Contract::new("Plant", "1.0.0").route());
     /// ```
     pub fn route<S: Clone + Send + Sync + 'static>(self) -> MethodRouter<S> {
+        self.served(Self::asyncapi)
+    }
+
+    /// A `GET` route serving the [OpenAPI document](Self::openapi), as [`route`](Self::route)
+    /// serves the AsyncAPI one:
+    ///
+    /// ```standalone_crate
+    /// use sse_runtime::contract::Contract;
+    ///
+    /// let app: axum::Router = sse_runtime::router()
+    ///     .route("/openapi.json", Contract::new("Plant", "1.0.0").openapi_route());
+    /// ```
+    pub fn openapi_route<S: Clone + Send + Sync + 'static>(self) -> MethodRouter<S> {
+        self.served(Self::openapi)
+    }
+
+    /// A `GET` route serving the document `make` makes, once, on first request.
+    fn served<S: Clone + Send + Sync + 'static>(self, make: fn(&Self) -> Value) -> MethodRouter<S> {
         let document: Arc<OnceLock<Value>> = Arc::default();
         get(move || {
             let document = document.clone();
             let contract = self.clone();
-            async move { Json(document.get_or_init(|| contract.asyncapi()).clone()) }
+            async move { Json(document.get_or_init(|| make(&contract)).clone()) }
         })
     }
 }
