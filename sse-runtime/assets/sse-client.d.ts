@@ -3,7 +3,7 @@
 
 /** Why a stream could not resume a topic from the client's last event id. */
 export interface Reset {
-  reason: "malformed-last-event-id" | "unknown-epoch" | "history-expired" | "history-exceeded" | "unknown-sequence";
+  reason: "malformed-last-event-id" | "unknown-epoch" | "history-expired" | "history-exceeded" | "unknown-sequence" | "history-lost";
   /** The id of the first event the stream sends next. */
   continueFrom: string;
 }

@@ -195,7 +195,10 @@ mod imp {
         pub(crate) fn wrote(&self, events: u64, bytes: usize, oldest: &Stamp) {
             self.delivered.increment(events);
             self.bytes.increment(bytes as u64);
-            self.latency.record(oldest.elapsed().as_secs_f64());
+            // A chunk of no event (a `reset` in the stream) has no publish to measure from.
+            if events > 0 {
+                self.latency.record(oldest.elapsed().as_secs_f64());
+            }
         }
 
         pub(crate) fn resumed(&self, reset: Option<&'static str>) {

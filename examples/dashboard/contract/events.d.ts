@@ -68,11 +68,11 @@ export interface SsePollError {
   statusCode: number;
 }
 
-/** The stream could not resume from the client's Last-Event-ID; what was missed must be fetched another way. */
+/** The stream could not resume from the client's Last-Event-ID, or (history-lost) the broker lost the topic's history under the open stream; what was missed must be fetched another way. */
 export interface SseReset {
   /** The id of the first event the stream sends next. */
   continueFrom: string;
-  reason: "malformed-last-event-id" | "unknown-epoch" | "history-expired" | "history-exceeded" | "unknown-sequence";
+  reason: "malformed-last-event-id" | "unknown-epoch" | "history-expired" | "history-exceeded" | "unknown-sequence" | "history-lost";
 }
 
 /** One sample of the whole machine. */

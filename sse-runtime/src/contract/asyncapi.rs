@@ -235,11 +235,11 @@ fn framework_schemas() -> [(&'static str, Value); 3] {
             "SseReset",
             json!({
                 "type": "object",
-                "description": "The stream could not resume from the client's Last-Event-ID; what was missed must be fetched another way.",
+                "description": "The stream could not resume from the client's Last-Event-ID, or (history-lost) the broker lost the topic's history under the open stream; what was missed must be fetched another way.",
                 "properties": {
                     "reason": {
                         "type": "string",
-                        "enum": ["malformed-last-event-id", "unknown-epoch", "history-expired", "history-exceeded", "unknown-sequence"],
+                        "enum": ["malformed-last-event-id", "unknown-epoch", "history-expired", "history-exceeded", "unknown-sequence", "history-lost"],
                     },
                     "continueFrom": { "type": "string", "description": "The id of the first event the stream sends next." },
                 },

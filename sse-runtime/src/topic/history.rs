@@ -96,6 +96,9 @@ pub enum ResetReason {
     HistoryExceeded,
     /// The id is ahead of anything this topic has sent.
     FromTheFuture,
+    /// The broker lost the topic's history while the stream was open (a restart without
+    /// persistence): sent in the stream, which goes on in the broker's new numbering.
+    HistoryLost,
 }
 
 impl ResetReason {
@@ -108,6 +111,7 @@ impl ResetReason {
     /// | `history-expired` | the id is from this server, but the topic's history went after its last subscriber left (retention) |
     /// | `history-exceeded` | more was published since the id than the history holds |
     /// | `unknown-sequence` | the id is ahead of anything the topic has sent |
+    /// | `history-lost` | sent in an open stream: the broker lost the topic's history (a restart without persistence); the stream goes on |
     ///
     /// ```
     /// use sse_runtime::subscription::ResetReason;
@@ -120,6 +124,7 @@ impl ResetReason {
             Self::HistoryExpired => "history-expired",
             Self::HistoryExceeded => "history-exceeded",
             Self::FromTheFuture => "unknown-sequence",
+            Self::HistoryLost => "history-lost",
         }
     }
 }

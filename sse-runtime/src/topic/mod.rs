@@ -14,7 +14,7 @@
 //! (the registry keeps a topic's poller next to it) nor of how its events reach the wire.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
@@ -70,6 +70,10 @@ pub(crate) struct Subscriber {
     waker: AtomicWaker,
     /// Sequence number of the next event this subscriber will send.
     cursor: AtomicU64,
+    /// A `reset` to send before what the cursor points at: the broker lost the topic's history
+    /// under the open stream, and its numbering starts again (see `replica`). Set under the
+    /// write lock, taken by the owning connection under the read lock.
+    reset: AtomicBool,
 }
 
 /// A subscriber's place in a topic, as registered.
@@ -169,6 +173,7 @@ impl Topic {
         let subscriber = Arc::new(Subscriber {
             waker: AtomicWaker::new(),
             cursor: AtomicU64::new(cursor),
+            reset: AtomicBool::new(false),
         });
         let key = state.subscribers.insert(subscriber.clone());
         if joined.is_none() {
@@ -236,6 +241,25 @@ impl Topic {
         }
         let cursor = subscriber.cursor.load(Ordering::Relaxed);
         let history = &state.history;
+        if subscriber.reset.swap(false, Ordering::Relaxed) {
+            // The stream goes on in the broker's new numbering, from its cursor: its client is
+            // told first, with the id to resume from, instead of being ended (and coming
+            // back, with every other client of the topic, at once).
+            let continue_from = EventId::new(history.epoch, cursor);
+            let frame = crate::frame::reset(ResetReason::HistoryLost.as_str(), continue_from);
+            let bytes = match append_to {
+                Some(buf) => {
+                    buf.extend_from_slice(&frame);
+                    Bytes::new()
+                }
+                None => frame,
+            };
+            return Read::Frames(Chunk {
+                bytes,
+                events: 0,
+                oldest: crate::telemetry::stamp(),
+            });
+        }
         let Some(backlog) = history.log.behind(cursor) else {
             return Read::Lagged;
         };

@@ -2,8 +2,8 @@
 //! from the broker, one by one as published anywhere (`apply`) or as a snapshot (`merge`: the
 //! first one, a gap's repair, a resync after an outage). Until its first snapshot its
 //! subscribers wait, pending; frames that arrive early or beyond a gap are held until they
-//! continue the log; an epoch change (the broker lost the topic) ends every placed subscriber
-//! so its client reconnects into one `reset`.
+//! continue the log; an epoch change (the broker lost the topic) starts a new log under every
+//! placed subscriber, which tells its client with one `reset` in the stream and goes on live.
 //!
 //! Compiled with or without an engine: the hub creates broker-backed topics through the
 //! `Broker` seam, which is always there. Only the engine calls `apply`, `merge` and
@@ -148,8 +148,10 @@ impl Topic {
 
     /// Brings the topic in line with the broker: the first snapshot numbers it, a later one
     /// fills a gap or catches up after an outage. A new epoch (the broker lost the topic)
-    /// starts a new log and ends every placed subscriber, so its client reconnects and gets one
-    /// `reset`; events the broker no longer holds end the subscribers that needed them.
+    /// starts a new log, and every placed subscriber goes on at its start after one `reset`
+    /// (`history-lost`) in its stream: its client stays connected, so a broker restart does
+    /// not end every stream of every instance at once (and bring every client back at once).
+    /// Events the broker no longer holds end the subscribers that needed them.
     pub(crate) fn merge(&self, snapshot: Snapshot) -> Applied {
         let mut guard = self.state.write();
         let state = &mut *guard;
@@ -157,9 +159,7 @@ impl Topic {
             return Applied::Done;
         }
         if !state.replica.synced || snapshot.epoch != state.history.epoch {
-            if state.replica.synced {
-                state.evict_placed();
-            }
+            let lost = state.replica.synced;
             let start = snapshot
                 .frames
                 .first()
@@ -167,6 +167,9 @@ impl Topic {
             state.history.epoch = snapshot.epoch;
             state.history.log = Log::starting_at(start);
             state.replica.synced = true;
+            if lost {
+                state.reset_placed(start);
+            }
         }
         for (seq, frame) in snapshot.frames {
             state.append_numbered(seq, frame);
@@ -284,12 +287,13 @@ impl State {
         }
     }
 
-    /// Ends every placed subscriber (its cursor falls out of any log): used when the epoch
-    /// changes under them, so each reconnects and is told with one `reset`.
-    fn evict_placed(&mut self) {
+    /// Moves every placed subscriber to `start` of the new log, with a `reset` to send first:
+    /// used when the epoch changes under them.
+    fn reset_placed(&mut self, start: u64) {
         for (_, subscriber) in &self.subscribers {
             if subscriber.cursor.load(Ordering::Relaxed) != PENDING {
-                subscriber.cursor.store(0, Ordering::Relaxed);
+                subscriber.cursor.store(start, Ordering::Relaxed);
+                subscriber.reset.store(true, Ordering::Relaxed);
             }
         }
     }
@@ -475,10 +479,11 @@ mod tests {
     }
 
     #[test]
-    fn a_new_epoch_ends_every_placed_subscriber_and_starts_a_new_log() {
+    fn a_new_epoch_resets_every_placed_subscriber_in_its_stream_and_starts_a_new_log() {
         let topic = topic();
         topic.merge(snapshot(EPOCH, 3, 1..=3));
         let client = Client::new(&topic, Start::Live);
+        let waiting = Client::new(&topic, Start::Live);
         // The broker lost the topic (a restart without persistence): it numbers anew.
         assert_eq!(
             topic.apply(id(EPOCH + 1, 1), frame(EPOCH + 1, 1)),
@@ -490,20 +495,30 @@ mod tests {
             "nothing of the new epoch yet"
         );
         assert_eq!(topic.merge(snapshot(EPOCH + 1, 1, 1..=1)), Applied::Done);
-        assert_eq!(
-            client.read(&topic),
-            Err("lagged"),
-            "ended, so its client reconnects"
+        // One reset, whose id is the new numbering's position before its first event, then
+        // that event: the stream goes on.
+        let reset = std::str::from_utf8(&crate::frame::reset("history-lost", id(EPOCH + 1, 1)))
+            .unwrap()
+            .to_owned();
+        assert!(
+            reset.starts_with(&format!("id: {}\n", id(EPOCH + 1, 0))),
+            "{reset}"
         );
+        assert_eq!(client.read(&topic), Ok(reset + &texts(EPOCH + 1, 1..=1)));
+        assert_eq!(client.read(&topic), Ok(String::new()), "one reset only");
+        topic.apply(id(EPOCH + 1, 2), frame(EPOCH + 1, 2));
+        assert_eq!(client.read(&topic), Ok(texts(EPOCH + 1, 2..=2)));
+        // Each placed subscriber gets its own.
+        assert!(waiting.read(&topic).unwrap().contains("history-lost"));
 
         let mut back = Client::new(&topic, Start::After(id(EPOCH, 3)));
         assert!(matches!(
             back.joined(&topic),
-            Some(Joined::Reset { reason: ResetReason::UnknownEpoch, continue_from }) if continue_from == id(EPOCH + 1, 2)
+            Some(Joined::Reset { reason: ResetReason::UnknownEpoch, continue_from }) if continue_from == id(EPOCH + 1, 3)
         ));
         let mut current = Client::new(&topic, Start::After(id(EPOCH + 1, 0)));
         assert_eq!(current.joined(&topic), Some(Joined::Resumed));
-        assert_eq!(current.read(&topic), Ok(texts(EPOCH + 1, 1..=1)));
+        assert_eq!(current.read(&topic), Ok(texts(EPOCH + 1, 1..=2)));
     }
 
     #[test]
