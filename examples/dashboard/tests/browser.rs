@@ -1382,26 +1382,30 @@ async fn the_typed_client_hands_a_reset_to_its_callback_and_stops_after_a_403() 
     browser.client.close().await.unwrap();
 }
 
-/// The typed client's app on `addr`, a new instance on the Redis at `redis`.
-async fn typed_instance(
+/// A new instance on the Redis at `redis` (keys under `prefix`) serving `app` on `addr`. A
+/// stopping instance tells its browsers to come back within 500 ms (the default spreads them
+/// over seconds), and a refused one to retry after 200 ms, so a test's outage stays shorter
+/// than the history it resumes from.
+async fn redis_instance(
     addr: std::net::SocketAddr,
     redis: &str,
+    prefix: &str,
+    app: fn(&sse_runtime::Manager) -> axum::Router,
 ) -> (sse_runtime::Manager, sse_integration_tests::TestServer) {
     let backplane = sse_runtime::backplane::Backplane::redis(redis)
         .unwrap()
-        .key_prefix("typed:");
-    // A stopping instance tells its browsers to come back within 500 ms (the default spreads
-    // them over seconds), so the test's outage stays shorter than the history it resumes from.
+        .key_prefix(prefix);
     let manager = sse_runtime::Manager::builder()
         .backplane(backplane)
         .shutdown_spread(Duration::from_millis(500))
         .retry(Duration::from_millis(200))
+        .refusal_retry(Duration::from_millis(200))
         .build()
         .unwrap();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .expect("the app's port");
-    let server = sse_integration_tests::TestServer::serve_direct(listener, typed_app(&manager));
+        .expect("the instance's port");
+    let server = sse_integration_tests::TestServer::serve_direct(listener, app(&manager));
     (manager, server)
 }
 
@@ -1419,10 +1423,12 @@ async fn behind_a_proxy_that_answers_502_the_typed_client_reopens_and_resumes() 
     let (_one, browser) = browser_session().await;
     for kind in ProxyKind::ALL {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let (manager, server) = typed_instance(addr, &redis.url()).await;
-        let (publisher, _other) = typed_instance(
+        let (manager, server) = redis_instance(addr, &redis.url(), "typed:", typed_app).await;
+        let (publisher, _other) = redis_instance(
             std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             &redis.url(),
+            "typed:",
+            typed_app,
         )
         .await;
         let options = ProxyOptions {
@@ -1440,7 +1446,7 @@ async fn behind_a_proxy_that_answers_502_the_typed_client_reopens_and_resumes() 
         browser
             .until("window.seen.states.some(s => s.status === 502 && s.retryInMs > 0)")
             .await;
-        let (manager, _server) = typed_instance(addr, &redis.url()).await;
+        let (manager, _server) = redis_instance(addr, &redis.url(), "typed:", typed_app).await;
         stats_until(&manager, "s.subscribers == 1", |s| s.subscribers == 1).await;
         let before = gapless_ticks(&browser).await;
         browser
@@ -1481,36 +1487,15 @@ source.addEventListener("refused", (e) => { seen.refused.push(JSON.parse(e.data)
 source.onerror = () => { seen.states.push(source.readyState); update(); };
 </script>"#;
 
-/// One instance of the rolling-restart app on `addr` (port 0: any), on the Redis at `redis`
-/// under `prefix`. It tells its streams to come back within 500 ms when it stops, and a
-/// refused browser to retry after about 200 ms.
-async fn rolling_instance(
-    addr: std::net::SocketAddr,
-    redis: &str,
-    prefix: &str,
-) -> (sse_runtime::Manager, sse_integration_tests::TestServer) {
+/// The rolling-restart test's app: the ticks and the page.
+fn rolling_app(manager: &sse_runtime::Manager) -> axum::Router {
     use axum::routing::get;
-    let backplane = sse_runtime::backplane::Backplane::redis(redis)
-        .unwrap()
-        .key_prefix(prefix);
-    let manager = sse_runtime::Manager::builder()
-        .backplane(backplane)
-        .shutdown_spread(Duration::from_millis(500))
-        .retry(Duration::from_millis(200))
-        .refusal_retry(Duration::from_millis(200))
-        .build()
-        .unwrap();
-    let app = axum::Router::new()
+    axum::Router::new()
         .route(
             "/sse/ticks",
-            get(sse_runtime::SseHandler::new(&manager).topic("ticks")),
+            get(sse_runtime::SseHandler::new(manager).topic("ticks")),
         )
-        .route("/", get(|| async { axum::response::Html(ROLLING_PAGE) }));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .expect("the instance's port");
-    let server = sse_integration_tests::TestServer::serve_direct(listener, app);
-    (manager, server)
+        .route("/", get(|| async { axum::response::Html(ROLLING_PAGE) }))
 }
 
 /// Spec (issue 31, tests): two instances on one Redis behind nginx and behind Caddy (the
@@ -1533,10 +1518,11 @@ async fn during_a_rolling_restart_behind_nginx_and_caddy_a_page_loses_nothing() 
         let addrs = [0, 1].map(|_| std::net::SocketAddr::from(([127, 0, 0, 1], free_port())));
         let mut instances = Vec::new();
         for addr in addrs {
-            instances.push(rolling_instance(addr, &redis.url(), &prefix).await);
+            instances.push(redis_instance(addr, &redis.url(), &prefix, rolling_app).await);
         }
         let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let (publisher, _its_server) = rolling_instance(any, &redis.url(), &prefix).await;
+        let (publisher, _its_server) =
+            redis_instance(any, &redis.url(), &prefix, rolling_app).await;
         let proxy = Proxy::start_balancing(kind, &addrs, ProxyOptions::default()).await;
         browser.client.goto(&proxy.url("/")).await.unwrap();
         let ticks = ticking(&publisher);
@@ -1558,7 +1544,7 @@ async fn during_a_rolling_restart_behind_nginx_and_caddy_a_page_loses_nothing() 
             })
             .await;
             server.stop().await;
-            let restarted = rolling_instance(addrs[holder], &redis.url(), &prefix).await;
+            let restarted = redis_instance(addrs[holder], &redis.url(), &prefix, rolling_app).await;
             instances.insert(holder, restarted);
             restarts += 1;
             let refused = browser.eval("window.seen.refused.length").await;
