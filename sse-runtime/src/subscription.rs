@@ -247,6 +247,7 @@ impl Subscription {
             subscriber,
             joined,
             exempt_until,
+            fetch: _, // asked for by the hub
         } = membership;
         Ok(Self {
             hub: hub.clone(),

@@ -551,6 +551,8 @@ impl RawClient {
 /// open and fall silent.
 pub struct CuttingProxy {
     pub addr: SocketAddr,
+    /// Where new connections go (see [`Self::redirect`]).
+    upstream: Arc<Mutex<SocketAddr>>,
     open: Arc<Mutex<Vec<Handle>>>,
     accepted: Arc<AtomicU64>,
     /// While set, a new connection is closed as soon as it is accepted (see [`Self::refuse`]).
@@ -576,9 +578,10 @@ impl CuttingProxy {
         let accepted = Arc::new(AtomicU64::new(0));
         let refusing = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
+        let upstream = Arc::new(Mutex::new(upstream));
         tokio::spawn({
             let (open, accepted, stop) = (open.clone(), accepted.clone(), stop.clone());
-            let refusing = refusing.clone();
+            let (refusing, upstream) = (refusing.clone(), upstream.clone());
             async move {
                 loop {
                     let (mut client, _) = tokio::select! {
@@ -595,6 +598,7 @@ impl CuttingProxy {
                         cut: cut.clone(),
                         freeze: freeze.clone(),
                     });
+                    let upstream = *upstream.lock().unwrap();
                     tokio::spawn(async move {
                         let Ok(mut server) = TcpStream::connect(upstream).await else {
                             return;
@@ -611,11 +615,20 @@ impl CuttingProxy {
         });
         Self {
             addr,
+            upstream,
             open,
             accepted,
             refusing,
             stop,
         }
+    }
+
+    /// Sends every new connection to `upstream` from now on and cuts the open ones: what a
+    /// failover does behind a virtual IP or a DNS name (a managed Redis's primary endpoint),
+    /// so the clients reconnect to the new server without being told.
+    pub fn redirect(&self, upstream: SocketAddr) {
+        *self.upstream.lock().unwrap() = upstream;
+        self.cut_all();
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -11,6 +11,8 @@ use tokio::net::TcpStream;
 /// A running `redis-server`, killed when dropped. Nothing is persisted: a restart starts empty.
 pub struct RedisServer {
     port: u16,
+    /// The master it starts as a replica of (see [`Self::start_replica_of`]).
+    master: Option<u16>,
     child: Option<Child>,
 }
 
@@ -25,9 +27,68 @@ impl RedisServer {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut server = Self { port, child: None };
+        let mut server = Self {
+            port,
+            master: None,
+            child: None,
+        };
         server.restart().await;
         server
+    }
+
+    /// Starts one as a replica of `master` and waits until it has the master's dataset (its
+    /// link is up).
+    pub async fn start_replica_of(master: &RedisServer) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = Self {
+            port,
+            master: Some(master.port),
+            child: None,
+        };
+        server.restart().await;
+        server.wait_in_sync().await;
+        server
+    }
+
+    /// Where it runs (and would write its snapshots).
+    fn dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("sse-redis-{}-{}", std::process::id(), self.port))
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Makes it a replica of `master`, or (with `None`) promotes it to a master
+    /// (`REPLICAOF NO ONE`, what Sentinel does in a failover). A replica pointed at a port
+    /// where nothing listens keeps its dataset but receives nothing more: a replica cut off
+    /// from its master, falling behind.
+    pub async fn replica_of(&self, master: Option<u16>) {
+        let port = master.map(|p| p.to_string());
+        let args = match &port {
+            Some(port) => vec!["REPLICAOF", "127.0.0.1", port.as_str()],
+            None => vec!["REPLICAOF", "NO", "ONE"],
+        };
+        let reply = self.command(&args).await.expect("redis-server answers");
+        assert!(reply.starts_with("+OK"), "REPLICAOF: {reply}");
+    }
+
+    /// Waits until, as a replica, its link to the master is up and the initial sync is done.
+    pub async fn wait_in_sync(&self) {
+        for _ in 0..1000 {
+            if let Some(info) = self.command(&["INFO", "replication"]).await
+                && info.contains("master_link_status:up")
+                && info.contains("master_sync_in_progress:0")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the replica on port {} did not sync", self.port);
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -50,9 +111,33 @@ impl RedisServer {
     /// Starts it (again) on the same port, empty, and waits until it answers.
     pub async fn restart(&mut self) {
         self.kill();
-        let child = Command::new("redis-server")
+        // Its own directory: a replica's full sync writes the master's snapshot there, and a
+        // server started where a snapshot lies would load it (a later run's data).
+        let _ = std::fs::remove_dir_all(self.dir());
+        self.spawn().await;
+    }
+
+    /// Kills it and starts it again from its last snapshot (`SAVE`): a crash of a Redis
+    /// that persists, which comes back without what was written after the snapshot.
+    pub async fn restart_from_snapshot(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    async fn spawn(&mut self) {
+        let dir = self.dir();
+        std::fs::create_dir_all(&dir).expect("a directory for redis-server");
+        let mut command = Command::new("redis-server");
+        command
+            .current_dir(&dir)
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            // A replica's full sync starts at once (the default waits 5 s for more replicas).
+            .args(["--repl-diskless-sync-delay", "0"]);
+        if let Some(master) = self.master {
+            command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -95,5 +180,6 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(self.dir());
     }
 }

@@ -55,6 +55,9 @@ pub(crate) trait Broker: Publish {
     /// Its last local subscriber left: stop listening; the broker keeps the history for the
     /// retention time once no instance listens. Never blocks.
     fn unwatch(&self, topic: &Arc<Topic>);
+    /// A watched `topic` needs a fresh snapshot ([`Topic::merge`]) to place a subscriber (one
+    /// that resumed from an epoch it is not in). Never blocks.
+    fn refresh(&self, topic: &Arc<Topic>);
     /// Publishes and reports the outcome (one broker round trip).
     fn publish_confirmed(
         &self,

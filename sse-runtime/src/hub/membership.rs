@@ -95,6 +95,11 @@ impl Hub {
                 }
             };
             let mut membership = topic.subscribe(join.start);
+            if membership.fetch
+                && let Some(broker) = &self.broker
+            {
+                broker.refresh(&topic);
+            }
             if self.broker.is_none() {
                 membership.joined = membership
                     .joined

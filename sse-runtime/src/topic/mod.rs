@@ -86,6 +86,8 @@ pub(crate) struct Membership {
     /// Lag is not held against the subscriber while its cursor is below this: a resumed
     /// subscriber's backlog (the topic's head when it joined). 0 for the others.
     pub(crate) exempt_until: u64,
+    /// The topic needs a snapshot from its broker to place this subscriber.
+    pub(crate) fetch: bool,
 }
 
 pub(crate) enum Read {
@@ -161,10 +163,14 @@ impl Topic {
     /// subscriber then ends at once).
     ///
     /// Until a broker-backed topic has synced, the subscriber is pending: `joined` is `None`
-    /// and [`resolve`](Self::resolve) places it later.
+    /// and [`resolve`](Self::resolve) places it later. So is one that resumes a broker-backed
+    /// topic from another epoch than the topic's (see `Replica::backed`); then `fetch` says
+    /// the topic needs a snapshot.
     pub(crate) fn subscribe(&self, start: Start) -> Membership {
         let mut state = self.state.write();
-        let (cursor, joined, exempt_until) = if state.replica.synced {
+        let elsewhere = state.replica.backed
+            && matches!(start, Start::After(id) if id.epoch() != state.history.epoch);
+        let (cursor, joined, exempt_until) = if state.replica.synced && !elsewhere {
             let (cursor, joined, exempt) = state.history.start(start);
             (cursor, Some(joined), exempt)
         } else {
@@ -176,14 +182,18 @@ impl Topic {
             reset: AtomicBool::new(false),
         });
         let key = state.subscribers.insert(subscriber.clone());
+        let mut fetch = false;
         if joined.is_none() {
             state.replica.pending.push((key, start));
+            // Before the first snapshot, that one is on its way.
+            fetch = state.replica.synced && state.request() == replica::Applied::Fetch;
         }
         Membership {
             key,
             subscriber,
             joined,
             exempt_until,
+            fetch,
         }
     }
 

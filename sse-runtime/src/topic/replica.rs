@@ -34,11 +34,18 @@ pub(super) struct Replica {
     /// meanwhile are pending (cursor [`PENDING`]) and resolve where they start once it is in;
     /// nothing is ever numbered or sent before, so no id can be wrong. Always true in-process.
     pub(super) synced: bool,
+    /// Fed by a broker (false in-process). Then a subscriber resuming from an epoch the topic
+    /// is not in waits, pending, for a fresh snapshot: the broker may have moved to that
+    /// epoch (a failover, a restart) before this instance heard of it, and answering
+    /// `unknown-epoch` at once would send the client back to the new epoch's start, to get
+    /// again what it already had.
+    pub(super) backed: bool,
     /// Broker frames that cannot be appended yet (before the first snapshot, or beyond a gap),
     /// by sequence. Bounded by the log's event limit: what does not fit is fetched again.
     early: BTreeMap<u64, (u64, Bytes)>,
-    /// Subscribers that joined before the first snapshot, by key, with where they asked to
-    /// start: placed by that snapshot, all at once, so none misses what follows it.
+    /// Subscribers that joined before the first snapshot (or resumed from another epoch), by
+    /// key, with where they asked to start: placed by the next snapshot, all at once, so none
+    /// misses what follows it.
     pub(super) pending: Vec<(usize, Start)>,
     /// How those subscribers joined, until each one's connection collects it.
     placed: Vec<(usize, Joined, u64)>,
@@ -54,6 +61,7 @@ impl Replica {
     pub(super) fn synced() -> Self {
         Self {
             synced: true,
+            backed: false,
             early: BTreeMap::new(),
             pending: Vec::new(),
             placed: Vec::new(),
@@ -97,7 +105,10 @@ impl Topic {
         // history's worth (an instance further behind than that is resynced anyway).
         history.ahead = limits.history_events.max(limits.max_lag_events) as u64;
         let topic = Self::new(name, history);
-        topic.state.write().replica.synced = false;
+        let mut state = topic.state.write();
+        state.replica.synced = false;
+        state.replica.backed = true;
+        drop(state);
         topic
     }
 
@@ -250,7 +261,7 @@ impl State {
     }
 
     /// Asks the broker for a snapshot unless one is already on its way.
-    fn request(&mut self) -> Applied {
+    pub(super) fn request(&mut self) -> Applied {
         if std::mem::replace(&mut self.replica.repairing, true) {
             Applied::Done
         } else {
@@ -511,7 +522,10 @@ mod tests {
         // Each placed subscriber gets its own.
         assert!(waiting.read(&topic).unwrap().contains("history-lost"));
 
+        // A client from the old epoch is told once the broker confirms the epoch is gone.
         let mut back = Client::new(&topic, Start::After(id(EPOCH, 3)));
+        assert!(back.member.fetch && back.joined(&topic).is_none());
+        assert_eq!(topic.merge(snapshot(EPOCH + 1, 2, 1..=2)), Applied::Done);
         assert!(matches!(
             back.joined(&topic),
             Some(Joined::Reset { reason: ResetReason::UnknownEpoch, continue_from }) if continue_from == id(EPOCH + 1, 3)
@@ -519,6 +533,36 @@ mod tests {
         let mut current = Client::new(&topic, Start::After(id(EPOCH + 1, 0)));
         assert_eq!(current.joined(&topic), Some(Joined::Resumed));
         assert_eq!(current.read(&topic), Ok(texts(EPOCH + 1, 1..=2)));
+    }
+
+    #[test]
+    fn a_client_from_an_epoch_this_instance_has_not_heard_of_yet_waits_for_it_and_resumes() {
+        let topic = topic();
+        topic.merge(snapshot(EPOCH, 3, 1..=3));
+        let live = Client::new(&topic, Start::Live);
+        assert!(!live.member.fetch, "a live subscriber needs nothing");
+        // Another instance already follows the broker's new epoch (a failover moved the topic
+        // there) and gave this client its first event; this instance has not heard of it yet.
+        // Answering unknown-epoch now would send the client back to the epoch's start.
+        let mut ahead = Client::new(&topic, Start::After(id(EPOCH + 1, 1)));
+        assert!(ahead.member.fetch, "the topic asks its broker");
+        let mut twin = Client::new(&topic, Start::After(id(EPOCH + 1, 1)));
+        assert!(
+            !twin.member.fetch,
+            "one snapshot on its way serves everyone"
+        );
+        assert_eq!(ahead.joined(&topic), None);
+        assert_eq!(ahead.read(&topic), Ok(String::new()), "it waits");
+        assert_eq!(topic.merge(snapshot(EPOCH + 1, 2, 1..=2)), Applied::Done);
+        for client in [&mut ahead, &mut twin] {
+            assert_eq!(client.joined(&topic), Some(Joined::Resumed));
+            assert_eq!(
+                client.read(&topic),
+                Ok(texts(EPOCH + 1, 2..=2)),
+                "nothing again"
+            );
+        }
+        assert!(live.read(&topic).unwrap().contains("history-lost"));
     }
 
     #[test]

@@ -242,6 +242,10 @@ impl Broker for Redis {
         let _ = self.control.send(Control::Unwatch(topic.clone()));
     }
 
+    fn refresh(&self, topic: &Arc<Topic>) {
+        let _ = self.control.send(Control::Sync(topic.clone()));
+    }
+
     fn publish_confirmed(
         &self,
         message: Outgoing,

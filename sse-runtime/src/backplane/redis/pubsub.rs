@@ -20,6 +20,8 @@ use crate::topic::{Applied, Topic};
 pub(super) enum Control {
     Watch(Arc<Topic>),
     Unwatch(Arc<Topic>),
+    /// A fresh snapshot for a watched topic (while disconnected, the reconnect syncs it).
+    Sync(Arc<Topic>),
 }
 
 /// Owns the pub/sub connection: serialises subscribe and unsubscribe in the hub's order,
@@ -103,6 +105,13 @@ pub(super) async fn listening(
                             shared.changed.notify_waiters();
                             unsubscribed
                         }
+                        Control::Sync(topic) => {
+                            if watched.get(&shared.channel(&topic.name)).is_some_and(|t| Arc::ptr_eq(t, &topic)) {
+                                shared.resyncs.fetch_add(1, Ordering::Relaxed);
+                                tokio::spawn(sync(shared.clone(), topic));
+                            }
+                            Ok(())
+                        }
                     };
                     if let Err(error) = result {
                         break error.to_string();
@@ -153,6 +162,7 @@ pub(super) fn apply_offline(
                 tokio::spawn(release(shared.clone(), topic));
             }
         }
+        Control::Sync(_) => {}
     }
     shared.watched.store(watched.len(), Ordering::Relaxed);
     shared.changed.notify_waiters();

@@ -1,6 +1,7 @@
 //! The Lua scripts, one file each under `scripts/`: each is atomic on the node that holds its
 //! topic's keys (one hash tag), and runs by its SHA (`EVALSHA`), loaded again when Redis lost
-//! it (a restart).
+//! it (a restart). The two that number a topic start with `numbering.lua`, which keeps the
+//! numbering to one history of writes (a failover or a restart moves it to a new epoch).
 
 use redis::Script;
 
@@ -25,8 +26,14 @@ pub(super) struct Scripts {
 impl Scripts {
     pub(super) fn new() -> Self {
         Self {
-            publish: Script::new(include_str!("scripts/publish.lua")),
-            sync: Script::new(include_str!("scripts/sync.lua")),
+            publish: Script::new(concat!(
+                include_str!("scripts/numbering.lua"),
+                include_str!("scripts/publish.lua")
+            )),
+            sync: Script::new(concat!(
+                include_str!("scripts/numbering.lua"),
+                include_str!("scripts/sync.lua")
+            )),
             release: Script::new(include_str!("scripts/release.lua")),
             renew: Script::new(include_str!("scripts/renew.lua")),
             hand_over: Script::new(include_str!("scripts/hand_over.lua")),

@@ -7,12 +7,9 @@ if token ~= '' and redis.call('get', lease) ~= token then
   return {-1}
 end
 local watched = redis.call('pubsub', 'numsub', channel)[2] > 0
-local epoch = redis.call('hget', meta, 'e')
+local epoch = numbering(meta, stream, ARGV[2], watched)
 if not epoch then
-  if not watched then return {2} end
-  epoch = ARGV[2]
-  redis.call('del', stream)
-  redis.call('hset', meta, 'e', epoch, 's', 0)
+  return {2}
 end
 if dedup == '1' then
   local digest = redis.sha1hex(tail)

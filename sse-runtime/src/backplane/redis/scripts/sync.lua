@@ -1,11 +1,6 @@
 -- KEYS: meta, stream. ARGV: epoch if new, count, idle TTL ms, first sequence wanted ('' for
 -- the newest `count`), the caller's epoch. Returns {epoch, last seq, newest-first?, entries}.
-local epoch = redis.call('hget', KEYS[1], 'e')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('del', KEYS[2])
-  redis.call('hset', KEYS[1], 'e', epoch, 's', 0)
-end
+local epoch = numbering(KEYS[1], KEYS[2], ARGV[1], true)
 redis.call('pexpire', KEYS[1], ARGV[3])
 redis.call('pexpire', KEYS[2], ARGV[3])
 local last = redis.call('hget', KEYS[1], 's')
