@@ -13,7 +13,7 @@ use axum::routing::get;
 use sse_integration_tests::faults::{
     assert_followed_everything, cut_until_done, follow, publish_paced,
 };
-use sse_integration_tests::{CuttingProxy, PATIENCE, RedisServer, SseClient, TestServer};
+use sse_integration_tests::{CuttingProxy, PATIENCE, Redis, RedisServer, SseClient, TestServer};
 use sse_runtime::backplane::Backplane;
 use sse_runtime::publish::Outcome;
 use sse_runtime::{Manager, SseHandler};
@@ -25,8 +25,8 @@ struct Instance {
 }
 
 impl Instance {
-    async fn start(redis: &RedisServer) -> Self {
-        Self::start_with(redis, |builder| builder).await
+    async fn start(redis: &Redis) -> Self {
+        Self::on(redis.backplane("test:"), |builder| builder).await
     }
 
     async fn start_with(
@@ -45,11 +45,23 @@ impl Instance {
             sse_runtime::manager::ManagerBuilder,
         ) -> sse_runtime::manager::ManagerBuilder,
     ) -> Self {
+        Self::on(
+            Backplane::redis(url).unwrap().key_prefix("test:"),
+            configure,
+        )
+        .await
+    }
+
+    async fn on(
+        backplane: Backplane,
+        configure: impl FnOnce(
+            sse_runtime::manager::ManagerBuilder,
+        ) -> sse_runtime::manager::ManagerBuilder,
+    ) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
-        let backplane = Backplane::redis(url).unwrap().key_prefix("test:");
         let manager = configure(Manager::builder().backplane(backplane))
             .heartbeat(Duration::from_millis(200))
             .build()
@@ -89,7 +101,7 @@ async fn values(client: &mut SseClient, n: usize) -> Vec<(String, u64)> {
 }
 
 /// Three instances, each with one client of `/feed` whose subscription is placed.
-async fn three_with_a_client_each(redis: &RedisServer) -> ([Instance; 3], Vec<SseClient>) {
+async fn three_with_a_client_each(redis: &Redis) -> ([Instance; 3], Vec<SseClient>) {
     let instances = [
         Instance::start(redis).await,
         Instance::start(redis).await,
@@ -103,9 +115,9 @@ async fn three_with_a_client_each(redis: &RedisServer) -> ([Instance; 3], Vec<Ss
     (instances, clients)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publish_on_one_instance_reaches_every_instance_once_in_order_with_the_same_ids() {
-    let redis = RedisServer::start().await;
+async fn a_publish_on_one_instance_reaches_every_instance_once_in_order_with_the_same_ids(
+    redis: Redis,
+) {
     let (instances, mut clients) = three_with_a_client_each(&redis).await;
     for n in 0..200u64 {
         instances[0].manager.publish("feed", &n);
@@ -133,9 +145,7 @@ async fn a_publish_on_one_instance_reaches_every_instance_once_in_order_with_the
     assert_eq!(sequences, (1..=200).collect::<Vec<_>>());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_publishes_from_three_instances_reach_everyone_in_one_order() {
-    let redis = RedisServer::start().await;
+async fn concurrent_publishes_from_three_instances_reach_everyone_in_one_order(redis: Redis) {
     let (instances, mut clients) = three_with_a_client_each(&redis).await;
     const EACH: u64 = 300;
     let publishers: Vec<_> = instances
@@ -181,9 +191,7 @@ async fn concurrent_publishes_from_three_instances_reach_everyone_in_one_order()
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_resumes_on_another_instance_with_exactly_what_it_missed() {
-    let redis = RedisServer::start().await;
+async fn a_client_resumes_on_another_instance_with_exactly_what_it_missed(redis: Redis) {
     let (a, b) = (Instance::start(&redis).await, Instance::start(&redis).await);
     let mut client = SseClient::connect(&a.url()).await;
     a.synced(1).await;
@@ -219,9 +227,9 @@ async fn a_client_resumes_on_another_instance_with_exactly_what_it_missed() {
 /// Spec (issue 32): a client cut before the topic's first event holds the position its stream
 /// gave it (`<epoch>-0`); the broker keeps that position for the retention time, so what is
 /// published meanwhile, on any instance, reaches it when it resumes on another, with no reset.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_cut_before_the_first_event_resumes_on_another_instance_without_a_gap() {
-    let redis = RedisServer::start().await;
+async fn a_client_cut_before_the_first_event_resumes_on_another_instance_without_a_gap(
+    redis: Redis,
+) {
     let (a, b) = (Instance::start(&redis).await, Instance::start(&redis).await);
     let mut client = SseClient::connect(&a.url()).await;
     let (position, events) = client.position().await;
@@ -251,21 +259,20 @@ async fn a_client_cut_before_the_first_event_resumes_on_another_instance_without
     assert_eq!(seen, [(epoch, 1, 0), (epoch, 2, 1), (epoch, 3, 2)]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publishing_to_a_topic_nobody_watches_records_nothing() {
-    let redis = RedisServer::start().await;
+async fn publishing_to_a_topic_nobody_watches_records_nothing(redis: Redis) {
     let a = Instance::start(&redis).await;
     assert_eq!(
         a.manager.publish_confirmed("nobody", &1).await,
         Ok(Outcome::Unwatched)
     );
-    let keys = redis.command(&["KEYS", "*"]).await.unwrap();
-    assert_eq!(keys, "*0\r\n", "no key was created");
+    assert_eq!(
+        redis.keys("*").await,
+        Vec::<String>::new(),
+        "no key was created"
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_everyone_leaves_nothing_is_held_and_every_key_expires() {
-    let redis = RedisServer::start().await;
+async fn after_everyone_leaves_nothing_is_held_and_every_key_expires(redis: Redis) {
     let (a, b) = (Instance::start(&redis).await, Instance::start(&redis).await);
     let mut clients = vec![
         SseClient::connect(&a.url()).await,
@@ -289,23 +296,14 @@ async fn after_everyone_leaves_nothing_is_held_and_every_key_expires() {
         .expect("the topic and its broker subscription are gone");
     }
     // The unsubscribes are confirmed before `watched` drops; the channel has no subscriber.
-    let channels = redis
-        .command(&["PUBSUB", "CHANNELS", "test:{*"])
-        .await
-        .unwrap();
-    assert_eq!(channels, "*0\r\n");
-    let keys = redis.command(&["KEYS", "test:*"]).await.unwrap();
-    let keys: Vec<&str> = keys
-        .lines()
-        .filter(|l| !l.starts_with(['*', '$']))
-        .collect();
+    assert_eq!(redis.channels("test:{*").await, Vec::<String>::new());
+    let keys = redis.keys("test:*").await;
     assert!(
         !keys.is_empty(),
         "the history is retained for the retention time"
     );
     for key in keys {
-        let ttl = redis.command(&["PTTL", key]).await.unwrap();
-        let ttl: i64 = ttl.trim_start_matches(':').trim().parse().unwrap();
+        let ttl = redis.pttl(&key).await;
         assert!(ttl > 0, "{key} has a TTL, got {ttl}");
     }
 }
@@ -418,9 +416,7 @@ async fn a_redis_restart_keeps_streams_open_and_each_gets_one_reset_in_the_strea
     assert!(stats.connected && stats.reconnects >= 1, "{stats:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_pubsub_connection_recovers_without_losing_or_resetting_anything() {
-    let redis = RedisServer::start().await;
+async fn a_killed_pubsub_connection_recovers_without_losing_or_resetting_anything(redis: Redis) {
     let (a, b) = (Instance::start(&redis).await, Instance::start(&redis).await);
     let mut followers = [follower(a.url()), follower(b.url())];
     for f in &mut followers {
@@ -432,14 +428,8 @@ async fn a_killed_pubsub_connection_recovers_without_losing_or_resetting_anythin
     for f in &mut followers {
         expect(f, Seen::Value(0)).await;
     }
-    let killed = redis
-        .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
-        .await
-        .unwrap();
-    assert!(
-        killed.starts_with(":2"),
-        "both instances' pub/sub connections: {killed}"
-    );
+    let killed = redis.kill_pubsub_clients().await;
+    assert_eq!(killed, 2, "both instances' pub/sub connections");
     // Published while nobody listens: recorded in the topic's stream all the same.
     for n in 1..=20u64 {
         let outcome = b.manager.publish_confirmed("feed", &n).await;
@@ -470,7 +460,7 @@ async fn a_killed_pubsub_connection_recovers_without_losing_or_resetting_anythin
 async fn a_silently_dead_connection_is_found_by_the_probe_and_nothing_is_lost() {
     let redis = RedisServer::start().await;
     let proxy = CuttingProxy::start(([127, 0, 0, 1], redis.port()).into()).await;
-    let a = Instance::start(&redis).await;
+    let a = Instance::start_with(&redis, |builder| builder).await;
     let b = Instance::start_at(&format!("redis://{}", proxy.addr), |builder| builder).await;
     let mut follower = follower(b.url());
     expect(&mut follower, Seen::Connected).await;
@@ -500,16 +490,14 @@ async fn a_silently_dead_connection_is_found_by_the_probe_and_nothing_is_lost() 
 
 /// 100 clients follow 10 000 events published on one instance while a random 10 % of the
 /// connections of every instance is cut every 100 ms; each reconnects to a random instance.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_cut_at_random_resume_on_random_instances_with_everything_in_order() {
+async fn clients_cut_at_random_resume_on_random_instances_with_everything_in_order(redis: Redis) {
     const CLIENTS: usize = 100;
     const EVENTS: usize = 10_000;
-    let redis = RedisServer::start().await;
     let mut instances = Vec::new();
     let mut cutters = Vec::new();
     let mut urls = Vec::new();
     for seed in 0..3u64 {
-        let backplane = Backplane::redis(&redis.url()).unwrap().key_prefix("test:");
+        let backplane = redis.backplane("test:");
         let manager = Manager::builder()
             .backplane(backplane)
             .history(EVENTS)
@@ -554,3 +542,37 @@ async fn clients_cut_at_random_resume_on_random_instances_with_everything_in_ord
         "the run was disturbed: {cuts} cuts, {reconnects} reconnects"
     );
 }
+
+/// Each test above, on one `redis-server` and on a Redis Cluster (three masters with a
+/// replica each), each run with its own.
+macro_rules! on_one_redis_and_on_a_cluster {
+    ($($test:ident),* $(,)?) => {
+        mod one_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Redis::one().await).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Redis::cluster().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_one_redis_and_on_a_cluster!(
+    a_publish_on_one_instance_reaches_every_instance_once_in_order_with_the_same_ids,
+    concurrent_publishes_from_three_instances_reach_everyone_in_one_order,
+    a_client_resumes_on_another_instance_with_exactly_what_it_missed,
+    a_client_cut_before_the_first_event_resumes_on_another_instance_without_a_gap,
+    publishing_to_a_topic_nobody_watches_records_nothing,
+    after_everyone_leaves_nothing_is_held_and_every_key_expires,
+    clients_cut_at_random_resume_on_random_instances_with_everything_in_order,
+    a_killed_pubsub_connection_recovers_without_losing_or_resetting_anything,
+);

@@ -716,7 +716,9 @@ pub fn rss_kib() -> i64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+mod redis_cluster;
 mod redis_server;
+pub use redis_cluster::{Redis, RedisCluster};
 pub use redis_server::RedisServer;
 mod contract;
 pub mod faults;

@@ -13,6 +13,8 @@ pub struct RedisServer {
     port: u16,
     /// The master it starts as a replica of (see [`Self::start_replica_of`]).
     master: Option<u16>,
+    /// More arguments for `redis-server` (a cluster node's).
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -23,13 +25,15 @@ impl RedisServer {
     /// When `redis-server` is not on the PATH: the backplane tests need it (`.ci/run` installs
     /// it with apt-get), and a test that cannot run must not pass.
     pub async fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        Self::start_with(&[]).await
+    }
+
+    /// Starts one with more arguments for `redis-server`.
+    pub async fn start_with(args: &[&str]) -> Self {
         let mut server = Self {
-            port,
+            port: free_port(),
             master: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         server.restart().await;
@@ -39,13 +43,10 @@ impl RedisServer {
     /// Starts one as a replica of `master` and waits until it has the master's dataset (its
     /// link is up).
     pub async fn start_replica_of(master: &RedisServer) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
         let mut server = Self {
-            port,
+            port: free_port(),
             master: Some(master.port),
+            args: Vec::new(),
             child: None,
         };
         server.restart().await;
@@ -137,6 +138,7 @@ impl RedisServer {
         if let Some(master) = self.master {
             command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
         }
+        command.args(&self.args);
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -175,6 +177,13 @@ impl RedisServer {
             .ok()?;
         Some(String::from_utf8_lossy(&reply[..n]).into_owned())
     }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 impl Drop for RedisServer {

@@ -2,8 +2,8 @@
 //! (`cargo xtask contract` writes the examples' event contracts, see [`contract`].)
 //!
 //! 1. Installs what the tests need and the machine lacks, with apt-get when it can (as root,
-//!    or through `sudo -n`): Chromium and its driver for the browser tests, `redis-server` for
-//!    the backplane tests, nginx and Caddy for the proxy tests (they start their own on free
+//!    or through `sudo -n`): Chromium and its driver for the browser tests, `redis-server` (and
+//!    `redis-cli`, to make a cluster) for the backplane tests, nginx and Caddy for the proxy tests (they start their own on free
 //!    ports); and node's packages of `node-tests/` (the AsyncAPI parser) with `npm ci`.
 //! 2. Checks what it cannot install: PostgreSQL on 127.0.0.1:5432 (or `DATABASE_URL`) for the
 //!    `orders` example's tests.
@@ -70,6 +70,10 @@ fn test(args: &[String]) -> ExitCode {
     }
     if which("redis-server").is_none() {
         missing.push("redis-server");
+    }
+    // The cluster tests make their cluster with `redis-cli --cluster create`.
+    if which("redis-cli").is_none() {
+        missing.push("redis-tools");
     }
     // The proxy tests run real ones (tests/proxies.rs, the browser tests behind nginx).
     if which("nginx").is_none() && !Path::new("/usr/sbin/nginx").is_file() {

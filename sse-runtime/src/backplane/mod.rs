@@ -115,6 +115,9 @@ pub struct Backplane {
 enum Engine {
     #[cfg(feature = "redis")]
     Redis(::redis::Client),
+    /// The seed nodes' URLs (checked when the backplane was made).
+    #[cfg(feature = "redis-cluster")]
+    RedisCluster(Vec<String>),
 }
 
 /// A backplane that cannot be used as given (a malformed URL); the engine's own error is its
@@ -176,6 +179,51 @@ impl Backplane {
         })
     }
 
+    /// A Redis Cluster (Redis 7 or later), found from any of its `nodes`
+    /// (`redis://host:port`, more than one in case one is down). Every key of a topic is in
+    /// one slot (the topic is the hash tag) and its events go through sharded pub/sub
+    /// (`SPUBLISH`), so a publish reaches only the shard that holds the topic; redirections
+    /// (`MOVED`, `ASK`) and topology changes are followed, subscriptions move with their
+    /// slots, and a failover moves each topic of the shard to a new epoch (one `reset` per
+    /// stream, never a reused id). Nothing connects until the manager is built.
+    ///
+    /// ```
+    /// # #[cfg(feature = "redis-cluster")] {
+    /// use sse_runtime::backplane::Backplane;
+    ///
+    /// let backplane =
+    ///     Backplane::redis_cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]).unwrap();
+    /// assert!(Backplane::redis_cluster(["not a url"]).is_err());
+    /// assert!(Backplane::redis_cluster(Vec::<String>::new()).is_err());
+    /// # }
+    /// ```
+    #[cfg(feature = "redis-cluster")]
+    pub fn redis_cluster<I>(nodes: I) -> Result<Self, BackplaneError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let nodes: Vec<String> = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        if nodes.is_empty() {
+            return Err(BackplaneError {
+                message: "a Redis Cluster needs at least one node's URL".to_owned(),
+                source: None,
+            });
+        }
+        for node in &nodes {
+            ::redis::Client::open(node.as_str()).map_err(|error| BackplaneError {
+                message: format!("invalid redis URL {node:?}: {error}"),
+                source: Some(Arc::new(error)),
+            })?;
+        }
+        Ok(Self {
+            engine: Engine::RedisCluster(nodes),
+            prefix: "sse:".to_owned(),
+            lease_ttl: DEFAULT_LEASE_TTL,
+            queue: 8192,
+        })
+    }
+
     /// Prefix of every key and channel (default `sse:`), so several applications can share one
     /// broker.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -203,12 +251,15 @@ impl Backplane {
         match &self.engine {
             #[cfg(feature = "redis")]
             Engine::Redis(client) => redis::Redis::start(
-                client.clone(),
-                redis::Settings {
-                    prefix: self.prefix.clone(),
-                    lease_ttl: self.lease_ttl,
-                    queue: self.queue,
-                },
+                redis::Target::Single(client.clone()),
+                self.redis_settings(),
+                counters,
+                changed,
+            ),
+            #[cfg(feature = "redis-cluster")]
+            Engine::RedisCluster(nodes) => redis::Redis::start(
+                redis::Target::Cluster(nodes.clone()),
+                self.redis_settings(),
                 counters,
                 changed,
             ),
@@ -221,11 +272,24 @@ impl Backplane {
     }
 }
 
+#[cfg(feature = "redis")]
+impl Backplane {
+    fn redis_settings(&self) -> redis::Settings {
+        redis::Settings {
+            prefix: self.prefix.clone(),
+            lease_ttl: self.lease_ttl,
+            queue: self.queue,
+        }
+    }
+}
+
 impl fmt::Debug for Backplane {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let engine = match &self.engine {
             #[cfg(feature = "redis")]
             Engine::Redis(_) => "redis",
+            #[cfg(feature = "redis-cluster")]
+            Engine::RedisCluster(_) => "redis-cluster",
             #[cfg(not(feature = "redis"))]
             _ => "none",
         };

@@ -1,5 +1,6 @@
 //! The command connection's supervisor: one multiplexed connection for scripts and commands,
-//! shared by every task, and replaced when it falls silent.
+//! shared by every task, and replaced when it falls silent; in a cluster, the cluster
+//! client's connection (one per node, redirections followed).
 
 use std::sync::Arc;
 
@@ -16,9 +17,13 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 /// gives up on the socket, many minutes later. So a timeout replaces it here, as does the
 /// pub/sub probe finding its own connection silent.
 #[derive(Clone)]
-pub(super) struct Commands(Arc<CommandsInner>);
+pub(super) enum Commands {
+    Single(Arc<CommandsInner>),
+    #[cfg(feature = "redis-cluster")]
+    Cluster(super::cluster::ClusterCommands),
+}
 
-struct CommandsInner {
+pub(super) struct CommandsInner {
     client: Client,
     config: ConnectionManagerConfig,
     /// The connection in use and its generation: a failure replaces the connection only if
@@ -28,14 +33,34 @@ struct CommandsInner {
 
 impl Commands {
     pub(super) fn new(client: Client, config: ConnectionManagerConfig) -> Self {
-        let connection = Self::connect(&client, &config);
-        Self(Arc::new(CommandsInner {
+        let connection = CommandsInner::connect(&client, &config);
+        Self::Single(Arc::new(CommandsInner {
             client,
             config,
             current: Mutex::new((0, connection)),
         }))
     }
 
+    /// Replaces the current connection: the network path to Redis is suspect. (A cluster
+    /// client watches its own connections.)
+    pub(super) fn replace_current(&self) {
+        match self {
+            Self::Single(inner) => {
+                let generation = inner.current.lock().0;
+                inner.replace(generation);
+            }
+            #[cfg(feature = "redis-cluster")]
+            Self::Cluster(_) => {}
+        }
+    }
+
+    /// Whether this is a cluster's connection.
+    pub(super) fn is_cluster(&self) -> bool {
+        !matches!(self, Self::Single(_))
+    }
+}
+
+impl CommandsInner {
     /// A connection manager that connects on first use.
     fn connect(client: &Client, config: &ConnectionManagerConfig) -> ConnectionManager {
         ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
@@ -43,24 +68,15 @@ impl Commands {
     }
 
     fn current(&self) -> (u64, ConnectionManager) {
-        self.0.current.lock().clone()
+        self.current.lock().clone()
     }
 
     /// Replaces the connection of `generation` (if it still is the current one).
     fn replace(&self, generation: u64) {
-        let mut current = self.0.current.lock();
+        let mut current = self.current.lock();
         if current.0 == generation {
-            *current = (
-                generation + 1,
-                Self::connect(&self.0.client, &self.0.config),
-            );
+            *current = (generation + 1, Self::connect(&self.client, &self.config));
         }
-    }
-
-    /// Replaces the current connection: the network path to Redis is suspect.
-    pub(super) fn replace_current(&self) {
-        let generation = self.0.current.lock().0;
-        self.replace(generation);
     }
 
     fn check<T>(&self, generation: u64, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
@@ -76,11 +92,15 @@ impl Commands {
 
 impl redis::aio::ConnectionLike for Commands {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let (generation, mut connection) = self.current();
-            let result = connection.send_packed_command(cmd).await;
-            self.check(generation, result)
-        })
+        match self {
+            Self::Single(inner) => Box::pin(async move {
+                let (generation, mut connection) = inner.current();
+                let result = connection.send_packed_command(cmd).await;
+                inner.check(generation, result)
+            }),
+            #[cfg(feature = "redis-cluster")]
+            Self::Cluster(cluster) => cluster.req_packed_command(cmd),
+        }
     }
 
     fn req_packed_commands<'a>(
@@ -89,16 +109,24 @@ impl redis::aio::ConnectionLike for Commands {
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let (generation, mut connection) = self.current();
-            let result = connection
-                .send_packed_commands(pipeline, offset, count)
-                .await;
-            self.check(generation, result)
-        })
+        match self {
+            Self::Single(inner) => Box::pin(async move {
+                let (generation, mut connection) = inner.current();
+                let result = connection
+                    .send_packed_commands(pipeline, offset, count)
+                    .await;
+                inner.check(generation, result)
+            }),
+            #[cfg(feature = "redis-cluster")]
+            Self::Cluster(cluster) => cluster.req_packed_commands(pipeline, offset, count),
+        }
     }
 
     fn get_db(&self) -> i64 {
-        self.0.client.get_connection_info().redis_settings().db()
+        match self {
+            Self::Single(inner) => inner.client.get_connection_info().redis_settings().db(),
+            #[cfg(feature = "redis-cluster")]
+            Self::Cluster(_) => 0,
+        }
     }
 }

@@ -42,6 +42,8 @@ use crate::remote::{Outgoing, Publish};
 use crate::stats::{BackplaneStats, Counters};
 use crate::topic::Topic;
 
+#[cfg(feature = "redis-cluster")]
+mod cluster;
 mod commands;
 mod publishing;
 mod pubsub;
@@ -65,6 +67,13 @@ const IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Reconnect and resync backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Which Redis: one (with its replicas behind one address), or a cluster from its seed nodes.
+pub(crate) enum Target {
+    Single(Client),
+    #[cfg(feature = "redis-cluster")]
+    Cluster(Vec<String>),
+}
 
 pub(crate) struct Settings {
     pub(crate) prefix: String,
@@ -161,17 +170,26 @@ fn millis(duration: Duration) -> u64 {
 impl Redis {
     /// Starts the connections and the two tasks. Must run inside a tokio runtime.
     pub(crate) fn start(
-        client: Client,
+        target: Target,
         settings: Settings,
         counters: Arc<Counters>,
         changed: Arc<Notify>,
     ) -> Arc<dyn Broker> {
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(BACKOFF_MAX);
-        let commands = Commands::new(client.clone(), config);
+        let commands = match &target {
+            Target::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                    .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+                    .set_number_of_retries(1)
+                    .set_max_delay(BACKOFF_MAX);
+                Commands::new(client.clone(), config)
+            }
+            #[cfg(feature = "redis-cluster")]
+            Target::Cluster(nodes) => Commands::Cluster(
+                cluster::ClusterCommands::new(nodes)
+                    .expect("the nodes' URLs were checked by Backplane::redis_cluster"),
+            ),
+        };
         let instance = format!(
             "{:x}{:x}",
             std::process::id(),
@@ -180,11 +198,12 @@ impl Redis {
                 .unwrap_or_default()
                 .as_nanos() as u64
         );
+        let sharded = commands.is_cluster();
         let shared = Arc::new(Shared {
             prefix: settings.prefix,
             instance,
             commands,
-            scripts: Scripts::new(),
+            scripts: Scripts::new(sharded),
             counters,
             changed,
             connected: AtomicBool::new(false),
@@ -201,7 +220,15 @@ impl Redis {
         let (jobs, queue) = mpsc::channel(settings.queue);
         let (control, orders) = mpsc::unbounded_channel();
         tokio::spawn(publishing(shared.clone(), queue));
-        tokio::spawn(listening(shared.clone(), client, orders));
+        match target {
+            Target::Single(client) => {
+                tokio::spawn(listening(shared.clone(), client, orders));
+            }
+            #[cfg(feature = "redis-cluster")]
+            Target::Cluster(nodes) => {
+                tokio::spawn(cluster::listening(shared.clone(), nodes, orders));
+            }
+        }
         Arc::new(Self {
             shared,
             jobs,

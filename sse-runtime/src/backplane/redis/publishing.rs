@@ -45,21 +45,68 @@ pub(super) async fn publishing(shared: Arc<Shared>, mut queue: mpsc::Receiver<Jo
     }
 }
 
-/// Runs one batch as a pipeline of `EVALSHA`s; when Redis lost the script (a restart), loads it
-/// and sends the refused ones again, still in order (a refused script did not run).
+/// Runs one batch: one pipeline on one Redis; in a cluster, one per slot (a pipeline must not
+/// cross slots), concurrently. Each topic's events stay in queue order: a topic is one slot.
 pub(super) async fn publish_batch(
     shared: &Shared,
     batch: &[Job],
 ) -> Vec<Result<Outcome, PublishError>> {
-    let mut outcomes: Vec<Option<Result<Outcome, PublishError>>> = vec![None; batch.len()];
-    let mut pending: Vec<usize> = (0..batch.len()).collect();
+    let groups = slot_groups(shared, batch);
     let epoch = new_epoch();
+    let answers = futures_util::future::join_all(
+        groups
+            .iter()
+            .map(|group| publish_group(shared, batch, group, &epoch)),
+    )
+    .await;
+    let mut outcomes: Vec<Option<Result<Outcome, PublishError>>> = vec![None; batch.len()];
+    for (group, answers) in groups.iter().zip(answers) {
+        for (&i, outcome) in group.iter().zip(answers) {
+            outcomes[i] = Some(outcome);
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.expect("every job is in one group"))
+        .collect()
+}
+
+/// The batch's jobs by slot, each group in queue order (one group on one Redis).
+fn slot_groups(shared: &Shared, batch: &[Job]) -> Vec<Vec<usize>> {
+    #[cfg(feature = "redis-cluster")]
+    if shared.commands.is_cluster() {
+        let mut groups: Vec<(redis::cluster_routing::Slot, Vec<usize>)> = Vec::new();
+        for (i, job) in batch.iter().enumerate() {
+            let key = shared.keys(&job.message.topic).meta;
+            let slot = redis::cluster_routing::Slot::for_key(key);
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, group)) => group.push(i),
+                None => groups.push((slot, vec![i])),
+            }
+        }
+        return groups.into_iter().map(|(_, group)| group).collect();
+    }
+    let _ = shared;
+    vec![(0..batch.len()).collect()]
+}
+
+/// Runs the jobs `group` of `batch` as a pipeline of `EVALSHA`s; when Redis lost the script
+/// (a restart, a failover), loads it and sends the refused ones again, still in order (a
+/// refused script did not run). Returns the outcomes in `group`'s order.
+async fn publish_group(
+    shared: &Shared,
+    batch: &[Job],
+    group: &[usize],
+    epoch: &str,
+) -> Vec<Result<Outcome, PublishError>> {
+    let mut outcomes: Vec<Option<Result<Outcome, PublishError>>> = vec![None; group.len()];
+    let mut pending: Vec<usize> = (0..group.len()).collect();
     let mut conn = shared.commands.clone();
     for _attempt in 0..2 {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for &i in &pending {
-            pipe.add_command(publish_command(shared, &batch[i].message, &epoch));
+            pipe.add_command(publish_command(shared, &batch[group[i]].message, epoch));
         }
         let replies: Vec<Value> = match pipe.query_async(&mut conn).await {
             Ok(replies) => replies,
@@ -80,13 +127,14 @@ pub(super) async fn publish_batch(
         if unloaded.is_empty() {
             break;
         }
-        if let Err(error) = shared
+        // In a cluster, redis-rs sends the load to every node.
+        let loaded = shared
             .scripts
             .publish
             .prepare_invoke()
             .load_async(&mut conn)
-            .await
-        {
+            .await;
+        if let Err(error) = loaded {
             for &i in &unloaded {
                 outcomes[i] = Some(Err(PublishError::Broker(error.clone().into())));
             }

@@ -1,7 +1,11 @@
 //! The Lua scripts, one file each under `scripts/`: each is atomic on the node that holds its
 //! topic's keys (one hash tag), and runs by its SHA (`EVALSHA`), loaded again when Redis lost
-//! it (a restart). The two that number a topic start with `numbering.lua`, which keeps the
-//! numbering to one history of writes (a failover or a restart moves it to a new epoch).
+//! it (a restart).
+//!
+//! Each starts with the pub/sub it uses: `pubsub.lua` on one Redis, `sharded.lua` in a
+//! cluster (sharded pub/sub, so a publish reaches only its shard). The two that number a topic
+//! go on with `numbering.lua`, which keeps the numbering to one history of writes (a failover
+//! or a restart moves it to a new epoch).
 
 use redis::Script;
 
@@ -23,20 +27,23 @@ pub(super) struct Scripts {
     pub(super) hand_over: Script,
 }
 
+const NUMBERING: &str = include_str!("scripts/numbering.lua");
+
 impl Scripts {
-    pub(super) fn new() -> Self {
+    /// The scripts for one Redis, or (`sharded`) for a cluster.
+    pub(super) fn new(sharded: bool) -> Self {
+        let pubsub = if sharded {
+            include_str!("scripts/sharded.lua")
+        } else {
+            include_str!("scripts/pubsub.lua")
+        };
+        let script = |parts: &[&str]| Script::new(&[&[pubsub], parts].concat().concat());
         Self {
-            publish: Script::new(concat!(
-                include_str!("scripts/numbering.lua"),
-                include_str!("scripts/publish.lua")
-            )),
-            sync: Script::new(concat!(
-                include_str!("scripts/numbering.lua"),
-                include_str!("scripts/sync.lua")
-            )),
-            release: Script::new(include_str!("scripts/release.lua")),
-            renew: Script::new(include_str!("scripts/renew.lua")),
-            hand_over: Script::new(include_str!("scripts/hand_over.lua")),
+            publish: script(&[NUMBERING, include_str!("scripts/publish.lua")]),
+            sync: script(&[NUMBERING, include_str!("scripts/sync.lua")]),
+            release: script(&[include_str!("scripts/release.lua")]),
+            renew: script(&[include_str!("scripts/renew.lua")]),
+            hand_over: script(&[include_str!("scripts/hand_over.lua")]),
         }
     }
 }

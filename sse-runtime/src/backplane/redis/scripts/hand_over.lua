@@ -1,7 +1,7 @@
 -- KEYS: lease. ARGV: token, channel.
 if redis.call('get', KEYS[1]) == ARGV[1] then
   redis.call('del', KEYS[1])
-  redis.call('publish', ARGV[2], '!')
+  send(ARGV[2], '!')
   return 1
 end
 return 0

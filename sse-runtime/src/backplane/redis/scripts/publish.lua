@@ -6,7 +6,7 @@ local tail, maxlen, dedup, token, channel = ARGV[1], tonumber(ARGV[3]), ARGV[5],
 if token ~= '' and redis.call('get', lease) ~= token then
   return {-1}
 end
-local watched = redis.call('pubsub', 'numsub', channel)[2] > 0
+local watched = listeners(channel) > 0
 local epoch = numbering(meta, stream, ARGV[2], watched)
 if not epoch then
   return {2}
@@ -30,5 +30,5 @@ else
   local ttl = redis.call('pttl', meta)
   if ttl > 0 then redis.call('pexpire', stream, ttl) end
 end
-redis.call('publish', channel, frame)
+send(channel, frame)
 return {1, epoch, seq}
