@@ -41,6 +41,11 @@ impl RedisCluster {
                     // A master not heard from for 1 s is failed over by its replica.
                     "--cluster-node-timeout",
                     "1000",
+                    // And however long ago it last heard from its master (a replica still
+                    // syncing after a failover, its master killed): a test needs the slot
+                    // served, and a replica that lacks writes is what the tests are about.
+                    "--cluster-replica-validity-factor",
+                    "0",
                 ])
                 .await,
             );
@@ -143,6 +148,37 @@ impl RedisCluster {
         }
     }
 
+    /// Freezes the node on `port` (see [`RedisServer::freeze`]).
+    pub fn freeze(&mut self, port: u16) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.port() == port) {
+            node.freeze();
+        }
+    }
+
+    /// Starts the node on `port` again, killed before, with its files (`nodes.conf`, no
+    /// data): it rejoins the cluster, as a replica of whichever node took its slots, and this
+    /// waits until every node says the cluster is ok and sees it as a replica.
+    pub async fn revive(&mut self, port: u16) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.port() == port) {
+            node.restart_from_snapshot().await;
+        }
+        self.wait_ok().await;
+        for _ in 0..1500 {
+            let mut all = true;
+            for node in &self.nodes {
+                let seen = self.topology(node).await;
+                all &= seen
+                    .iter()
+                    .any(|n| n.port == port && n.replica_of.is_some());
+            }
+            if all {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the node on {port} did not rejoin as a replica");
+    }
+
     /// The node with `port`.
     pub fn node(&self, port: u16) -> &RedisServer {
         self.nodes
@@ -164,10 +200,17 @@ impl RedisCluster {
             .expect("a slot")
     }
 
-    /// The master serving `slot` and its replica, as the first running node sees them.
+    /// The master serving `slot` and its replica, as the first running node sees them, once
+    /// it sees one (after a failover the old master shows as the new one's replica a little
+    /// later).
     pub async fn shard_of(&self, slot: u16) -> (Node, Node) {
-        let (master, replica) = self.shard(slot).await;
-        (master, replica.expect("the master has a replica"))
+        for _ in 0..1500 {
+            if let (master, Some(replica)) = self.shard(slot).await {
+                return (master, replica);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the master of slot {slot} has no replica");
     }
 
     /// The master serving `slot` and its replica if it has one.

@@ -16,6 +16,8 @@ pub struct RedisServer {
     /// More arguments for `redis-server` (a cluster node's).
     args: Vec<String>,
     child: Option<Child>,
+    /// Stopped (SIGSTOP): it holds its connections open and answers nothing.
+    frozen: bool,
 }
 
 impl RedisServer {
@@ -35,6 +37,7 @@ impl RedisServer {
             master: None,
             args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
+            frozen: false,
         };
         server.restart().await;
         server
@@ -48,6 +51,7 @@ impl RedisServer {
             master: Some(master.port),
             args: Vec::new(),
             child: None,
+            frozen: false,
         };
         server.restart().await;
         server.wait_in_sync().await;
@@ -103,10 +107,32 @@ impl RedisServer {
 
     /// Kills the server at once (SIGKILL: no save, every connection cut).
     pub fn kill(&mut self) {
+        self.frozen = false;
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stops it (SIGSTOP) without closing anything: a host that hangs or a network that
+    /// drops every packet. Its connections stay open and nothing on them says it is gone.
+    pub fn freeze(&mut self) {
+        self.signal(libc::SIGSTOP);
+        self.frozen = true;
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&mut self) {
+        self.signal(libc::SIGCONT);
+        self.frozen = false;
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("a running redis-server");
+        let pid = libc::pid_t::try_from(child.id()).expect("a pid");
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "signal {signal} to redis-server {pid}");
     }
 
     /// Starts it (again) on the same port, empty, and waits until it answers.
@@ -164,6 +190,9 @@ impl RedisServer {
     /// Sends one command (inline, space-free arguments) and returns the raw reply, or `None`
     /// when the server cannot be reached.
     pub async fn command(&self, args: &[&str]) -> Option<String> {
+        if self.frozen {
+            return None;
+        }
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
         let mut request = format!("*{}\r\n", args.len());
         for arg in args {

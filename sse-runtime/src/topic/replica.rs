@@ -54,6 +54,10 @@ pub(super) struct Replica {
     dropped: Option<EventId>,
     /// A gap repair (or resync) is on its way: one fetch per topic, not one per frame or client.
     repairing: bool,
+    /// Snapshot reads begun (see [`Topic::snapshot_ticket`]), and the newest one merged: a
+    /// snapshot read before the one merged last is older than what the topic holds.
+    tickets: u64,
+    merged: u64,
 }
 
 impl Replica {
@@ -67,6 +71,8 @@ impl Replica {
             placed: Vec::new(),
             dropped: None,
             repairing: false,
+            tickets: 0,
+            merged: 0,
         }
     }
 
@@ -163,12 +169,21 @@ impl Topic {
     /// (`history-lost`) in its stream: its client stays connected, so a broker restart does
     /// not end every stream of every instance at once (and bring every client back at once).
     /// Events the broker no longer holds end the subscribers that needed them.
-    pub(crate) fn merge(&self, snapshot: Snapshot) -> Applied {
+    ///
+    /// `ticket` is the one taken when the snapshot's read began: a snapshot read before the one
+    /// merged last is stale and left out. (Reads run side by side: a resync after a
+    /// resubscription and a gap's repair, say. Merged the other way round after a failover,
+    /// the older one would send every stream back into the epoch just left.)
+    pub(crate) fn merge(&self, snapshot: Snapshot, ticket: u64) -> Applied {
         let mut guard = self.state.write();
         let state = &mut *guard;
         if state.closed {
             return Applied::Done;
         }
+        if ticket < state.replica.merged {
+            return Applied::Done;
+        }
+        state.replica.merged = ticket;
         if !state.replica.synced || snapshot.epoch != state.history.epoch {
             let lost = state.replica.synced;
             let start = snapshot
@@ -200,6 +215,15 @@ impl Topic {
         };
         state.wake_all();
         applied
+    }
+
+    /// A ticket for a snapshot read about to begin, for its [`merge`](Self::merge): tickets
+    /// rise in the order reads begin, which is the order the broker answers them on one
+    /// connection.
+    pub(crate) fn snapshot_ticket(&self) -> u64 {
+        let mut state = self.state.write();
+        state.replica.tickets += 1;
+        state.replica.tickets
     }
 
     /// Whether the topic has its numbering (always, in-process).
@@ -339,6 +363,12 @@ mod tests {
         }
     }
 
+    /// Merges a snapshot whose read began now.
+    fn merge(topic: &Topic, snapshot: Snapshot) -> Applied {
+        let ticket = topic.snapshot_ticket();
+        topic.merge(snapshot, ticket)
+    }
+
     fn id(epoch: u64, seq: u64) -> EventId {
         EventId::new(epoch, seq)
     }
@@ -400,7 +430,7 @@ mod tests {
             "a pending subscriber reads nothing"
         );
 
-        assert_eq!(topic.merge(snapshot(EPOCH, 4, 1..=4)), Applied::Done);
+        assert_eq!(merge(&topic, snapshot(EPOCH, 4, 1..=4)), Applied::Done);
         assert!(topic.is_synced());
         assert_eq!(topic.sync_point(), Some(id(EPOCH, 4)));
         assert_eq!(live.joined(&topic), Some(Joined::Live));
@@ -430,7 +460,7 @@ mod tests {
         assert_eq!(topic.apply(id(EPOCH, 4), frame(EPOCH, 4)), Applied::Done);
         assert_eq!(topic.apply(id(EPOCH, 5), frame(EPOCH, 5)), Applied::Done);
         // The snapshot was taken after 4 was numbered: 4 comes once, 5 after it.
-        assert_eq!(topic.merge(snapshot(EPOCH, 4, 1..=4)), Applied::Done);
+        assert_eq!(merge(&topic, snapshot(EPOCH, 4, 1..=4)), Applied::Done);
         assert_eq!(live.joined(&topic), Some(Joined::Live));
         assert_eq!(live.read(&topic), Ok(texts(EPOCH, 5..=5)));
         assert_eq!(topic.sync_point(), Some(id(EPOCH, 5)));
@@ -439,7 +469,7 @@ mod tests {
     #[test]
     fn a_gap_asks_for_one_fetch_and_its_repair_delivers_everything_in_order() {
         let topic = topic();
-        topic.merge(snapshot(EPOCH, 3, 1..=3));
+        merge(&topic, snapshot(EPOCH, 3, 1..=3));
         let client = Client::new(&topic, Start::Live);
         assert_eq!(
             topic.apply(id(EPOCH, 6), frame(EPOCH, 6)),
@@ -462,7 +492,7 @@ mod tests {
             "the fetch continues after 3"
         );
 
-        assert_eq!(topic.merge(snapshot(EPOCH, 5, 4..=5)), Applied::Done);
+        assert_eq!(merge(&topic, snapshot(EPOCH, 5, 4..=5)), Applied::Done);
         assert_eq!(client.read(&topic), Ok(texts(EPOCH, 4..=7)));
         assert_eq!(
             topic.apply(id(EPOCH, 9), frame(EPOCH, 9)),
@@ -474,14 +504,14 @@ mod tests {
     #[test]
     fn a_frame_already_held_is_skipped() {
         let topic = topic();
-        topic.merge(snapshot(EPOCH, 3, 1..=3));
+        merge(&topic, snapshot(EPOCH, 3, 1..=3));
         let client = Client::new(&topic, Start::After(id(EPOCH, 1)));
         assert_eq!(
             topic.apply(id(EPOCH, 3), Bytes::from_static(b"a repeat\n\n")),
             Applied::Done
         );
         assert_eq!(client.read(&topic), Ok(texts(EPOCH, 2..=3)));
-        assert_eq!(topic.merge(snapshot(EPOCH, 3, 2..=3)), Applied::Done);
+        assert_eq!(merge(&topic, snapshot(EPOCH, 3, 2..=3)), Applied::Done);
         assert_eq!(
             client.read(&topic),
             Ok(String::new()),
@@ -492,7 +522,7 @@ mod tests {
     #[test]
     fn a_new_epoch_resets_every_placed_subscriber_in_its_stream_and_starts_a_new_log() {
         let topic = topic();
-        topic.merge(snapshot(EPOCH, 3, 1..=3));
+        merge(&topic, snapshot(EPOCH, 3, 1..=3));
         let client = Client::new(&topic, Start::Live);
         let waiting = Client::new(&topic, Start::Live);
         // The broker lost the topic (a restart without persistence): it numbers anew.
@@ -505,7 +535,7 @@ mod tests {
             Ok(String::new()),
             "nothing of the new epoch yet"
         );
-        assert_eq!(topic.merge(snapshot(EPOCH + 1, 1, 1..=1)), Applied::Done);
+        assert_eq!(merge(&topic, snapshot(EPOCH + 1, 1, 1..=1)), Applied::Done);
         // One reset, whose id is the new numbering's position before its first event, then
         // that event: the stream goes on.
         let reset = std::str::from_utf8(&crate::frame::reset("history-lost", id(EPOCH + 1, 1)))
@@ -525,7 +555,7 @@ mod tests {
         // A client from the old epoch is told once the broker confirms the epoch is gone.
         let mut back = Client::new(&topic, Start::After(id(EPOCH, 3)));
         assert!(back.member.fetch && back.joined(&topic).is_none());
-        assert_eq!(topic.merge(snapshot(EPOCH + 1, 2, 1..=2)), Applied::Done);
+        assert_eq!(merge(&topic, snapshot(EPOCH + 1, 2, 1..=2)), Applied::Done);
         assert!(matches!(
             back.joined(&topic),
             Some(Joined::Reset { reason: ResetReason::UnknownEpoch, continue_from }) if continue_from == id(EPOCH + 1, 3)
@@ -538,7 +568,7 @@ mod tests {
     #[test]
     fn a_client_from_an_epoch_this_instance_has_not_heard_of_yet_waits_for_it_and_resumes() {
         let topic = topic();
-        topic.merge(snapshot(EPOCH, 3, 1..=3));
+        merge(&topic, snapshot(EPOCH, 3, 1..=3));
         let live = Client::new(&topic, Start::Live);
         assert!(!live.member.fetch, "a live subscriber needs nothing");
         // Another instance already follows the broker's new epoch (a failover moved the topic
@@ -553,7 +583,7 @@ mod tests {
         );
         assert_eq!(ahead.joined(&topic), None);
         assert_eq!(ahead.read(&topic), Ok(String::new()), "it waits");
-        assert_eq!(topic.merge(snapshot(EPOCH + 1, 2, 1..=2)), Applied::Done);
+        assert_eq!(merge(&topic, snapshot(EPOCH + 1, 2, 1..=2)), Applied::Done);
         for client in [&mut ahead, &mut twin] {
             assert_eq!(client.joined(&topic), Some(Joined::Resumed));
             assert_eq!(
@@ -568,10 +598,10 @@ mod tests {
     #[test]
     fn events_the_broker_no_longer_holds_end_the_subscribers_that_needed_them() {
         let topic = topic();
-        topic.merge(snapshot(EPOCH, 3, 1..=3));
+        merge(&topic, snapshot(EPOCH, 3, 1..=3));
         let behind = Client::new(&topic, Start::After(id(EPOCH, 3)));
         // Away during an outage: 4..=8 were trimmed from the broker's stream meanwhile.
-        assert_eq!(topic.merge(snapshot(EPOCH, 10, 9..=10)), Applied::Done);
+        assert_eq!(merge(&topic, snapshot(EPOCH, 10, 9..=10)), Applied::Done);
         assert_eq!(
             behind.read(&topic),
             Err("lagged"),
@@ -585,9 +615,43 @@ mod tests {
             last_seq: 12,
             frames: Vec::new(),
         };
-        assert_eq!(topic.merge(none_held), Applied::Done);
+        assert_eq!(merge(&topic, none_held), Applied::Done);
         assert_eq!(topic.sync_point(), Some(id(EPOCH, 12)));
         assert_eq!(late.read(&topic), Err("lagged"));
+    }
+
+    /// Spec: snapshots read side by side (a resync after a resubscription and a gap's repair)
+    /// can land in either order. One read before the snapshot merged last is left out: after
+    /// a failover it would send every stream back into the epoch just left, to get events
+    /// again under ids it already had.
+    #[test]
+    fn a_snapshot_read_before_the_one_merged_last_is_left_out() {
+        let topic = topic();
+        let mut live = Client::new(&topic, Start::Live);
+        merge(&topic, snapshot(EPOCH, 3, 1..=3));
+        assert_eq!(live.joined(&topic), Some(Joined::Live));
+        let older = topic.snapshot_ticket();
+        let newer = topic.snapshot_ticket();
+        // The broker moved to a new epoch between the two reads; the newer lands first.
+        assert_eq!(
+            topic.merge(snapshot(EPOCH + 1, 2, 1..=2), newer),
+            Applied::Done
+        );
+        let reset = std::str::from_utf8(&crate::frame::reset("history-lost", id(EPOCH + 1, 1)))
+            .unwrap()
+            .to_owned();
+        assert_eq!(live.read(&topic), Ok(reset + &texts(EPOCH + 1, 1..=2)));
+        assert_eq!(topic.merge(snapshot(EPOCH, 5, 1..=5), older), Applied::Done);
+        assert_eq!(
+            topic.sync_point(),
+            Some(id(EPOCH + 1, 2)),
+            "the epoch stays"
+        );
+        assert_eq!(
+            live.read(&topic),
+            Ok(String::new()),
+            "no second reset, nothing again"
+        );
     }
 
     #[test]
@@ -608,22 +672,22 @@ mod tests {
             "the rest is fetched again"
         );
         // The held 2..=5 continue a snapshot at 1; 6..=8 found no room: one fetch for them.
-        assert_eq!(topic.merge(snapshot(EPOCH, 1, 1..=1)), Applied::Fetch);
+        assert_eq!(merge(&topic, snapshot(EPOCH, 1, 1..=1)), Applied::Fetch);
         assert_eq!(live.joined(&topic), Some(Joined::Live));
         assert_eq!(live.read(&topic), Ok(texts(EPOCH, 2..=5)));
         // Nothing more is published: the fetch alone brings what did not fit.
         assert_eq!(topic.sync_point(), Some(id(EPOCH, 5)));
-        assert_eq!(topic.merge(snapshot(EPOCH, 8, 6..=8)), Applied::Done);
+        assert_eq!(merge(&topic, snapshot(EPOCH, 8, 6..=8)), Applied::Done);
         assert_eq!(live.read(&topic), Ok(texts(EPOCH, 6..=8)));
     }
 
     #[test]
     fn a_closed_topic_takes_no_frame_and_asks_for_nothing() {
         let topic = topic();
-        topic.merge(snapshot(EPOCH, 3, 1..=3));
+        merge(&topic, snapshot(EPOCH, 3, 1..=3));
         topic.close();
         assert_eq!(topic.apply(id(EPOCH, 9), frame(EPOCH, 9)), Applied::Done);
-        assert_eq!(topic.merge(snapshot(EPOCH + 1, 1, 1..=1)), Applied::Done);
+        assert_eq!(merge(&topic, snapshot(EPOCH + 1, 1, 1..=1)), Applied::Done);
         assert_eq!(topic.sync_point(), Some(id(EPOCH, 3)));
     }
 
@@ -636,7 +700,7 @@ mod tests {
         // Its key is reused by the next subscriber, which must not inherit the placement.
         let mut reused = Client::new(&topic, Start::After(id(EPOCH, 1)));
         assert_eq!(reused.member.key, gone.member.key);
-        topic.merge(snapshot(EPOCH, 2, 1..=2));
+        merge(&topic, snapshot(EPOCH, 2, 1..=2));
         assert_eq!(stays.joined(&topic), Some(Joined::Live));
         assert_eq!(reused.joined(&topic), Some(Joined::Resumed));
         assert_eq!(reused.read(&topic), Ok(texts(EPOCH, 2..=2)));

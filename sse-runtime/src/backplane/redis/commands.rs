@@ -41,8 +41,7 @@ impl Commands {
         }))
     }
 
-    /// Replaces the current connection: the network path to Redis is suspect. (A cluster
-    /// client watches its own connections.)
+    /// Replaces the current connection: the network path to Redis is suspect.
     pub(super) fn replace_current(&self) {
         match self {
             Self::Single(inner) => {
@@ -50,7 +49,7 @@ impl Commands {
                 inner.replace(generation);
             }
             #[cfg(feature = "redis-cluster")]
-            Self::Cluster(_) => {}
+            Self::Cluster(cluster) => cluster.replace_current(),
         }
     }
 

@@ -19,6 +19,7 @@ pub(super) async fn sync(shared: Arc<Shared>, topic: Arc<Topic>) {
     let mut backoff = BACKOFF_MIN;
     while !topic.is_closed() {
         let (_, limits) = topic.settings();
+        let ticket = topic.snapshot_ticket();
         let point = topic.sync_point();
         let (after, epoch) = match point {
             Some(id) => ((id.sequence() + 1).to_string(), format!("{:x}", id.epoch())),
@@ -37,7 +38,7 @@ pub(super) async fn sync(shared: Arc<Shared>, topic: Arc<Topic>) {
             .invoke_async(&mut conn)
             .await;
         match reply.map_err(BrokerError::from).and_then(snapshot) {
-            Ok(snapshot) => match topic.merge(snapshot) {
+            Ok(snapshot) => match topic.merge(snapshot, ticket) {
                 Applied::Done => {
                     shared.changed.notify_waiters();
                     return;
