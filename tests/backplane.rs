@@ -416,6 +416,68 @@ async fn a_redis_restart_keeps_streams_open_and_each_gets_one_reset_in_the_strea
     assert!(stats.connected && stats.reconnects >= 1, "{stats:?}");
 }
 
+/// Spec (issue 28, part 3): after a Redis restart, until the instances have subscribed again,
+/// Redis knows of nobody listening to a topic; an instance that has the topic live (streams
+/// open on it) still records what it publishes there instead of dropping it as unwatched,
+/// and every stream gets it right after its `reset`. (Here Redis refuses `SUBSCRIBE` from
+/// each start until the test allows it, so the publish lands before any subscription.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_published_before_the_instances_subscribe_again_after_a_restart_is_kept() {
+    let mut redis = RedisServer::start_with(&[
+        "--user",
+        "default",
+        "on",
+        "nopass",
+        "~*",
+        "&*",
+        "+@all",
+        "-subscribe",
+    ])
+    .await;
+    let allow_subscribe = async |redis: &RedisServer| {
+        let allowed = redis
+            .command(&["ACL", "SETUSER", "default", "+subscribe"])
+            .await;
+        assert!(allowed.is_some_and(|r| r.starts_with("+OK")), "ACL SETUSER");
+    };
+    allow_subscribe(&redis).await;
+    let fast_retry = |b: sse_runtime::manager::ManagerBuilder| b.retry(Duration::from_millis(50));
+    let a = Instance::start_with(&redis, fast_retry).await;
+    let b = Instance::start_with(&redis, fast_retry).await;
+    let mut followers = [follower(a.url()), follower(b.url())];
+    for f in &mut followers {
+        expect(f, Seen::Connected).await;
+    }
+    a.synced(1).await;
+    b.synced(1).await;
+    a.manager.publish("feed", &1u64);
+    for f in &mut followers {
+        expect(f, Seen::Value(1)).await;
+    }
+
+    redis.kill();
+    for instance in [&a, &b] {
+        tokio::time::timeout(
+            PATIENCE,
+            instance
+                .manager
+                .wait_until(|s| !s.backplane.unwrap().connected),
+        )
+        .await
+        .expect("the lost connection is noticed");
+    }
+    redis.restart().await;
+    let sent = tokio::time::timeout(PATIENCE, a.manager.publish_confirmed("feed", &2u64))
+        .await
+        .expect("publish_confirmed never hangs");
+    assert!(matches!(sent, Ok(Outcome::Sent(_))), "{sent:?}");
+    allow_subscribe(&redis).await;
+    for f in &mut followers {
+        expect(f, Seen::Reset("history-lost".into())).await;
+        expect(f, Seen::Value(2)).await;
+    }
+}
+
 async fn a_killed_pubsub_connection_recovers_without_losing_or_resetting_anything(redis: Redis) {
     let (a, b) = (Instance::start(&redis).await, Instance::start(&redis).await);
     let mut followers = [follower(a.url()), follower(b.url())];

@@ -165,6 +165,8 @@ impl TopicPublisher {
                 let outgoing = outgoing(&self.counters, topic.name.clone(), event, &data, settings);
                 if let Ok(mut message) = outgoing {
                     message.fence = Some(lease.clone());
+                    // A poller runs while its topic has subscribers here.
+                    message.listened = true;
                     broker.publish(message);
                 }
             }

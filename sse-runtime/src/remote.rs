@@ -34,6 +34,11 @@ pub(crate) struct Outgoing {
     pub(crate) limits: Limits,
     /// A poller's lease: the broker refuses the event unless this lease is still current.
     pub(crate) fence: Option<Arc<Lease>>,
+    /// The topic is live here (it has local subscribers): the broker records the event even
+    /// when no instance's subscription is registered with it, as after a broker restart until
+    /// the instances have subscribed again (it would otherwise take the event for one nobody
+    /// listens to, and drop it).
+    pub(crate) listened: bool,
 }
 
 impl Outgoing {
@@ -58,6 +63,7 @@ impl Outgoing {
             dedup: false,
             limits,
             fence: None,
+            listened: false,
         })
     }
 }

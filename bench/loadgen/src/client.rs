@@ -171,9 +171,20 @@ async fn open(
     source: IpAddr,
     topic: &str,
 ) -> std::io::Result<(TcpStream, Vec<u8>, usize)> {
+    open_with(addr, source, &format!("/sse/{topic}"), None).await
+}
+
+/// [`open`] for any `path`, with `Last-Event-ID` when given.
+pub async fn open_with(
+    addr: SocketAddr,
+    source: IpAddr,
+    path: &str,
+    last_event_id: Option<&str>,
+) -> std::io::Result<(TcpStream, Vec<u8>, usize)> {
     let mut stream = connect_from(addr, source).await?;
+    let resume = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
     let request =
-        format!("GET /sse/{topic} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{resume}\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut buf = [0u8; 4096];
     let mut head = Vec::new();
@@ -228,7 +239,7 @@ impl Tracker<'_> {
     }
 }
 
-fn number_after(haystack: &[u8], key: &[u8]) -> Option<u64> {
+pub fn number_after(haystack: &[u8], key: &[u8]) -> Option<u64> {
     let at = haystack.windows(key.len()).position(|w| w == key)? + key.len();
     let digits = haystack[at..].iter().take_while(|b| b.is_ascii_digit());
     let mut value = 0u64;
@@ -240,9 +251,10 @@ fn number_after(haystack: &[u8], key: &[u8]) -> Option<u64> {
     any.then_some(value)
 }
 
-/// Decodes a chunked HTTP body into SSE frames and hands each `data:` payload to a callback.
+/// Decodes a chunked HTTP body into SSE frames and hands each `data:` payload (or each whole
+/// frame) to a callback.
 #[derive(Default)]
-struct Decoder {
+pub struct Decoder {
     state: ChunkState,
     size: u64,
     sse: Vec<u8>,
@@ -259,7 +271,18 @@ enum ChunkState {
 }
 
 impl Decoder {
-    fn feed(&mut self, mut input: &[u8], on_data: &mut impl FnMut(&[u8])) {
+    fn feed(&mut self, input: &[u8], on_data: &mut impl FnMut(&[u8])) {
+        self.feed_frames(input, &mut |frame| {
+            for line in frame.split(|&b| b == b'\n') {
+                if let Some(data) = line.strip_prefix(b"data:") {
+                    on_data(data);
+                }
+            }
+        });
+    }
+
+    /// Hands each whole frame (its lines, without the blank line that ends it) to `on_frame`.
+    pub fn feed_frames(&mut self, mut input: &[u8], on_frame: &mut impl FnMut(&[u8])) {
         while !input.is_empty() && self.state != ChunkState::Done {
             match self.state {
                 ChunkState::Size => {
@@ -308,18 +331,13 @@ impl Decoder {
                 ChunkState::Done => {}
             }
         }
-        self.frames(on_data);
+        self.frames(on_frame);
     }
 
-    fn frames(&mut self, on_data: &mut impl FnMut(&[u8])) {
+    fn frames(&mut self, on_frame: &mut impl FnMut(&[u8])) {
         let mut consumed = 0;
         while let Some(end) = self.sse[consumed..].windows(2).position(|w| w == b"\n\n") {
-            let frame = &self.sse[consumed..consumed + end];
-            for line in frame.split(|&b| b == b'\n') {
-                if let Some(data) = line.strip_prefix(b"data:") {
-                    on_data(data);
-                }
-            }
+            on_frame(&self.sse[consumed..consumed + end]);
             consumed += end + 2;
         }
         self.sse.drain(..consumed);

@@ -22,9 +22,13 @@
 //! event's data as JSON instead of scanning it for the two numbers it needs: a heavier client,
 //! as a typical one is, to see how the client's own cost moves the servers' ratios (it runs
 //! on the same cores).
+//!
+//! `--outage SECS --redis-pid PID --broker HOST:PORT`: a Redis restart under load instead (see
+//! `outage.rs`): streams that reconnect as browsers do, Redis killed and back after SECS.
 
 mod broker;
 mod client;
+mod outage;
 mod proc_stats;
 
 use std::net::{IpAddr, SocketAddr};
@@ -51,6 +55,8 @@ struct Options {
     hold: Duration,
     sources: usize,
     churn: usize,
+    outage: Option<Duration>,
+    redis_pid: Option<u32>,
     label: String,
 }
 
@@ -70,6 +76,8 @@ fn parse_options() -> Options {
         hold: Duration::ZERO,
         sources: 1,
         churn: 0,
+        outage: None,
+        redis_pid: None,
         label: String::new(),
     };
     let mut args = std::env::args().skip(1);
@@ -117,6 +125,12 @@ fn parse_options() -> Options {
             "--sources" => o.sources = value().parse().expect("--sources N"),
             "--label" => o.label = value(),
             "--churn" => o.churn = value().parse().expect("--churn ROUNDS"),
+            "--outage" => {
+                o.outage = Some(Duration::from_secs_f64(
+                    value().parse().expect("--outage SECONDS"),
+                ))
+            }
+            "--redis-pid" => o.redis_pid = Some(value().parse().expect("--redis-pid PID")),
             other => {
                 panic!("unknown flag {other}; see the doc comment of bench/loadgen/src/main.rs")
             }
@@ -197,6 +211,9 @@ async fn main() {
     let fd_limit = raise_fd_limit();
     if o.churn > 0 {
         return churn(&o).await;
+    }
+    if let Some(outage) = o.outage {
+        return outage::run(&o, outage).await;
     }
     let base = Instant::now();
     let instances = o.addrs.len();

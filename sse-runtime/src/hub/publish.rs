@@ -64,8 +64,11 @@ impl Hub {
             None => (false, self.config.limits),
         };
         let data = encode()?;
+        let listened = live.is_some();
         let topic = live.map_or_else(|| Arc::from(name), |topic| topic.name.clone());
-        producer::outgoing(&self.counters, topic, event, &data, settings)
+        let mut message = producer::outgoing(&self.counters, topic, event, &data, settings)?;
+        message.listened = listened;
+        Ok(message)
     }
 
     /// Publishes in this process: to the live topic, or its retained history, or nowhere.

@@ -175,7 +175,8 @@ pub(super) fn publish_command(shared: &Shared, message: &Outgoing, epoch: &str) 
                 .as_ref()
                 .map_or("", |lease| lease.token.as_str()),
         )
-        .arg(&keys.channel);
+        .arg(&keys.channel)
+        .arg(if message.listened { "1" } else { "0" });
     cmd
 }
 
