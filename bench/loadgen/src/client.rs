@@ -51,7 +51,6 @@ impl Subscriber {
         source: IpAddr,
         topic: String,
         events: u64,
-        base: Instant,
         received: Arc<AtomicU64>,
     ) -> Self {
         let (stop, stopped) = watch::channel(false);
@@ -59,7 +58,7 @@ impl Subscriber {
             let mut report = Report::default();
             let mut stopped = stopped;
             tokio::select! {
-                result = follow(addr, source, &topic, events, base, &received, &mut report) => {
+                result = follow(addr, source, &topic, events, &received, &mut report) => {
                     if result.is_err() { report.totals.connect_errors += 1; }
                 }
                 _ = stopped.changed() => {}
@@ -107,7 +106,6 @@ async fn follow(
     source: IpAddr,
     topic: &str,
     events: u64,
-    base: Instant,
     received: &AtomicU64,
     report: &mut Report,
 ) -> std::io::Result<()> {
@@ -146,7 +144,6 @@ async fn follow(
     report.latencies_us.reserve(events as usize);
     let mut tracker = Tracker {
         next: 0,
-        base,
         unreported: 0,
         report,
     };
@@ -203,7 +200,6 @@ pub async fn open_with(
 /// Checks the sequence of one subscriber's events and records their latency.
 struct Tracker<'a> {
     next: u64,
-    base: Instant,
     /// Events received and not yet added to the shared count.
     unreported: u64,
     report: &'a mut Report,
@@ -222,7 +218,7 @@ impl Tracker<'_> {
         let (Some(seq), Some(ts)) = (seq, ts) else {
             return;
         };
-        let now = self.base.elapsed().as_micros() as u64;
+        let now = now_us();
         self.report
             .latencies_us
             .push(now.saturating_sub(ts).min(u32::MAX as u64) as u32);
@@ -237,6 +233,13 @@ impl Tracker<'_> {
             self.report.totals.duplicated += 1;
         }
     }
+}
+
+/// Microseconds since the Unix epoch: the events' timestamps, comparable between processes.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 pub fn number_after(haystack: &[u8], key: &[u8]) -> Option<u64> {
@@ -365,8 +368,8 @@ impl Publisher {
         }
     }
 
-    pub async fn publish(&mut self, topic: &str, seq: u64, base: Instant, payload: usize) {
-        let ts = base.elapsed().as_micros() as u64;
+    pub async fn publish(&mut self, topic: &str, seq: u64, payload: usize) {
+        let ts = now_us();
         let mut body = format!("{{\"s\":{seq},\"t\":{ts},\"p\":\"\"}}");
         let pad = payload.saturating_sub(body.len());
         body.insert_str(body.len() - 2, &"x".repeat(pad));

@@ -25,11 +25,17 @@
 //!
 //! `--outage SECS --redis-pid PID --broker HOST:PORT`: a Redis restart under load instead (see
 //! `outage.rs`): streams that reconnect as browsers do, Redis killed and back after SECS.
+//! `--scale subscribe|publish`: one part of a run spread over several processes (see
+//! `scale.rs`).
+//!
+//! Event timestamps are wall-clock microseconds, so a publisher and subscribers in different
+//! processes measure latency on one clock.
 
 mod broker;
 mod client;
 mod outage;
 mod proc_stats;
+mod scale;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -57,6 +63,13 @@ struct Options {
     churn: usize,
     outage: Option<Duration>,
     redis_pid: Option<u32>,
+    scale: Option<String>,
+    broadcast_share: f64,
+    events_small: u64,
+    rate_broadcast: f64,
+    total: usize,
+    all: Vec<SocketAddr>,
+    brokers: Vec<SocketAddr>,
     label: String,
 }
 
@@ -78,6 +91,13 @@ fn parse_options() -> Options {
         churn: 0,
         outage: None,
         redis_pid: None,
+        scale: None,
+        broadcast_share: 0.5,
+        events_small: 0,
+        rate_broadcast: 1.0,
+        total: 0,
+        all: Vec::new(),
+        brokers: Vec::new(),
         label: String::new(),
     };
     let mut args = std::env::args().skip(1);
@@ -131,13 +151,33 @@ fn parse_options() -> Options {
                 ))
             }
             "--redis-pid" => o.redis_pid = Some(value().parse().expect("--redis-pid PID")),
+            "--scale" => o.scale = Some(value()),
+            "--broadcast-share" => {
+                o.broadcast_share = value().parse().expect("--broadcast-share FRACTION")
+            }
+            "--events-small" => o.events_small = value().parse().expect("--events-small N"),
+            "--rate-broadcast" => {
+                o.rate_broadcast = value().parse().expect("--rate-broadcast EVENTS_PER_SECOND")
+            }
+            "--total" => o.total = value().parse().expect("--total N"),
+            "--all" | "--brokers" => {
+                let list: Vec<SocketAddr> = value()
+                    .split(',')
+                    .map(|a| a.parse().expect("HOST:PORT[,HOST:PORT...]"))
+                    .collect();
+                if flag == "--all" {
+                    o.all = list;
+                } else {
+                    o.brokers = list;
+                }
+            }
             other => {
                 panic!("unknown flag {other}; see the doc comment of bench/loadgen/src/main.rs")
             }
         }
     }
     assert!(
-        o.topics >= 1 && (o.unwatched || o.connections >= o.topics),
+        o.topics >= 1 && (o.unwatched || o.scale.is_some() || o.connections >= o.topics),
         "need at least one connection per topic"
     );
     assert!(
@@ -215,7 +255,12 @@ async fn main() {
     if let Some(outage) = o.outage {
         return outage::run(&o, outage).await;
     }
-    let base = Instant::now();
+    match o.scale.as_deref() {
+        Some("subscribe") => return scale::subscribe(&o).await,
+        Some("publish") => return scale::publish(&o).await,
+        Some(other) => panic!("--scale subscribe|publish, not {other}"),
+        None => {}
+    }
     let instances = o.addrs.len();
     let servers = Servers(
         o.pids
@@ -240,7 +285,6 @@ async fn main() {
             source,
             format!("t{t}"),
             o.events,
-            base,
             received.clone(),
         ));
         if i % 256 == 255 {
@@ -282,7 +326,7 @@ async fn main() {
                         if let Some(pacing) = pacing.as_mut() {
                             pacing.tick().await;
                         }
-                        publisher.publish(topic, seq, base, payload).await;
+                        publisher.publish(topic, seq, payload).await;
                     }
                 }
             }));

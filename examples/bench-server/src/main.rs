@@ -19,7 +19,8 @@
 //! batching window; default 0, off), `SERVE` (`direct`, the default: `sse_runtime::serve`, which
 //! writes SSE streams straight to the socket; `axum`: `axum::serve`), `BACKPLANE` (a
 //! `redis://host:port` URL: run as one hub with every instance on that Redis; unset: in-process),
-//! `LEASE_MS` (the poll lease's TTL with a backplane), the caps `MAX_STREAMS`,
+//! `BACKPLANE_CLUSTER` (comma-separated `redis://host:port` seed nodes of a Redis Cluster, in
+//! place of `BACKPLANE`), `LEASE_MS` (the poll lease's TTL with a backplane), the caps `MAX_STREAMS`,
 //! `MAX_STREAMS_PER_IP`, `MAX_TOPICS`, `MAX_POLLERS`, `MAX_POLLERS_PER_IP` (unset: the runtime's defaults; over one,
 //! a client gets `503`, or `429` per IP, with `Retry-After`), and `TRUSTED_PROXIES`
 //! (comma-separated address ranges, e.g. `127.0.0.1/32,::1/128` behind a local nginx: requests
@@ -136,8 +137,18 @@ async fn main() -> std::io::Result<()> {
     if let Ok(history) = std::env::var("HISTORY") {
         builder = builder.history(history.parse().expect("HISTORY must be an integer"));
     }
-    if let Ok(url) = std::env::var("BACKPLANE") {
-        let mut backplane = Backplane::redis(&url).unwrap_or_else(|e| panic!("BACKPLANE: {e}"));
+    let backplane = match (
+        std::env::var("BACKPLANE"),
+        std::env::var("BACKPLANE_CLUSTER"),
+    ) {
+        (Ok(url), _) => Some(Backplane::redis(&url).unwrap_or_else(|e| panic!("BACKPLANE: {e}"))),
+        (_, Ok(nodes)) => Some(
+            Backplane::redis_cluster(nodes.split(',').map(str::trim))
+                .unwrap_or_else(|e| panic!("BACKPLANE_CLUSTER: {e}")),
+        ),
+        _ => None,
+    };
+    if let Some(mut backplane) = backplane {
         if let Ok(ms) = std::env::var("LEASE_MS") {
             let ms = ms.parse().expect("LEASE_MS must be an integer");
             backplane = backplane.lease_ttl(Duration::from_millis(ms));
