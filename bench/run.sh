@@ -74,14 +74,8 @@ args_for() {
   esac
 }
 
-wait_ready() { # PORT: until GET /stats answers
-  for _ in $(seq 1 200); do
-    curl -sf "http://127.0.0.1:$1/stats" >/dev/null 2>&1 && return 0
-    sleep 0.05
-  done
-  echo "the server on port $1 never answered" >&2
-  return 1
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 if [[ -n ${SETUPS:-} ]]; then
   if [[ $SETUPS == *redis* ]]; then

@@ -47,14 +47,8 @@ for node in "${nodes[@]}"; do
   done
 done
 
-wait_ready() { # PORT
-  for _ in $(seq 1 200); do
-    curl -sf "http://127.0.0.1:$1/stats" >/dev/null 2>&1 && return 0
-    sleep 0.05
-  done
-  echo "the server on port $1 never answered" >&2
-  return 1
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 addrs=(); server_pids=()
 for _ in $(seq 1 "$INSTANCES"); do
   PORT=$((PORT + 1))

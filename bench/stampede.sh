@@ -26,14 +26,8 @@ ulimit -n "$(ulimit -Hn)"
 pids=()
 trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' EXIT
 
-wait_ready() { # PORT
-  for _ in $(seq 1 200); do
-    curl -sf "http://127.0.0.1:$1/stats" >/dev/null 2>&1 && return 0
-    sleep 0.05
-  done
-  echo "the server on port $1 never answered" >&2
-  return 1
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 for round in $(seq 1 "$ROUNDS"); do
   order=$SERVERS

@@ -360,8 +360,12 @@ async fn audit(connection: &mut ClusterConnection, watched: &HashMap<String, Wat
         ));
         let myid = redis::cmd("CLUSTER").arg("MYID").clone();
         let routed = tokio::time::timeout(AUDIT_REQUEST, connection.route_command(myid, routing));
-        if matches!(routed.await, Ok(Ok(_))) {
-            continue;
+        match routed.await {
+            // It answered, even with an error (a redirection, a cluster that is down): the
+            // node is there, and a redirection corrects the client's slot map.
+            Ok(Ok(_)) => continue,
+            Ok(Err(error)) if matches!(error.kind(), redis::ErrorKind::Server(_)) => continue,
+            _ => {}
         }
         let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
             host: host.clone(),
