@@ -9,8 +9,9 @@ table.
   python3 bench/capacity.py                               # shapes a b c, 100 ms, 3 servers
   SHAPES="a" TARGETS_MS="100 1000" python3 bench/capacity.py
 
-A probe passes when nothing is lost, the publishers reached 95 % of the rate asked (else the
-load generator, not the server, was the limit, and the probe fails), and p99 <= target.
+A probe passes when nothing is lost and p99 <= target. Latency is measured from when each event
+was due (`--from-schedule`): a publisher held up behind slow publish answers counts its wait,
+so falling behind the rate shows as latency.
 """
 import json
 import os
@@ -70,7 +71,7 @@ def probe(binary, shape, rate):
                 "--connections", str(shape["connections"]), "--topics", str(shape["topics"]),
                 "--events", str(events), "--payload", str(shape["payload"]),
                 "--publishers", str(shape["publishers"]), "--sources", str(shape["sources"]),
-                "--rate", str(rate), "--label", "capacity"]
+                "--rate", str(rate), "--from-schedule", "--label", "capacity"]
         out = subprocess.run(args, capture_output=True, text=True, timeout=600).stdout
         return json.loads(out.strip().splitlines()[-1])
     finally:
@@ -79,9 +80,7 @@ def probe(binary, shape, rate):
 
 
 def passes(result, rate, target_ms):
-    achieved = result["publishes_per_sec"] >= 0.95 * rate
-    return (result["lost"] == 0 and achieved
-            and result["latency_us"]["p99"] <= target_ms * 1000)
+    return result["lost"] == 0 and result["latency_us"]["p99"] <= target_ms * 1000
 
 
 def search(name, binary, shape_name, shape, target_ms, log):

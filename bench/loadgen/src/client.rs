@@ -369,7 +369,11 @@ impl Publisher {
     }
 
     pub async fn publish(&mut self, topic: &str, seq: u64, payload: usize) {
-        let ts = now_us();
+        self.publish_at(topic, seq, payload, now_us()).await;
+    }
+
+    /// [`publish`](Self::publish) with the event's timestamp given (µs since the Unix epoch).
+    pub async fn publish_at(&mut self, topic: &str, seq: u64, payload: usize, ts: u64) {
         let mut body = format!("{{\"s\":{seq},\"t\":{ts},\"p\":\"\"}}");
         let pad = payload.saturating_sub(body.len());
         body.insert_str(body.len() - 2, &"x".repeat(pad));

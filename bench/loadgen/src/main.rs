@@ -29,7 +29,10 @@
 //! `scale.rs`).
 //!
 //! Event timestamps are wall-clock microseconds, so a publisher and subscribers in different
-//! processes measure latency on one clock.
+//! processes measure latency on one clock. With `--rate` and `--from-schedule`, an event's
+//! time is when the pacing made it due, not when it was sent: a publisher held up behind a
+//! slow answer counts its wait as latency (no coordinated omission), so a search for the
+//! rate at a latency target is ended by latency, not by the publishers falling behind.
 
 mod broker;
 mod client;
@@ -63,6 +66,7 @@ struct Options {
     churn: usize,
     outage: Option<Duration>,
     redis_pid: Option<u32>,
+    from_schedule: bool,
     scale: Option<String>,
     broadcast_share: f64,
     events_small: u64,
@@ -91,6 +95,7 @@ fn parse_options() -> Options {
         churn: 0,
         outage: None,
         redis_pid: None,
+        from_schedule: false,
         scale: None,
         broadcast_share: 0.5,
         events_small: 0,
@@ -109,6 +114,10 @@ fn parse_options() -> Options {
             }
             "--confirm" => {
                 o.confirm = true;
+                continue;
+            }
+            "--from-schedule" => {
+                o.from_schedule = true;
                 continue;
             }
             "--parse-json" => {
@@ -317,16 +326,25 @@ async fn main() {
                 .collect();
             let mut publisher =
                 Publisher::connect(o.addrs[publisher_instance(p, instances)], o.confirm).await;
-            let (events, payload) = (o.events, o.payload);
+            let (events, payload, from_schedule) = (o.events, o.payload, o.from_schedule);
             tasks.push(tokio::spawn(async move {
                 let mut pacing =
                     rate_each.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / r)));
+                let start = client::now_us();
+                let mut k = 0u64;
                 for seq in 0..events {
                     for topic in &topics {
                         if let Some(pacing) = pacing.as_mut() {
                             pacing.tick().await;
                         }
-                        publisher.publish(topic, seq, payload).await;
+                        // `--from-schedule`: the event's time is when it was due, so a publish
+                        // held up behind a slow answer counts its wait as latency.
+                        let ts = match (from_schedule, rate_each) {
+                            (true, Some(r)) => start + (k as f64 * 1e6 / r) as u64,
+                            _ => client::now_us(),
+                        };
+                        k += 1;
+                        publisher.publish_at(topic, seq, payload, ts).await;
                     }
                 }
             }));
