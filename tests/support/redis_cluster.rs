@@ -41,11 +41,6 @@ impl RedisCluster {
                     // A master not heard from for 1 s is failed over by its replica.
                     "--cluster-node-timeout",
                     "1000",
-                    // And however long ago it last heard from its master (a replica still
-                    // syncing after a failover, its master killed): a test needs the slot
-                    // served, and a replica that lacks writes is what the tests are about.
-                    "--cluster-replica-validity-factor",
-                    "0",
                 ])
                 .await,
             );
