@@ -353,6 +353,27 @@ async fn expect(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>, seen: Seen)
     assert_eq!(got, Some(seen));
 }
 
+/// Two instances on `redis` (a 50 ms retry hint), a follower connected to each, the feed
+/// synced on both.
+async fn two_followed(
+    redis: &RedisServer,
+) -> (
+    Instance,
+    Instance,
+    [tokio::sync::mpsc::UnboundedReceiver<Seen>; 2],
+) {
+    let fast_retry = |b: sse_runtime::manager::ManagerBuilder| b.retry(Duration::from_millis(50));
+    let a = Instance::start_with(redis, fast_retry).await;
+    let b = Instance::start_with(redis, fast_retry).await;
+    let mut followers = [follower(a.url()), follower(b.url())];
+    for f in &mut followers {
+        expect(f, Seen::Connected).await;
+    }
+    a.synced(1).await;
+    b.synced(1).await;
+    (a, b, followers)
+}
+
 /// Spec (issue 28, part 3): Redis restarted without persistence loses every topic's history.
 /// While it is away the streams stay open; once it is back each open stream gets one `reset`
 /// in the stream (`history-lost`) and goes on live in the new numbering: no stream is ended,
@@ -360,15 +381,7 @@ async fn expect(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>, seen: Seen)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_keeps_streams_open_and_each_gets_one_reset_in_the_stream() {
     let mut redis = RedisServer::start().await;
-    let fast_retry = |b: sse_runtime::manager::ManagerBuilder| b.retry(Duration::from_millis(50));
-    let a = Instance::start_with(&redis, fast_retry).await;
-    let b = Instance::start_with(&redis, fast_retry).await;
-    let mut followers = [follower(a.url()), follower(b.url())];
-    for f in &mut followers {
-        expect(f, Seen::Connected).await;
-    }
-    a.synced(1).await;
-    b.synced(1).await;
+    let (a, b, mut followers) = two_followed(&redis).await;
     for n in 0..10u64 {
         a.manager.publish("feed", &n);
     }
@@ -441,15 +454,7 @@ async fn an_event_published_before_the_instances_subscribe_again_after_a_restart
         assert!(allowed.is_some_and(|r| r.starts_with("+OK")), "ACL SETUSER");
     };
     allow_subscribe(&redis).await;
-    let fast_retry = |b: sse_runtime::manager::ManagerBuilder| b.retry(Duration::from_millis(50));
-    let a = Instance::start_with(&redis, fast_retry).await;
-    let b = Instance::start_with(&redis, fast_retry).await;
-    let mut followers = [follower(a.url()), follower(b.url())];
-    for f in &mut followers {
-        expect(f, Seen::Connected).await;
-    }
-    a.synced(1).await;
-    b.synced(1).await;
+    let (a, b, mut followers) = two_followed(&redis).await;
     a.manager.publish("feed", &1u64);
     for f in &mut followers {
         expect(f, Seen::Value(1)).await;

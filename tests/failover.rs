@@ -365,30 +365,12 @@ async fn a_cluster_shard_failing_over_twice_reuses_no_id_and_every_client_goes_o
 
     run.numbered_more(30, "publishes before the failover").await;
     let (master, replica) = cluster.shard_of(slot).await;
-    let forced = cluster
-        .node(replica.port)
-        .command(&["CLUSTER", "FAILOVER", "FORCE"])
-        .await
-        .expect("the replica answers");
-    assert!(
-        forced.starts_with("+OK"),
-        "CLUSTER FAILOVER FORCE: {forced}"
-    );
-    wait_for_master(&cluster, slot, replica.port).await;
+    force_over(&cluster, slot, replica.port).await;
     run.numbered_more(30, "publishes after the forced failover")
         .await;
 
     // And back: the old master, the replica now, takes over by force.
-    let forced = cluster
-        .node(master.port)
-        .command(&["CLUSTER", "FAILOVER", "FORCE"])
-        .await
-        .expect("the old master answers");
-    assert!(
-        forced.starts_with("+OK"),
-        "CLUSTER FAILOVER FORCE: {forced}"
-    );
-    wait_for_master(&cluster, slot, master.port).await;
+    force_over(&cluster, slot, master.port).await;
     run.finish().await;
 }
 
@@ -423,16 +405,7 @@ async fn a_cluster_shard_killed_or_forced_over_at_random_strands_no_subscription
             wait_for_master(&cluster, slot, replica.port).await;
             cluster.revive(master.port).await;
         } else {
-            let forced = cluster
-                .node(replica.port)
-                .command(&["CLUSTER", "FAILOVER", "FORCE"])
-                .await
-                .expect("the replica answers");
-            assert!(
-                forced.starts_with("+OK"),
-                "CLUSTER FAILOVER FORCE: {forced}"
-            );
-            wait_for_master(&cluster, slot, replica.port).await;
+            force_over(&cluster, slot, replica.port).await;
         }
         // The old master, a replica now, has synced before the next round.
         cluster.node(master.port).wait_in_sync().await;
@@ -470,6 +443,21 @@ async fn on_cluster(followers: usize) -> (RedisCluster, Run, u16) {
     let run = Run::start(backplane.key_prefix("failover:"), followers).await;
     let slot = cluster.slot("failover:{feed}:m").await;
     (cluster, run, slot)
+}
+
+/// The replica on `port` takes `slot` over by force (`CLUSTER FAILOVER FORCE`, what an
+/// operator does when its master is unreachable); waits until it serves it.
+async fn force_over(cluster: &RedisCluster, slot: u16, port: u16) {
+    let forced = cluster
+        .node(port)
+        .command(&["CLUSTER", "FAILOVER", "FORCE"])
+        .await
+        .expect("the replica answers");
+    assert!(
+        forced.starts_with("+OK"),
+        "CLUSTER FAILOVER FORCE: {forced}"
+    );
+    wait_for_master(cluster, slot, port).await;
 }
 
 /// Waits until the node on `port` serves `slot` as its master.
