@@ -1,7 +1,7 @@
 //! Microbenchmarks of the hot paths: `cargo bench -p sse-runtime --bench fanout`.
 //!
 //! - publishing to a topic nobody watches (a map lookup under a read lock);
-//! - publishing to 1 / 100 / 10 000 in-process subscribers, and delivering to all of them;
+//! - publishing to 1 / 10 / 100 / 10 000 in-process subscribers, and delivering to all of them;
 //! - frame encoding; subscribe + unsubscribe.
 
 use std::task::{Context, Poll, Waker};
@@ -43,7 +43,7 @@ fn publish_no_subscriber(bencher: divan::Bencher) {
 }
 
 /// Serialize once, append, wake N subscribers (they are not read: only the publish side).
-#[divan::bench(args = [1, 100, 10_000])]
+#[divan::bench(args = [1, 10, 100, 10_000])]
 fn publish(bencher: divan::Bencher, subscribers: usize) {
     let rt = runtime();
     let manager = Manager::builder().max_lag(usize::MAX / 2).build().unwrap();
@@ -60,7 +60,7 @@ fn publish(bencher: divan::Bencher, subscribers: usize) {
 }
 
 /// One publish and its delivery to every subscriber (each copies out its frames).
-#[divan::bench(args = [1, 100, 10_000])]
+#[divan::bench(args = [1, 10, 100, 10_000])]
 fn publish_and_deliver(bencher: divan::Bencher, subscribers: usize) {
     let rt = runtime();
     let manager = Manager::new();

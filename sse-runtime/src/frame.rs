@@ -136,13 +136,13 @@ pub(crate) fn reset(reason: &str, continue_from: EventId) -> Bytes {
 /// client where it is before the first event it receives.
 pub(crate) fn position(id: EventId) -> Bytes {
     let mut buf = BytesMut::with_capacity(48);
-    write_field(&mut buf, b"id: ", id.encode(&mut IdBuf::new()).as_bytes());
+    write_line(&mut buf, b"id: ", id.encode(&mut IdBuf::new()).as_bytes());
     buf.put_u8(b'\n');
     buf.freeze()
 }
 
 pub(crate) fn encoded_len(id: Option<&str>, event: Option<&str>, data: &[u8]) -> usize {
-    let lines = 1 + data.iter().filter(|&&b| b == b'\n' || b == b'\r').count();
+    let lines = 1 + memchr::memchr2_iter(b'\n', b'\r', data).count();
     id.map_or(0, |id| id.len() + 5) + event.map_or(0, |e| e.len() + 8) + data.len() + lines * 7 + 1
 }
 
@@ -156,9 +156,9 @@ pub(crate) fn write_event(buf: &mut BytesMut, id: Option<&str>, event: Option<&s
     }
     let mut rest = data;
     loop {
-        match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        match line_break(rest) {
             Some(at) => {
-                write_field(buf, b"data: ", &rest[..at]);
+                write_line(buf, b"data: ", &rest[..at]);
                 let skip = if rest[at] == b'\r' && rest.get(at + 1) == Some(&b'\n') {
                     2
                 } else {
@@ -167,7 +167,7 @@ pub(crate) fn write_event(buf: &mut BytesMut, id: Option<&str>, event: Option<&s
                 rest = &rest[at + skip..];
             }
             None => {
-                write_field(buf, b"data: ", rest);
+                write_line(buf, b"data: ", rest);
                 break;
             }
         }
@@ -175,17 +175,32 @@ pub(crate) fn write_event(buf: &mut BytesMut, id: Option<&str>, event: Option<&s
     buf.put_u8(b'\n');
 }
 
-fn write_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
+/// Where the first line break (`\n` or `\r`) in `bytes` is. A payload is scanned with memchr's
+/// vectorised search: issue 29 measured the byte-at-a-time scans (three per event) at about
+/// 2 500 instructions for a 100-byte event, ten times that for 1 KiB.
+fn line_break(bytes: &[u8]) -> Option<usize> {
+    memchr::memchr2(b'\n', b'\r', bytes)
+}
+
+/// Appends `name`, `value` and a line feed; `value` holds no line break.
+fn write_line(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
     buf.put_slice(name);
-    if value.iter().any(|&b| b == b'\n' || b == b'\r') && name != b"data: " {
-        buf.extend(
-            value
-                .iter()
-                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
-        );
-    } else {
-        buf.put_slice(value);
+    buf.put_slice(value);
+    buf.put_u8(b'\n');
+}
+
+/// Appends a one-line field whose value comes from the application (an id, an event name):
+/// a line break in it becomes a space, so that it cannot end the field and start another.
+fn write_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
+    if line_break(value).is_none() {
+        return write_line(buf, name, value);
     }
+    buf.put_slice(name);
+    buf.extend(
+        value
+            .iter()
+            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+    );
     buf.put_u8(b'\n');
 }
 
