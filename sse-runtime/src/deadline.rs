@@ -27,7 +27,7 @@ use tokio::time::{Instant, Sleep};
 /// # async fn run() -> std::io::Result<()> {
 /// let manager = Manager::new();
 /// let app = axum::Router::new();
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let listener = sse_runtime::serve::bind("127.0.0.1:8080").await?;
 /// sse_runtime::serve(WriteDeadline::new(listener, manager.heartbeat()), app).await;
 /// # Ok(())
 /// # }

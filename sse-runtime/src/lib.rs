@@ -22,7 +22,7 @@
 //! // Wherever an alarm fires: serialized once, shared by every subscriber, never blocks.
 //! manager.publish("alarms", &Alarm { device: "pump-1".into(), level: 3 });
 //!
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let listener = sse_runtime::serve::bind("127.0.0.1:8080").await?;
 //! sse_runtime::serve(WriteDeadline::new(listener, manager.heartbeat()), app).await;
 //! # Ok(())
 //! # }

@@ -332,7 +332,7 @@ impl std::error::Error for RegistrationError {}
 /// let app = sse_runtime::router()
 ///     .route("/builds", post(start))
 ///     .with_state(AppState { builds: 41 });
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// let listener = sse_runtime::serve::bind("127.0.0.1:3000").await?;
 /// sse_runtime::serve(listener, app).await;
 /// # Ok(())
 /// # }

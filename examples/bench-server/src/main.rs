@@ -156,7 +156,9 @@ async fn main() -> std::io::Result<()> {
         builder = builder.backplane(backplane);
     }
     let manager = builder.build().unwrap_or_else(|e| panic!("{e}"));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port as u16)).await?;
+    // The system's deepest accept queue: a reconnect wave of every client at once is queued,
+    // not dropped and retried a second later (see `sse_runtime::serve::bind`).
+    let listener = sse_runtime::serve::bind(("127.0.0.1", port as u16)).await?;
     let port = listener.local_addr()?.port();
 
     let metrics = (std::env::var("METRICS").as_deref() != Ok("0")).then(|| {

@@ -17,7 +17,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3002").await?;
+//! let listener = sse_runtime::serve::bind("127.0.0.1:3002").await?;
 //! sse_runtime::serve(listener, builds::app(builds::Builds::default())).await;
 //! # Ok(())
 //! # }

@@ -30,7 +30,7 @@ async fn main() {
             }
         }
     }
-    let listener = tokio::net::TcpListener::bind(&addr)
+    let listener = sse_runtime::serve::bind(&addr)
         .await
         .unwrap_or_else(|error| {
             eprintln!("cannot listen on {addr}: {error}");

@@ -214,7 +214,7 @@ async fn main() -> std::io::Result<()> {
     if let Some(url) = &options.redis {
         join_cluster(url).await;
     }
-    let listener = match tokio::net::TcpListener::bind(options.addr.as_str()).await {
+    let listener = match sse_runtime::serve::bind(options.addr.as_str()).await {
         Ok(listener) => listener,
         Err(error) => {
             let hint = if error.kind() == std::io::ErrorKind::InvalidInput {

@@ -12,7 +12,7 @@
 //! # async fn run() -> Result<(), orders::Error> {
 //! let pool = orders::pool("postgres://postgres@127.0.0.1:5432/test")?;
 //! orders::migrate(&pool).await?;
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3001").await?;
+//! let listener = sse_runtime::serve::bind("127.0.0.1:3001").await?;
 //! sse_runtime::serve(listener, orders::app(pool)).await;
 //! # Ok(())
 //! # }

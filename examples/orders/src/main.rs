@@ -34,7 +34,7 @@ async fn main() {
         eprintln!("cannot prepare the orders table on {database}: {error}");
         exit(1);
     }
-    let listener = tokio::net::TcpListener::bind(&addr)
+    let listener = sse_runtime::serve::bind(&addr)
         .await
         .unwrap_or_else(|error| {
             eprintln!("cannot listen on {addr}: {error}");

@@ -24,8 +24,9 @@
 //! The modules follow a request through the engine: [`Server`] accepts (`server`), a connection
 //! reads request heads and answers them (`connection`), a head is parsed, bounded or refused
 //! (`head`), a response is framed onto the wire (`response`), and once a handler answers with
-//! an SSE stream, the stream's writer owns the connection (`writer`). `hyper` is the other
-//! engine, `tls` the HTTPS layer under both, `body` the request bodies read on demand.
+//! an SSE stream, the stream's writer owns the connection (`writer`). [`bind`] makes the
+//! listening socket (`listen`). `hyper` is the other engine, `tls` the HTTPS layer under both,
+//! `body` the request bodies read on demand.
 
 use std::future::Future;
 use std::time::Duration;
@@ -38,12 +39,14 @@ mod connection;
 mod date;
 mod head;
 mod hyper;
+mod listen;
 mod response;
 mod server;
 #[cfg(feature = "tls")]
 mod tls;
 mod writer;
 
+pub use listen::{LISTEN_BACKLOG, bind};
 pub use server::Server;
 #[cfg(feature = "tls")]
 pub use tls::{Tls, TlsError};
@@ -106,7 +109,7 @@ pub(super) const MAX_HEAD_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 360
 /// let manager = Manager::new();
 /// let app = axum::Router::new()
 ///     .route("/alarms", axum::routing::get(SseHandler::new(&manager).topic("alarms")));
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let listener = sse_runtime::serve::bind("127.0.0.1:8080").await?;
 /// sse_runtime::serve(WriteDeadline::new(listener, manager.heartbeat()), app).await;
 /// # Ok(()) }
 /// ```

@@ -37,7 +37,7 @@ use crate::stream::Served;
 /// let manager = Manager::new();
 /// let app = axum::Router::new()
 ///     .route("/alarms", axum::routing::get(SseHandler::new(&manager).topic("alarms")));
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let listener = sse_runtime::serve::bind("127.0.0.1:8080").await?;
 /// Server::new(app)
 ///     .head_timeout(Duration::from_secs(10))
 ///     .hyper()

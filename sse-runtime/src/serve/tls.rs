@@ -44,7 +44,7 @@ use rustls::sign::CertifiedKey;
 ///     }
 /// });
 ///
-/// let listener = tokio::net::TcpListener::bind("0.0.0.0:443").await?;
+/// let listener = sse_runtime::serve::bind("0.0.0.0:443").await?;
 /// Server::new(app)
 ///     .tls(tls)
 ///     .run(WriteDeadline::new(listener, manager.heartbeat()))
