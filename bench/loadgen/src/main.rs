@@ -25,6 +25,8 @@
 //!
 //! `--outage SECS --redis-pid PID --broker HOST:PORT`: a Redis restart under load instead (see
 //! `outage.rs`): streams that reconnect as browsers do, Redis killed and back after SECS.
+//! `--wave`: a reconnect wave instead (see `wave.rs`): every stream dropped and back at once,
+//! half with `Last-Event-ID`: time until all are live, new streams per second, peak RSS.
 //! `--scale subscribe|publish`: one part of a run spread over several processes (see
 //! `scale.rs`).
 //!
@@ -39,6 +41,7 @@ mod client;
 mod outage;
 mod proc_stats;
 mod scale;
+mod wave;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -64,6 +67,7 @@ struct Options {
     hold: Duration,
     sources: usize,
     churn: usize,
+    wave: bool,
     outage: Option<Duration>,
     redis_pid: Option<u32>,
     from_schedule: bool,
@@ -93,6 +97,7 @@ fn parse_options() -> Options {
         hold: Duration::ZERO,
         sources: 1,
         churn: 0,
+        wave: false,
         outage: None,
         redis_pid: None,
         from_schedule: false,
@@ -153,6 +158,10 @@ fn parse_options() -> Options {
             "--hold" => o.hold = Duration::from_secs_f64(value().parse().expect("--hold SECONDS")),
             "--sources" => o.sources = value().parse().expect("--sources N"),
             "--label" => o.label = value(),
+            "--wave" => {
+                o.wave = true;
+                continue;
+            }
             "--churn" => o.churn = value().parse().expect("--churn ROUNDS"),
             "--outage" => {
                 o.outage = Some(Duration::from_secs_f64(
@@ -258,6 +267,9 @@ fn latency_summary(latencies: &mut [u32]) -> serde_json::Value {
 async fn main() {
     let o = parse_options();
     let fd_limit = raise_fd_limit();
+    if o.wave {
+        return wave::run(&o).await;
+    }
     if o.churn > 0 {
         return churn(&o).await;
     }
