@@ -7,7 +7,8 @@
 //! framework's and the ceiling's do: the comparison is not about one socket option.
 //!
 //! - `GET /sse/{topic}`, `POST /publish/{topic}` (JSON body, 204), `GET /stats`.
-//! - `PORT` (default 8080, 127.0.0.1), `HEARTBEAT_MS` (default 30000). Exits on SIGTERM/SIGINT.
+//! - `PORT` (default 8080, 127.0.0.1), `HEARTBEAT_MS` (default 30000), `BACKLOG` (the accept
+//!   queue; default tokio's 128). Exits on SIGTERM/SIGINT.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -112,7 +113,17 @@ async fn main() -> std::io::Result<()> {
         .route("/stats", get(stats))
         .with_state(hub);
     let port = env_number("PORT", 8080) as u16;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    // As axum's examples bind (tokio's accept queue of 128); `BACKLOG` sets another, to see
+    // what the queue alone changes in a reconnect wave.
+    let listener = match std::env::var("BACKLOG") {
+        Err(_) => tokio::net::TcpListener::bind(("127.0.0.1", port)).await?,
+        Ok(backlog) => {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.set_reuseaddr(true)?;
+            socket.bind(([127, 0, 0, 1], port).into())?;
+            socket.listen(backlog.parse().expect("BACKLOG: a number"))?
+        }
+    };
     println!(
         "baseline-server listening on http://{}",
         listener.local_addr()?

@@ -17,7 +17,8 @@
 //! not sent, from its cursor to the head, into its own reused buffer and writes it with one
 //! `write` (one chunk). No allocation per delivered event.
 //!
-//! `PORT` (default 8080, 127.0.0.1; 0 picks a free port). Prints
+//! `PORT` (default 8080, 127.0.0.1; 0 picks a free port), `BACKLOG` (the accept queue; default
+//! the deepest the system allows). Prints
 //! `ceiling-server listening on http://ADDR`. Exits on SIGTERM or SIGINT.
 
 use std::collections::{HashMap, VecDeque};
@@ -341,7 +342,15 @@ async fn stream(mut socket: TcpStream, hub: &Hub, name: &str) -> io::Result<()> 
 #[tokio::main]
 async fn main() -> io::Result<()> {
     let port: u16 = std::env::var("PORT").map_or(8080, |v| v.parse().expect("PORT: a port"));
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    // The deepest accept queue the system allows (Linux caps it at `net.core.somaxconn`), as
+    // lean a server would take: a reconnect wave is queued, not retried a second later.
+    // `BACKLOG` sets another (tokio's `TcpListener::bind` asks for 128).
+    let backlog =
+        std::env::var("BACKLOG").map_or(65_535, |v| v.parse().expect("BACKLOG: a number"));
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(([127, 0, 0, 1], port).into())?;
+    let listener: TcpListener = socket.listen(backlog)?;
     println!(
         "ceiling-server listening on http://{}",
         listener.local_addr()?
