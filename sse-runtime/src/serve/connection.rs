@@ -22,7 +22,7 @@ use tower::ServiceExt;
 use super::body::{self, Budget};
 use super::head::{Head, Incoming, body_length, has_token, read_head, refuse, wants_keep_alive};
 use super::response::write_response;
-use super::writer::{sse_head, stream_sse};
+use super::writer::{sse_head, stream_task};
 use crate::stream::{Served, SseStream, Takeover};
 use crate::subscription::ManagerHandle;
 
@@ -98,11 +98,9 @@ where
                 // From here on the connection belongs to the stream, in a task of its own sized
                 // for the stream alone (this one, sized for requests, ends: 1.4 KiB less for
                 // every open stream). Tracked like the connection, so shutdown waits for it.
-                streams.tasks.spawn(async move {
-                    if let Err(error) = stream_sse(io, head, stream, framing, body).await {
-                        tracing::debug!(%error, "stream ended with an error");
-                    }
-                });
+                streams
+                    .tasks
+                    .spawn(stream_task(io, head, stream, framing, body));
                 return Ok(());
             }
             Next::Encoded(response, manager) => {
