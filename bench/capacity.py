@@ -8,6 +8,10 @@ table.
 
   python3 bench/capacity.py                               # shapes a b c, 100 ms, 3 servers
   SHAPES="a" TARGETS_MS="100 1000" python3 bench/capacity.py
+  ROUNDS=2 PROBE_SECONDS=8 STARTS="b=6000" SHAPES=b python3 bench/capacity.py
+
+ROUNDS repeats every search (the table shows the medians), PROBE_SECONDS sets a probe's length
+(default 3), BISECTIONS the steps after the first failing rate, STARTS the start rate per shape.
 
 A probe passes when nothing is lost and p99 <= target. Latency is measured from when each event
 was due (`--from-schedule`): a publisher held up behind slow publish answers counts its wait,
@@ -17,6 +21,7 @@ import json
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -38,6 +43,12 @@ SERVERS = dict(s.split("=", 1) for s in os.environ.get(
     "bench-server=target/release/bench-server baseline-server=target/release/baseline-server "
     "ceiling=target/release/ceiling-server").split())
 SECONDS = float(os.environ.get("PROBE_SECONDS", "3"))
+ROUNDS = int(os.environ.get("ROUNDS", "1"))
+# Start rates per shape, e.g. STARTS="a=180 b=6000": a search doubles from there, so starting
+# at about half an earlier round's capacity saves the probes far below it.
+for item in os.environ.get("STARTS", "").split():
+    shape_name, start = item.split("=")
+    SHAPES[shape_name]["start"] = float(start)
 BISECTIONS = int(os.environ.get("BISECTIONS", "4"))
 CEILING_RATE = 1_000_000
 
@@ -134,19 +145,23 @@ def main():
             "commit": commit, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "host": socket.gethostname(), "cpus": os.cpu_count(), "kernel": os.uname().release,
             "shapes": shapes, "targets_ms": targets, "servers": SERVERS,
-            "probe_seconds": SECONDS, "bisections": BISECTIONS}}) + "\n")
-        for shape_name in shapes:
-            shape = SHAPES[shape_name]
-            for target in targets:
-                # A different server order per shape, so none always runs on a warmer machine.
-                order = list(SERVERS.items())
-                random.Random(shape_name + str(target)).shuffle(order)
-                for name, binary in order:
-                    capacity = search(name, binary, shape_name, shape, target, log)
-                    results[(shape_name, target, name)] = capacity
-                    log.write(json.dumps({"capacity": {"server": name, "shape": shape_name,
-                                                       "target_ms": target,
-                                                       "events_per_s": capacity}}) + "\n")
+            "probe_seconds": SECONDS, "bisections": BISECTIONS, "rounds": ROUNDS,
+            "starts": {k: v["start"] for k, v in SHAPES.items()}}}) + "\n")
+        for r in range(ROUNDS):
+            for shape_name in shapes:
+                shape = SHAPES[shape_name]
+                for target in targets:
+                    # A different server order per shape and round, so none always runs on a
+                    # warmer machine.
+                    order = list(SERVERS.items())
+                    random.Random(f"{shape_name}{target}{r}").shuffle(order)
+                    for name, binary in order:
+                        capacity = search(name, binary, shape_name, shape, target, log)
+                        results.setdefault((shape_name, target, name), []).append(capacity)
+                        log.write(json.dumps({"capacity": {
+                            "server": name, "shape": shape_name, "target_ms": target,
+                            "round": r, "events_per_s": capacity}}) + "\n")
+    results = {k: statistics.median(v) for k, v in results.items()}
     print(f"\n{path}\n")
     names = list(SERVERS)
     print("| shape | p99 target | " + " | ".join(names) + " | bench-server / ceiling | "

@@ -39,6 +39,10 @@ TOPICS = int(os.environ.get("TOPICS", "100"))
 CASES = [int(n) for n in os.environ.get("SUBSCRIBERS", "0 10").split()]
 PUBLISHES = int(os.environ.get("PUBLISHES", "5000"))
 TOP = int(os.environ.get("TOP", "25"))
+# SYSCALLS=1: the server runs natively and `perf stat` counts its system calls in the same
+# window instead (per publish: reads, writes, epoll waits, futex wake-ups).
+SYSCALLS = os.environ.get("SYSCALLS") == "1"
+COUNTED = ["read", "recvfrom", "write", "writev", "sendto", "epoll_wait", "futex", "accept4"]
 WARMUP = 500
 BODY = b'{"seq":1234567,"device":"pump-17","value":21.5,"unit":"celsius","ok":true,"pad":""}'
 # PAYLOAD pads the body to that many bytes (a JSON string of x's), e.g. 1024 for shape c.
@@ -134,9 +138,10 @@ def measure(name, binary, per_topic, outdir):
     out = os.path.join(outdir, f"{name}-{per_topic}.out")
     env = dict(os.environ, PORT=str(port), MAX_STREAMS="1000000", MAX_STREAMS_PER_IP="1000000",
                MAX_TOPICS="1000000")
-    server = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                               binary], env=env, stdout=subprocess.DEVNULL,
+    tool = [] if SYSCALLS else ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    server = subprocess.Popen(tool + [binary], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
+    perf = None
     drain = None
     try:
         wait_ready(port, server)
@@ -155,8 +160,15 @@ def measure(name, binary, per_topic, outdir):
                     raise RuntimeError(f"publish answered {status}")
 
         publish(WARMUP)
-        subprocess.run(["callgrind_control", "--zero", str(server.pid)], check=True,
-                       capture_output=True)
+        if SYSCALLS:
+            events = ",".join(f"syscalls:sys_enter_{c}" for c in COUNTED)
+            perf = subprocess.Popen(["perf", "stat", "-x,", "-e", events, "-p", str(server.pid),
+                                     "-o", out], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            time.sleep(0.5)  # perf attaches asynchronously; nothing runs meanwhile
+        else:
+            subprocess.run(["callgrind_control", "--zero", str(server.pid)], check=True,
+                           capture_output=True)
         publish(PUBLISHES)
         # Everything the publishes caused, written to the streams before the dump: wait until
         # the subscribers have read nothing new for a while.
@@ -165,14 +177,25 @@ def measure(name, binary, per_topic, outdir):
             before = drain.bytes
             time.sleep(0.3)
             stable = stable + 1 if drain.bytes == before else 0
-        subprocess.run(["callgrind_control", "--dump", str(server.pid)], check=True,
-                       capture_output=True)
+        if perf:
+            perf.send_signal(2)
+            perf.wait()
+        else:
+            subprocess.run(["callgrind_control", "--dump", str(server.pid)], check=True,
+                           capture_output=True)
         publisher.close()
     finally:
         if drain:
             drain.close()
         server.terminate()
         server.wait()
+    if SYSCALLS:
+        counts = {}
+        for line in open(out):
+            fields = line.strip().split(",")
+            if len(fields) > 2 and fields[2].startswith("syscalls:sys_enter_"):
+                counts[fields[2].removeprefix("syscalls:sys_enter_")] = int(fields[0])
+        return counts, ""
     # `--dump` writes `<out>.1`; the dump at exit is `<out>` itself.
     dump = out + ".1" if os.path.exists(out + ".1") else sorted(glob.glob(out + ".*"))[0]
     with open(dump) as f:
@@ -192,7 +215,8 @@ def main():
                             text=True).stdout.strip()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     os.makedirs("bench/results", exist_ok=True)
-    path = f"bench/results/publish-instructions-{stamp}-{commit}.jsonl"
+    kind = "syscalls" if SYSCALLS else "instructions"
+    path = f"bench/results/publish-{kind}-{stamp}-{commit}.jsonl"
     rows = []
     keep = os.environ.get("KEEP")  # a directory to keep the callgrind dumps in
     if keep:
@@ -204,6 +228,14 @@ def main():
         for per_topic in CASES:
             for name, binary in SERVERS:
                 total, top = measure(name, binary, per_topic, outdir)
+                if SYSCALLS:
+                    per_call = {k: round(v / PUBLISHES, 2) for k, v in total.items()}
+                    log.write(json.dumps(dict(kind="syscalls", server=name, binary=binary,
+                                              subscribers_per_topic=per_topic,
+                                              per_publish=per_call)) + "\n")
+                    print(f"{name:16} {per_topic:3} subscribers/topic, system calls per publish:"
+                          f" {per_call}", flush=True)
+                    continue
                 per = total / PUBLISHES
                 rows.append((per_topic, name, per))
                 log.write(json.dumps(dict(kind="run", server=name, binary=binary,
@@ -215,6 +247,8 @@ def main():
                 if top:
                     print(top, flush=True)
     print(f"\n{path}")
+    if SYSCALLS:
+        return
     print("| subscribers per topic | " + " | ".join(n for n, _ in SERVERS) + " |")
     print("|---:|" + "---:|" * len(SERVERS))
     for per_topic in CASES:

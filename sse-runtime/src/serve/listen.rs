@@ -20,8 +20,8 @@ pub const LISTEN_BACKLOG: u32 = 65_535;
 /// every client reconnects within the same second. A connection the kernel cannot queue
 /// while the server accepts the others has its SYN dropped and is retried by the client's
 /// kernel after 1 s, then 3 s, 7 s. In `BENCHMARKS.md`'s reconnect wave, 19 000 clients were
-/// all live again after 2.9 s behind tokio's queue of 128, after 0.53 s behind the system's
-/// 4096.
+/// all live again after 4.6 s behind tokio's queue of 128, after 0.57 s behind the system's
+/// 4096 (medians of 3 rounds).
 ///
 /// ```no_run
 /// # async fn run() -> std::io::Result<()> {
