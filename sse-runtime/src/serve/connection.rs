@@ -46,7 +46,11 @@ pub(super) struct Streams {
     pub(super) served: Served,
 }
 
-pub(super) async fn connection<I, A>(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice in its future"
+)]
+pub(super) fn connection<I, A>(
     mut io: I,
     peer: A,
     router: Router,
@@ -54,61 +58,64 @@ pub(super) async fn connection<I, A>(
     budget: Budget,
     head_timeout: Duration,
     streams: Streams,
-) -> io::Result<()>
+) -> impl Future<Output = io::Result<()>> + Send
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     A: Clone + Send + Sync + 'static,
 {
-    let mut buf = BytesMut::new();
-    loop {
-        let next = tokio::select! {
-            biased;
-            () = stop.cancelled(), if buf.is_empty() => return Ok(()),
-            next = tokio::time::timeout(head_timeout, read_head(&mut io, &mut buf)) => next,
-        };
-        let (head, head_len) = match next {
-            Err(_elapsed) => return Ok(()),
-            Ok(incoming) => match incoming? {
-                Incoming::Head(head, len) => (head, len),
-                Incoming::Closed => return Ok(()),
-                Incoming::Refused(refusal) => return refuse(&mut io, refusal).await,
-            },
-        };
-        buf.advance(head_len);
-        let version = head.version;
-        // Boxed: a request's state (the router's future, the head, the body's feed) is large,
-        // and a connection's task is as large as its largest await point. Unboxed, every open
-        // stream kept room for it (2.2 KiB a connection); boxed, it lives only while a request
-        // is answered.
-        let answered = Box::pin(answer(
-            &mut io,
-            &mut buf,
-            head,
-            &peer,
-            &router,
-            &budget,
-            head_timeout,
-        ));
-        match answered.await? {
-            Next::KeepAlive => {}
-            Next::Close => return io.shutdown().await,
-            Next::Stream(response, stream) => {
-                streams.served.note(stream.subscription().manager_handle());
-                let (head, framing, body) = sse_head(response, version);
-                // From here on the connection belongs to the stream, in a task of its own sized
-                // for the stream alone (this one, sized for requests, ends: 1.4 KiB less for
-                // every open stream). Tracked like the connection, so shutdown waits for it.
-                streams
-                    .tasks
-                    .spawn(stream_task(io, head, stream, framing, body));
-                return Ok(());
-            }
-            Next::Encoded(response, manager) => {
-                if let Some(manager) = manager {
-                    streams.served.note(manager);
+    // A block, not an `async fn`, which would keep its arguments twice (rust-lang/rust#62958).
+    async move {
+        let mut buf = BytesMut::new();
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = stop.cancelled(), if buf.is_empty() => return Ok(()),
+                next = tokio::time::timeout(head_timeout, read_head(&mut io, &mut buf)) => next,
+            };
+            let (head, head_len) = match next {
+                Err(_elapsed) => return Ok(()),
+                Ok(incoming) => match incoming? {
+                    Incoming::Head(head, len) => (head, len),
+                    Incoming::Closed => return Ok(()),
+                    Incoming::Refused(refusal) => return refuse(&mut io, refusal).await,
+                },
+            };
+            buf.advance(head_len);
+            let version = head.version;
+            // Boxed: a request's state (the router's future, the head, the body's feed) is large,
+            // and a connection's task is as large as its largest await point. Unboxed, every open
+            // stream kept room for it (2.2 KiB a connection); boxed, it lives only while a request
+            // is answered.
+            let answered = Box::pin(answer(
+                &mut io,
+                &mut buf,
+                head,
+                &peer,
+                &router,
+                &budget,
+                head_timeout,
+            ));
+            match answered.await? {
+                Next::KeepAlive => {}
+                Next::Close => return io.shutdown().await,
+                Next::Stream(response, stream) => {
+                    streams.served.note(stream.subscription().manager_handle());
+                    let (head, framing, body) = sse_head(response, version);
+                    // From here on the connection belongs to the stream, in a task of its own sized
+                    // for the stream alone (this one, sized for requests, ends: 1.4 KiB less for
+                    // every open stream). Tracked like the connection, so shutdown waits for it.
+                    streams
+                        .tasks
+                        .spawn(stream_task(io, head, stream, framing, body));
+                    return Ok(());
                 }
-                write_response(&mut io, response, false, true, version).await?;
-                return io.shutdown().await;
+                Next::Encoded(response, manager) => {
+                    if let Some(manager) = manager {
+                        streams.served.note(manager);
+                    }
+                    write_response(&mut io, response, false, true, version).await?;
+                    return io.shutdown().await;
+                }
             }
         }
     }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::serve::Listener;
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -179,11 +181,15 @@ impl Server {
 }
 
 /// A connection's task: what ended it with an error is logged (at debug: a client that went
-/// away mid-request is no news).
-async fn logged(connection: impl Future<Output = io::Result<()>>) {
-    if let Err(error) = connection.await {
-        tracing::debug!(%error, "connection ended with an error");
-    }
+/// away mid-request is no news). Mapped, not awaited in an `async fn`, which would keep the
+/// connection's future twice (as its argument and as awaited): 3 288 bytes a connection
+/// instead of 1 640, 15 896 instead of 7 944 over TLS.
+fn logged(connection: impl Future<Output = io::Result<()>>) -> impl Future<Output = ()> {
+    connection.map(|result| {
+        if let Err(error) = result {
+            tracing::debug!(%error, "connection ended with an error");
+        }
+    })
 }
 
 /// What a connection's task needs of its server.
@@ -197,8 +203,9 @@ struct Connection {
 }
 
 impl Connection {
-    /// Serves HTTP/1.1 on `io` with the server's engine.
-    async fn serve<I, A>(self, io: I, peer: A) -> io::Result<()>
+    /// Serves HTTP/1.1 on `io` with the server's engine. (The engine's future itself, not one
+    /// awaiting it, which would hold the socket and the settings twice.)
+    fn serve<I, A>(self, io: I, peer: A) -> impl Future<Output = io::Result<()>> + Send
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         A: Clone + Send + Sync + 'static,
@@ -212,12 +219,23 @@ impl Connection {
             streams,
         } = self;
         match engine {
-            Engine::Direct => {
-                connection(io, peer, router, stop, budget, head_timeout, streams).await
-            }
-            Engine::Hyper => {
-                hyper::connection(io, peer, router, stop, head_timeout, streams.served).await
-            }
+            Engine::Direct => Either::Left(connection(
+                io,
+                peer,
+                router,
+                stop,
+                budget,
+                head_timeout,
+                streams,
+            )),
+            Engine::Hyper => Either::Right(hyper::connection(
+                io,
+                peer,
+                router,
+                stop,
+                head_timeout,
+                streams.served,
+            )),
         }
     }
 
