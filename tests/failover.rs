@@ -463,7 +463,7 @@ async fn force_over(cluster: &RedisCluster, slot: u16, port: u16) {
 /// Waits until the node on `port` serves `slot` as its master.
 async fn wait_for_master(cluster: &RedisCluster, slot: u16, port: u16) {
     let waited = tokio::time::timeout(PATIENCE, async {
-        while cluster.shard(slot).await.0.port != port {
+        while cluster.shard(slot).await.map(|(master, _)| master.port) != Some(port) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })

@@ -200,7 +200,7 @@ impl RedisCluster {
     /// later).
     pub async fn shard_of(&self, slot: u16) -> (Node, Node) {
         for _ in 0..1500 {
-            if let (master, Some(replica)) = self.shard(slot).await {
+            if let Some((master, Some(replica))) = self.shard(slot).await {
                 return (master, replica);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -208,8 +208,11 @@ impl RedisCluster {
         panic!("the master of slot {slot} has no replica");
     }
 
-    /// The master serving `slot` and its replica if it has one.
-    pub async fn shard(&self, slot: u16) -> (Node, Option<Node>) {
+    /// The master serving `slot` and its replica if it has one, as the first node that answers
+    /// sees them; `None` while no master serves the slot in that node's view (in the moments
+    /// of a failover, a node may have heard that the old master lost the slot and not yet that
+    /// another took it).
+    pub async fn shard(&self, slot: u16) -> Option<(Node, Option<Node>)> {
         let mut seen = None;
         for node in &self.nodes {
             if node.command(&["PING"]).await.is_some() {
@@ -220,14 +223,13 @@ impl RedisCluster {
         let nodes = seen.expect("a node answers");
         let master = nodes
             .iter()
-            .find(|n| n.master && n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
-            .expect("the slot is served")
+            .find(|n| n.master && n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot)))?
             .clone();
         let replica = nodes
             .iter()
             .find(|n| n.replica_of.as_deref() == Some(master.id.as_str()))
             .cloned();
-        (master, replica)
+        Some((master, replica))
     }
 }
 
