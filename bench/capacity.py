@@ -25,9 +25,9 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 
 os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from servers import free_port, wait_ready  # noqa: E402 (bench/ is on the path)
 
 # (connections, topics, payload bytes, publishers, sources, start rate events/s)
 SHAPES = {
@@ -51,22 +51,6 @@ for item in os.environ.get("STARTS", "").split():
     SHAPES[shape_name]["start"] = float(start)
 BISECTIONS = int(os.environ.get("BISECTIONS", "4"))
 CEILING_RATE = 1_000_000
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(port):
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=1).read()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"the server on {port} never answered")
 
 
 def probe(binary, shape, rate):

@@ -30,6 +30,7 @@ import threading
 import time
 
 os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from servers import free_port, wait_ready  # noqa: E402 (bench/ is on the path)
 
 SERVERS = [s.split("=", 1) for s in os.environ.get(
     "SERVERS",
@@ -47,12 +48,6 @@ WARMUP = 500
 BODY = b'{"seq":1234567,"device":"pump-17","value":21.5,"unit":"celsius","ok":true,"pad":""}'
 # PAYLOAD pads the body to that many bytes (a JSON string of x's), e.g. 1024 for shape c.
 BODY = BODY[:-2] + b"x" * max(0, int(os.environ.get("PAYLOAD", "0")) - len(BODY)) + BODY[-2:]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def request(sock, head, body=b""):
@@ -77,18 +72,6 @@ def request(sock, head, body=b""):
 def get(port, path):
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         return request(sock, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-
-
-def wait_ready(port, server):
-    for _ in range(1200):
-        if server.poll() is not None:
-            raise RuntimeError("the server exited")
-        try:
-            get(port, "/stats")
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"the server on {port} never answered")
 
 
 class Drain(threading.Thread):
@@ -144,7 +127,7 @@ def measure(name, binary, per_topic, outdir):
     perf = None
     drain = None
     try:
-        wait_ready(port, server)
+        wait_ready(port, server, seconds=120)  # valgrind starts slowly
         drain = Drain(port, TOPICS, per_topic)
         drain.start()
         wait_subscribers(port, TOPICS * per_topic)

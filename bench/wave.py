@@ -18,14 +18,13 @@ own clients coming back must not be refused.
 """
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 
 os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from servers import free_port, wait_ready  # noqa: E402 (bench/ is on the path)
 
 SERVERS = []
 for spec in os.environ.get(
@@ -41,22 +40,6 @@ CONNECTIONS = int(os.environ.get("CONNECTIONS", "19000"))
 TOPICS = int(os.environ.get("TOPICS", "1000"))
 SOURCES = int(os.environ.get("SOURCES", "32"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(port):
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=1).read()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"the server on {port} never answered")
 
 
 def run(binary, extra):

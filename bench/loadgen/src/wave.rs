@@ -133,20 +133,6 @@ async fn publish_round(o: &Options, publisher: &mut Publisher, seq: u64) {
     }
 }
 
-/// Peak resident set size (KiB) since the last reset.
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 pub async fn run(o: &Options) {
     let addr = o.addrs[0];
     let pid = *o.pids.first().expect("--wave needs --pid");
@@ -205,7 +191,7 @@ pub async fn run(o: &Options) {
 
     // 3. The wave: every client at once, half resuming.
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
-    let peak_reset = peak_rss_kib(pid);
+    let peak_reset = server.peak_rss_kib();
     let cpu_before = server.cpu_seconds();
     let (stop, stopped) = watch::channel(false);
     let refused = Arc::new(AtomicU64::new(0));
@@ -244,7 +230,7 @@ pub async fn run(o: &Options) {
     .await;
     let wave_seconds = started.elapsed().as_secs_f64();
     let cpu = server.cpu_seconds() - cpu_before;
-    let peak = peak_rss_kib(pid);
+    let peak = server.peak_rss_kib();
     let mut live: Vec<u32> = live_at
         .iter()
         .map(|t| t.load(Ordering::Relaxed))

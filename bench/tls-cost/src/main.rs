@@ -28,7 +28,9 @@ use sse_integration_tests::tls::{BodyEvents, TestCert};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Barrier;
 
+// The load generator's, shared: this tool reads CPU and RSS, not the peak.
 #[path = "../../loadgen/src/proc_stats.rs"]
+#[allow(dead_code)]
 mod proc_stats;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
