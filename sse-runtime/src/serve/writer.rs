@@ -109,9 +109,10 @@ pub(super) fn stream_sse<I: AsyncRead + AsyncWrite + Unpin>(
             let step = poll_fn(|cx| {
                 // A readable socket during a stream means the client closed it, or sent something
                 // nobody will read (an unread request body, a pipelined request): that is
-                // discarded, and the stream is over once the socket reads as EOF. Reading until it
-                // is pending registers the waker, so the EOF behind discarded bytes is seen at once;
-                // a client that keeps sending gets 64 KiB discarded per turn, then yields.
+                // discarded, and the stream is over once the socket reads as EOF. Reading until
+                // it is pending registers the waker, so the EOF behind discarded bytes is seen
+                // at once; a client that keeps sending gets 64 KiB discarded per turn, then
+                // yields.
                 // Uninitialized: zeroing 4 KiB on every wake-up was most of a stream's user time.
                 let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
                 for turn in 0.. {
