@@ -130,12 +130,7 @@ async fn follow(
     if !head.starts_with(b"HTTP/1.1 200") {
         return Err(std::io::Error::other("status is not 200"));
     }
-    // sse-runtime answers a refusal with a 200 event stream a browser comes back from; it
-    // carries `Retry-After`, which no served stream does.
-    if head[..body_start]
-        .windows(b"\r\nretry-after:".len())
-        .any(|w| w.eq_ignore_ascii_case(b"\r\nretry-after:"))
-    {
+    if refused_stream(&head[..body_start]) {
         return Err(std::io::Error::other(
             "refused (a 200 stream with Retry-After)",
         ));
@@ -195,6 +190,13 @@ pub async fn open_with(
             return Ok((stream, head, at + 4));
         }
     }
+}
+
+/// Whether a 200 response `head` is a refusal: sse-runtime answers one with a 200 event stream
+/// a browser comes back from, which carries `Retry-After`, as no served stream does.
+pub fn refused_stream(head: &[u8]) -> bool {
+    head.windows(b"\r\nretry-after:".len())
+        .any(|w| w.eq_ignore_ascii_case(b"\r\nretry-after:"))
 }
 
 /// Checks the sequence of one subscriber's events and records their latency.

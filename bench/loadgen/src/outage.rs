@@ -63,10 +63,8 @@ async fn browser(
             _ = stop.changed() => return seen,
         };
         if let Ok((mut stream, head, body_start)) = opened {
-            let refused = !head.starts_with(b"HTTP/1.1 200")
-                || head[..body_start]
-                    .windows(b"\r\nretry-after:".len())
-                    .any(|w| w.eq_ignore_ascii_case(b"\r\nretry-after:"));
+            let refused =
+                !head.starts_with(b"HTTP/1.1 200") || client::refused_stream(&head[..body_start]);
             if refused {
                 seen.refused += 1;
             }

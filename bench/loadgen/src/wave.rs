@@ -57,10 +57,8 @@ async fn open(addr: SocketAddr, source: IpAddr, topic: &str, last_id: Option<&st
     .await
     {
         Ok(Ok((stream, head, body))) => {
-            let refused = !head.starts_with(b"HTTP/1.1 200")
-                || head[..body]
-                    .windows(b"\r\nretry-after:".len())
-                    .any(|w| w.eq_ignore_ascii_case(b"\r\nretry-after:"));
+            let refused =
+                !head.starts_with(b"HTTP/1.1 200") || client::refused_stream(&head[..body]);
             if refused {
                 Opened::Refused
             } else {
