@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::RedisServer;
+use crate::redis_server::free_port;
 
 /// A running cluster; every node is killed when dropped.
 pub struct RedisCluster {
@@ -32,8 +33,14 @@ impl RedisCluster {
     pub async fn start() -> Self {
         let mut nodes = Vec::new();
         for _ in 0..6 {
+            // The cluster bus on a free port of its own: by default it is the node's port plus
+            // 10 000, which may be taken (a client's ephemeral port, another test's node) or
+            // over 65 535, and then the node does not start.
+            let bus = free_port().to_string();
             nodes.push(
                 RedisServer::start_with(&[
+                    "--cluster-port",
+                    &bus,
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
